@@ -1,0 +1,128 @@
+"""Checkpoints: the one module that talks to orbax.
+
+A step directory holds two items: "state" (a pytree of jax.Arrays, written by
+every process for its own shards) and "data" (the input iterator's JSON state,
+one file per process because every process reads its own slice of the data).
+
+Orbax writes a step into a temporary directory and renames it when complete,
+so a process killed mid-save leaves the previous step as the latest one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Orbax CheckpointManager (V0 API: ocp.CheckpointManager with ocp.args.Composite) over a directory."""
+
+  def __init__(self, directory: str | os.PathLike, *, save_every: int,
+               keep: int = 3, async_save: bool = True):
+    if save_every <= 0:
+      raise ValueError(f"save_every must be positive, got {save_every}")
+    self._save_every = save_every
+    self._pending: int | None = None  # step of the last async save
+    options = ocp.CheckpointManagerOptions(
+        # Interval 1: `should_save` below decides; orbax then only refuses a
+        # step at or before its latest one (unless forced).
+        save_interval_steps=1,
+        max_to_keep=keep,
+        enable_async_checkpointing=async_save,
+        # Leftovers of a killed save are never read as steps; this just frees
+        # their disk space.
+        cleanup_tmp_directories=True,
+    )
+    # JsonCheckpointHandler writes only on the primary process by default;
+    # primary_host=None with a per-process file name keeps every iterator state.
+    data_handler = ocp.JsonCheckpointHandler(
+        filename=f"process_{jax.process_index()}.json",
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=None),
+    )
+    self._mngr = ocp.CheckpointManager(
+        os.fspath(directory),
+        options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": data_handler},
+    )
+
+  def latest_step(self) -> int | None:
+    """Last committed step, or None."""
+    steps = self._mngr.all_steps()
+    # Orbax lists a step as soon as its async save starts.
+    if self._mngr.is_saving_in_progress():
+      steps = [s for s in steps if s != self._pending]
+    return max(steps, default=None)
+
+  def should_save(self, step: int) -> bool:
+    return step > 0 and step % self._save_every == 0
+
+  def save(self, step: int, state, data_state: dict, *,
+           force: bool = False) -> bool:
+    """Starts saving `step`; True if a save was started."""
+    if not (force or self.should_save(step)):
+      return False
+    # A forced save may repeat a step just saved on schedule (SIGTERM, end of
+    # run); orbax would raise StepAlreadyExistsError.
+    if step in self._mngr.all_steps():
+      return False
+    saved = self._mngr.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                data=ocp.args.JsonSave(data_state)),
+        force=force,
+    )
+    if saved:
+      self._pending = step
+    return saved
+
+  def restore(self, step: int, abstract_state) -> tuple[object, dict]:
+    """Restores `step` onto the shardings of `abstract_state`'s leaves.
+
+    The leaves are jax.ShapeDtypeStruct with `.sharding` set; the mesh may
+    differ from the one the step was saved from.
+    """
+    out = self._mngr.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                data=ocp.args.JsonRestore()),
+    )
+    return out.state, dict(out.data)
+
+  def wait(self) -> None:
+    self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self._mngr.close()
+
+
+def find_step_dir(path: str | os.PathLike) -> str:
+  """The newest committed step directory under a workdir, a checkpoints folder or a step."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"checkpoint path {path} does not exist")
+  if os.path.isdir(os.path.join(path, "state")):
+    return path
+  for root in (os.path.join(path, "checkpoints"), path):
+    if os.path.isdir(root):
+      steps = [int(d) for d in os.listdir(root)
+               if d.isdigit() and os.path.isdir(os.path.join(root, d, "state"))]
+      if steps:
+        return os.path.join(root, str(max(steps)))
+  raise FileNotFoundError(f"no committed checkpoint under {path} (expected a workdir with "
+                          "checkpoints/STEP/state, a checkpoints folder or a step folder)")
+
+
+def read_state(path: str | os.PathLike) -> dict:
+  """The saved train state of the newest step at `path` as nested dicts of numpy arrays.
+
+  Meant for taking weights out of another run (a teacher, an initialisation):
+  no target structure is needed, and nothing is placed on devices.
+  """
+  step_dir = find_step_dir(path)
+  with ocp.PyTreeCheckpointer() as ckptr:
+    restored = ckptr.restore(os.path.join(step_dir, "state"))
+  return jax.tree.map(lambda x: jax.device_get(x), restored)

@@ -1,0 +1,1 @@
+"""Input pipelines: clip sources, sampling, masks as data, grain datasets."""

@@ -1,0 +1,58 @@
+r"""Command line: python -m amd_jax.main --config=configs/FILE.py[:ARGS] --workdir=DIR [--config.KEY=VALUE ...]
+
+Resumes from DIR when it holds a checkpoint. Bad input (an unknown config key or
+argument, a missing teacher checkpoint, ...) ends with one line and exit code 2.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/pretrain.py:data=ssv2,model=B",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse_flags(argv):
+  """absl's parser, but a bad config file, argument or key ends in one line, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # everything here comes from the command line the user typed
+    cause = e
+    while cause.__cause__ or cause.__context__:
+      cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, (AttributeError, KeyError)):
+      message = f"unknown config key {str(cause).strip(chr(39) + chr(34))!r}"
+    else:
+      message = str(e).strip().splitlines()[0]
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Our own lines at INFO; orbax and friends log every save through absl at INFO.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("amd_jax").setLevel(logging.INFO)
+  from amd_jax import errors, train  # after flag parsing: usage errors need no jax
+  try:
+    config = _CONFIG.value
+    config.get("mode")  # config_flags defers a config file it failed to load to first use
+  except OSError as e:
+    print(f"error: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    train.train(config, _WORKDIR.value)
+  except (errors.BadInput, FloatingPointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(_main, flags_parser=_parse_flags)

@@ -1,0 +1,53 @@
+"""Metric rows: DIR/metrics.jsonl (one JSON object per row) and TensorBoard events.
+
+Only process 0 writes. On resume, rows after the restored step are dropped:
+those steps run again and log again, so the file never holds a step twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+
+class Writer:
+
+  def __init__(self, workdir: str, resume_step: int | None = None):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not self.active:
+      return
+    if resume_step is None:
+      open(self.path, "w").close()
+    else:
+      self._truncate_after(resume_step)
+    from tensorboardX import SummaryWriter  # only process 0 needs it
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def _truncate_after(self, step: int) -> None:
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(rows)
+    os.replace(tmp, self.path)
+
+  def write(self, row: dict) -> None:
+    """row: {'step': int, name: float or str, ...}."""
+    if not self.active:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    prefix = row.get("split", "train")
+    for k, v in row.items():
+      if k not in ("step", "split") and isinstance(v, (int, float)):
+        self._tb.add_scalar(f"{prefix}/{k}", v, row["step"])
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()

@@ -1,0 +1,1 @@
+"""Flax NNX models: video ViT, MAE decoder, alignment heads, task heads."""

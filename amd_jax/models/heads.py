@@ -1,0 +1,41 @@
+"""Task heads on the video encoder (spec/AMD.md §2.5)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from amd_jax.models import vit
+
+
+class Classifier(nnx.Module):
+  """Encoder (no final norm) → mean over tokens → fc_norm → dropout → linear head.
+
+  The head starts at N(0, 0.02²)·init_scale (0.001 in every fine-tuning recipe),
+  so the first updates barely disturb the pre-trained features.
+  Called on a normalised video (B, T, H, W, C), it returns logits (B, classes).
+  """
+
+  def __init__(self, variant: vit.Variant, num_classes: int, *, num_frames: int,
+               image_size: int, drop_path: float = 0.0, head_dropout: float = 0.0,
+               init_scale: float = 0.001, ln_eps: float = 1e-6, remat: bool = False,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    self.encoder = vit.Encoder(variant, num_frames=num_frames, image_size=image_size,
+                               drop_path=drop_path, final_norm=False, ln_eps=ln_eps,
+                               remat=remat, dtype=dtype, rngs=rngs)
+    self.fc_norm = vit.layer_norm(variant.width, ln_eps, dtype, rngs)
+    head_init = lambda key, shape, dtype=jnp.float32: (
+        init_scale * 0.02 * jax.random.truncated_normal(key, -100.0, 100.0, shape, dtype))
+    self.head = vit.dense(variant.width, num_classes, ("embed", "classes"), init=head_init,
+                          dtype=dtype, rngs=rngs)
+    self.head_dropout = head_dropout
+
+  def __call__(self, video: jnp.ndarray, *, rng: jax.Array | None = None) -> jnp.ndarray:
+    enc_rng, drop_rng = (None, None) if rng is None else tuple(jax.random.split(rng))
+    x, _ = self.encoder(video, rng=enc_rng)
+    x = self.fc_norm(x.mean(axis=1))
+    if drop_rng is not None and self.head_dropout > 0:
+      keep = 1.0 - self.head_dropout
+      x = jnp.where(jax.random.bernoulli(drop_rng, keep, x.shape), x / keep, 0.0)
+    return self.head(x)

@@ -1,0 +1,293 @@
+"""Video ViT: tubelet embedding, pre-norm blocks, encoder (spec/AMD.md §2).
+
+Layouts: videos are (B, T, H, W, C) channels-last; tokens are flattened in
+(t, h, w) order with w fastest; a tubelet is flattened (kt, kh, kw, c) with the
+channel fastest, the same order as the reconstruction target (§4.3).
+Parameters carry logical axis names ("embed", "mlp", ...); the rules that map
+them onto a device mesh live in the config (amd_jax/sharding.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from amd_jax import errors
+from amd_jax.models import posemb
+
+# name: (width, depth, heads, decoder width, decoder heads). MLP ratio 4, head
+# dim 64 except "Mu", the tiny test/runlocal size.
+_SIZES = {
+    "Mu": (64, 4, 2, 32, 1),
+    "Ti": (192, 12, 3, 96, 3),
+    "S": (384, 12, 6, 192, 3),
+    "B": (768, 12, 12, 384, 6),
+    "L": (1024, 24, 16, 512, 8),
+    "H": (1280, 32, 16, 640, 8),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  width: int
+  depth: int
+  heads: int
+  mlp_dim: int
+  patch: int
+  tubelet: int
+  decoder_width: int
+  decoder_heads: int
+
+
+def decode_variant(name: str) -> Variant:
+  """"S/16x2" → ViT-S, 16×16 patches, tubelets of 2 frames; "S/16" is an image model."""
+  m = re.fullmatch(r"(\w+)/(\d+)(?:x(\d+))?", name)
+  if not m or m.group(1) not in _SIZES:
+    raise errors.BadInput(f"unknown model variant {name!r}: expected SIZE/PATCH[xTUBELET] "
+                     f"with SIZE in {'|'.join(_SIZES)}, e.g. 'S/16x2'")
+  width, depth, heads, dec_width, dec_heads = _SIZES[m.group(1)]
+  return Variant(width=width, depth=depth, heads=heads, mlp_dim=4 * width,
+                 patch=int(m.group(2)), tubelet=int(m.group(3) or 1),
+                 decoder_width=dec_width, decoder_heads=dec_heads)
+
+
+def token_grid(num_frames: int, image_size: int | Sequence[int], patch: int,
+               tubelet: int) -> tuple[int, int, int]:
+  """(t, h, w) token grid of a clip."""
+  h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+  if num_frames % tubelet or h % patch or w % patch:
+    raise errors.BadInput(f"clip {num_frames}×{h}×{w} is not divisible into "
+                     f"{tubelet}×{patch}×{patch} tubelets")
+  return num_frames // tubelet, h // patch, w // patch
+
+
+def patchify(video: jnp.ndarray, patch: int, tubelet: int) -> jnp.ndarray:
+  """(B, T, H, W, C) → (B, N, tubelet·patch·patch·C), tokens (t, h, w), channel fastest."""
+  b, t, h, w, c = video.shape
+  x = video.reshape(b, t // tubelet, tubelet, h // patch, patch, w // patch, patch, c)
+  x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
+  return x.reshape(b, -1, tubelet * patch * patch * c)
+
+
+def gather_tokens(x: jnp.ndarray, idx: jnp.ndarray | None) -> jnp.ndarray:
+  """x (B, N, ...) at token indices idx (B, n); all tokens when idx is None."""
+  if idx is None:
+    return x
+  idx = idx.reshape(idx.shape + (1,) * (x.ndim - 2))
+  return jnp.take_along_axis(x, idx, axis=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _position_table(num_tokens: int, width: int) -> np.ndarray:
+  return posemb.sinusoid_table(num_tokens, width)
+
+
+def position_embedding(num_tokens: int, width: int, idx: jnp.ndarray | None,
+                       batch: int) -> jnp.ndarray:
+  """The fixed sinusoid table (B, n, width) at token indices idx."""
+  table = jnp.asarray(_position_table(num_tokens, width))
+  if idx is None:
+    return jnp.broadcast_to(table, (batch,) + table.shape)
+  return table[idx]
+
+
+def sharded(init, *names: str | None):
+  """An initializer whose parameter carries logical axis names.
+
+  Eager sharding is off so that models can be built outside a mesh (tests,
+  eval_shape); train.py turns the names into shardings explicitly.
+  """
+  return nnx.with_partitioning(init, names, eager_sharding=False)
+
+
+xavier = nnx.initializers.xavier_uniform()
+zeros = nnx.initializers.zeros_init()
+ones = nnx.initializers.ones_init()
+
+
+def torch_default_uniform(fan_in: int):
+  """PyTorch's default Linear/Conv init, U(±1/√fan_in), for kernels and biases.
+
+  VideoMAE leaves the patch embedding and encoder_to_decoder at this init (§2.6).
+  """
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def truncated_normal_1sigma(std: float = 0.02):
+  """N(0, std²) truncated at ±1σ, as the official `trunc_normal_(std, a=-std, b=std)`."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return std * jax.random.truncated_normal(key, -1.0, 1.0, shape, dtype)
+
+  return init
+
+
+def layer_norm(width: int, eps: float, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  # Two-pass variance like torch's LayerNorm: the fast E[x²]−E[x]² form drifts
+  # on the large residual streams of deep teachers.
+  return nnx.LayerNorm(width, epsilon=eps, dtype=dtype, use_fast_variance=False,
+                       scale_init=sharded(ones, "embed"),
+                       bias_init=sharded(zeros, "embed"), rngs=rngs)
+
+
+def dense(fan_in: int, fan_out: int, names: tuple[str, str], *, dtype, rngs,
+          use_bias: bool = True, init=xavier) -> nnx.Linear:
+  return nnx.Linear(fan_in, fan_out, use_bias=use_bias, dtype=dtype,
+                    kernel_init=sharded(init, *names),
+                    bias_init=sharded(zeros, names[1]), rngs=rngs)
+
+
+class PatchEmbed(nnx.Module):
+  """Conv3d with stride = kernel, as a matmul over flattened tubelets.
+
+  The kernel keeps the Conv layout (kt, kh, kw, C, D) so checkpoints convert with
+  a plain transpose; reshaped, it matches `patchify`'s (kt, kh, kw, c) order.
+  Only the tubelets a model sees are embedded.
+  """
+
+  def __init__(self, patch: int, tubelet: int, in_chans: int, width: int, *,
+               dtype, rngs: nnx.Rngs):
+    fan_in = tubelet * patch * patch * in_chans
+    init = torch_default_uniform(fan_in)
+    self.kernel = nnx.Param(sharded(init, None, None, None, None, "embed")(
+        rngs.params(), (tubelet, patch, patch, in_chans, width)))
+    self.bias = nnx.Param(sharded(init, "embed")(rngs.params(), (width,)))
+    self.dtype = dtype
+
+  def __call__(self, tubelets: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.kernel[...].reshape(-1, self.kernel.shape[-1])
+    y = jnp.dot(tubelets.astype(self.dtype), kernel.astype(self.dtype))
+    return y + self.bias[...].astype(self.dtype)
+
+
+class Attention(nnx.Module):
+  """Fused qkv without a bias parameter; learnable q and v biases, k bias fixed at 0."""
+
+  def __init__(self, width: int, heads: int, *, dtype, rngs: nnx.Rngs):
+    self.heads = heads
+    self.dtype = dtype
+    self.qkv = dense(width, 3 * width, ("embed", "qkv"), use_bias=False,
+                     dtype=dtype, rngs=rngs)
+    self.q_bias = nnx.Param(sharded(zeros, "qkv")(rngs.params(), (width,)))
+    self.v_bias = nnx.Param(sharded(zeros, "qkv")(rngs.params(), (width,)))
+    self.proj = dense(width, width, ("qkv", "embed"), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    b, n, d = x.shape
+    q_bias = self.q_bias[...]
+    bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), self.v_bias[...]])
+    qkv = self.qkv(x) + bias.astype(self.dtype)
+    q, k, v = jnp.split(qkv.reshape(b, n, 3, self.heads, d // self.heads), 3, axis=2)
+    y = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+    return self.proj(y.reshape(b, n, d))
+
+
+class Mlp(nnx.Module):
+
+  def __init__(self, width: int, hidden: int, *, dtype, rngs: nnx.Rngs):
+    self.fc1 = dense(width, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    self.fc2 = dense(hidden, width, ("mlp", "embed"), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+def drop_path(x: jnp.ndarray, rate: float, rng: jax.Array | None) -> jnp.ndarray:
+  """Per-sample stochastic depth with 1/keep rescaling; identity without an rng."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block (no LayerScale: it is off in every AMD model)."""
+
+  def __init__(self, width: int, heads: int, mlp_dim: int, *, drop_path: float = 0.0,
+               ln_eps: float = 1e-6, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.norm1 = layer_norm(width, ln_eps, dtype, rngs)
+    self.attn = Attention(width, heads, dtype=dtype, rngs=rngs)
+    self.norm2 = layer_norm(width, ln_eps, dtype, rngs)
+    self.mlp = Mlp(width, mlp_dim, dtype=dtype, rngs=rngs)
+    self.drop_path = drop_path
+
+  def __call__(self, x: jnp.ndarray, rng: jax.Array | None = None) -> jnp.ndarray:
+    rngs = (None, None) if rng is None else tuple(jax.random.split(rng))
+    x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, rngs[0])
+    return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, rngs[1])
+
+
+class Blocks(nnx.Module):
+  """A stack of blocks returning the residual stream after each of them."""
+
+  def __init__(self, depth: int, width: int, heads: int, mlp_dim: int, *,
+               drop_path: float = 0.0, ln_eps: float = 1e-6, remat: bool = False,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    rates = np.linspace(0.0, drop_path, depth) if depth > 1 else [drop_path]
+    self.layers = nnx.List([
+        Block(width, heads, mlp_dim, drop_path=float(r), ln_eps=ln_eps,
+              dtype=dtype, rngs=rngs) for r in rates])
+    self.remat = remat
+
+  def __call__(self, x: jnp.ndarray, rng: jax.Array | None = None
+               ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, ...]]:
+    call = nnx.remat(Block.__call__) if self.remat else Block.__call__
+    keys = [None] * len(self.layers) if rng is None else jax.random.split(rng, len(self.layers))
+    hidden = []
+    for layer, key in zip(self.layers, keys):
+      x = call(layer, x, key)
+      hidden.append(x)
+    return x, tuple(hidden)
+
+
+class Encoder(nnx.Module):
+  """Video ViT encoder without a cls token.
+
+  Called on a normalised video (B, T, H, W, C) and optional token indices
+  (B, n) (the visible tokens, ascending), it returns `(x, hidden)`: x (B, n, D)
+  after the final LayerNorm when `final_norm` (pre-training, AVA) else the last
+  residual stream, and `hidden`, the raw residual stream after every block
+  (hidden[l-1] is layer l, for alignment; unused ones cost nothing under jit).
+  """
+
+  def __init__(self, variant: Variant, *, num_frames: int, image_size: int | Sequence[int],
+               in_chans: int = 3, drop_path: float = 0.0, final_norm: bool = True,
+               ln_eps: float = 1e-6, remat: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.variant = variant
+    self.grid = token_grid(num_frames, image_size, variant.patch, variant.tubelet)
+    self.num_tokens = math.prod(self.grid)
+    self.patch_embed = PatchEmbed(variant.patch, variant.tubelet, in_chans, variant.width,
+                                  dtype=dtype, rngs=rngs)
+    self.blocks = Blocks(variant.depth, variant.width, variant.heads, variant.mlp_dim,
+                         drop_path=drop_path, ln_eps=ln_eps, remat=remat, dtype=dtype,
+                         rngs=rngs)
+    self.norm = layer_norm(variant.width, ln_eps, dtype, rngs) if final_norm else None
+
+  def embed(self, video: jnp.ndarray, idx: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Tokens (B, n, D) of the tubelets at idx, with their position embedding."""
+    v = self.variant
+    tubelets = gather_tokens(patchify(video, v.patch, v.tubelet), idx)
+    x = self.patch_embed(tubelets)
+    return x + position_embedding(self.num_tokens, v.width, idx, x.shape[0]).astype(x.dtype)
+
+  def __call__(self, video: jnp.ndarray, idx: jnp.ndarray | None = None, *,
+               rng: jax.Array | None = None):
+    x, hidden = self.blocks(self.embed(video, idx), rng)
+    if self.norm is not None:
+      x = self.norm(x)
+    return x, hidden

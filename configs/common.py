@@ -1,0 +1,52 @@
+"""Pieces every config shares: argument parsing, mesh, sharding rules, logging."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
+  """Parses a config argument 'key=value,flag,...' against `spec`.
+
+  spec maps each known key to its default; a tuple default is the list of
+  allowed values (the first is the default), a bool default makes a flag that a
+  bare `key` switches on. Anything else is refused with one line naming it.
+  """
+  out = {k: (v[0] if isinstance(v, tuple) else v) for k, v in spec.items()}
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if key not in spec:
+      raise ValueError(f"unknown config argument {key!r}: known are {', '.join(spec)}")
+    default = spec[key]
+    if isinstance(default, bool):
+      out[key] = value.lower() in ("", "1", "true", "yes") if sep else True
+    elif isinstance(default, tuple):
+      if value not in default:
+        raise ValueError(f"config argument {key}={value!r}: choose from {'|'.join(default)}")
+      out[key] = value
+    else:
+      out[key] = type(default)(value)
+  return ml_collections.ConfigDict(out)
+
+
+def pure_fsdp_rules() -> tuple[tuple[str, str | None], ...]:
+  """Logical axis → mesh axis. Only the model width is split (over 'fsdp')."""
+  return (
+      ("embed", "fsdp"),
+      ("mlp", None),
+      ("qkv", None),
+      ("decoder", None),
+      ("pixels", None),
+      ("classes", None),
+  )
+
+
+def add_runtime(config: ml_collections.ConfigDict, *, runlocal: bool) -> None:
+  """Mesh, sharding, logging and checkpointing fields, identical in every config."""
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  config.sharding = ml_collections.ConfigDict(dict(rules=pure_fsdp_rules()))
+  config.log_every = 10 if runlocal else 50
+  config.ckpt_every = 50 if runlocal else 1000
+  config.keep_ckpts = 3
+  config.progress = True

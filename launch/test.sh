@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the test suite: launch/test.sh [PYTEST ARGS...]
+# e.g. launch/test.sh -m "not slow"    launch/test.sh tests/test_masking.py -x
+# Needs only Python >= 3.11 and pip; creates/reuses .venv with the dev and convert
+# extras (torch CPU + transformers for the parity tests).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source launch/_venv.sh
+
+start=$SECONDS
+ensure_venv dev,convert
+rc=0
+python -m pytest "$@" || rc=$?
+elapsed=$((SECONDS - start))
+printf 'test.sh: pytest exited %d after %dm%02ds\n' "$rc" $((elapsed / 60)) $((elapsed % 60)) >&2
+exit "$rc"

@@ -1,0 +1,178 @@
+"""The training program end to end, as a user runs it: CLI, resume, signals, bad input.
+
+Runs are real subprocesses of `python -m amd_jax.main` on one CPU device, with the
+runlocal configs shortened to 32 steps. A persistent compilation cache shared by
+the runs keeps the repeated compilations cheap.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHORT = ["--config.optim.epochs=4", "--config.log_every=2", "--config.ckpt_every=8",
+         "--config.progress=False"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  e = dict(os.environ)
+  e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  e["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+  e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  return e
+
+
+def command(workdir, config="configs/pretrain.py:runlocal", extra=()):
+  return [sys.executable, "-m", "amd_jax.main", f"--config={config}",
+          f"--workdir={workdir}", *SHORT, *extra]
+
+
+def run(workdir, env, **kw):
+  return subprocess.run(command(workdir, **kw), cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+def rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def losses(workdir):
+  keys = ("loss", "loss_rec", "loss_dir", "loss_gen")
+  return {r["step"]: [r[k] for k in keys] for r in rows(workdir)}
+
+
+def committed_steps(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(d):
+    return []
+  return sorted(int(s) for s in os.listdir(d) if s.isdigit())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, env):
+  """An AMD runlocal run that was never interrupted."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  result = run(workdir, env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_runlocal_amd_logs_every_term_and_learns(reference):
+  r = rows(reference)
+  assert [x["step"] for x in r] == list(range(2, 33, 2))
+  for x in r:
+    for key in ("loss", "loss_rec", "loss_dir", "loss_gen", "lr", "grad_norm", "clips_per_s"):
+      assert np.isfinite(x[key]), (key, x)
+    np.testing.assert_allclose(x["loss"], x["loss_rec"] + x["loss_dir"] + x["loss_gen"],
+                               rtol=1e-5)
+  first, last = r[0]["loss"], np.mean([x["loss"] for x in r[-3:]])
+  assert last < 0.6 * first, (first, last)
+  assert committed_steps(reference)[-1] == 32
+  assert os.listdir(os.path.join(reference, "tensorboard"))
+
+
+def test_runlocal_videomae(tmp_path, env):
+  result = run(str(tmp_path), env, config="configs/videomae.py:runlocal")
+  assert result.returncode == 0, result.stderr[-3000:]
+  r = rows(str(tmp_path))
+  assert "loss_dir" not in r[0] and "loss_gen" not in r[0]
+  assert np.mean([x["loss"] for x in r[-3:]]) < r[0]["loss"]
+
+
+def wait_for(predicate, proc, what, timeout=300):
+  deadline = time.time() + timeout
+  while not predicate():
+    if proc.poll() is not None:
+      raise AssertionError(f"run ended (rc {proc.returncode}) before {what}: "
+                           f"{proc.stderr.read()[-3000:]}")
+    assert time.time() < deadline, f"timed out waiting for {what}"
+    time.sleep(0.02)
+
+
+def start(workdir, env):
+  return subprocess.Popen(command(workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def logged_step(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  r = [json.loads(line) for line in open(path) if line.endswith("\n")]
+  return r[-1]["step"] if r else 0
+
+
+def test_sigterm_saves_exits_zero_and_resumes_identically(tmp_path, env, reference):
+  workdir = str(tmp_path)
+  proc = start(workdir, env)
+  wait_for(lambda: logged_step(workdir) >= 10, proc, "step 10")
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+  stopped_at = committed_steps(workdir)[-1]
+  assert 10 <= stopped_at < 32, stopped_at
+  result = run(workdir, env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"resumed from step {stopped_at}" in result.stderr
+  got, want = losses(workdir), losses(reference)
+  assert sorted(got) == sorted(want)
+  for step in want:
+    np.testing.assert_allclose(got[step], want[step], rtol=1e-5, err_msg=f"step {step}")
+
+
+def test_sigkill_twice_restarts_from_committed_checkpoints(tmp_path, env, reference):
+  workdir = str(tmp_path)
+  for target in (8, 16):
+    proc = start(workdir, env)
+    wait_for(lambda: target in committed_steps(workdir) and logged_step(workdir) > target,
+             proc, f"checkpoint {target}")
+    proc.kill()
+    proc.wait()
+  result = run(workdir, env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resumed from step" in result.stderr
+  got, want = losses(workdir), losses(reference)
+  assert sorted(got) == sorted(want)
+  for step in want:
+    np.testing.assert_allclose(got[step], want[step], rtol=1e-5, err_msg=f"step {step}")
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--config=configs/pretrain.py:runlocal", "--config.no_such_key=1"], "no_such_key"),
+    (["--config=configs/pretrain.py:data=nonsense"], "nonsense"),
+    (["--config=configs/pretrain.py:runlocal", "--config.teacher.init=/no/such/ckpt"],
+     "/no/such/ckpt"),
+    (["--config=configs/no_such_config.py"], "no_such_config.py"),
+    (["--config=configs/pretrain.py:runlocal", "--config.align.method=sideways"], "sideways"),
+])
+def test_bad_input_is_one_line(tmp_path, env, args, culprit):
+  result = subprocess.run([sys.executable, "-m", "amd_jax.main", *args,
+                           f"--workdir={tmp_path}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and culprit in errors[0], result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_teacher_from_a_videomae_run(tmp_path, env):
+  """A VideoMAE runlocal workdir serves as the AMD runlocal teacher; a wrong one is refused."""
+  teacher = str(tmp_path / "teacher")
+  assert run(teacher, env, config="configs/videomae.py:runlocal",
+             extra=["--config.optim.epochs=1"]).returncode == 0
+  result = run(str(tmp_path / "student"), env,
+               extra=[f"--config.teacher.init={teacher}", "--config.optim.epochs=1"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"loaded from {teacher}" in result.stderr
+  bad = run(str(tmp_path / "bad"), env,
+            extra=[f"--config.teacher.init={teacher}", "--config.teacher.variant=S/8x2",
+                   "--config.optim.epochs=1"])
+  assert bad.returncode == 2
+  assert "shape" in bad.stderr and "Traceback" not in bad.stderr
