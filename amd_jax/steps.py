@@ -108,5 +108,5 @@ def train_step(state: dict, batch: dict, teacher_params: nnx.State | None, *,
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   new_state = dict(state, step=state["step"] + 1,
                    params=optax.apply_updates(state["params"], updates), opt_state=opt_state)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads), lr=schedule(state["step"]))
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=schedule(state["step"]))
   return new_state, metrics

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import signal
 import time
@@ -73,7 +72,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
   # ----------------------------------------------------------------- mesh
   mesh = sharding.make_mesh(config)
-  rules = config.sharding.rules
   log.info("mesh %s over %d devices (%s)", dict(mesh.shape), mesh.size,
            jax.devices()[0].platform)
 
@@ -90,7 +88,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   steps_per_pass = config.data.train_videos // videos_per_step
   if steps_per_pass == 0:
     raise errors.BadInput(f"{config.data.train_videos} training videos make no batch of "
-                     f"{videos_per_step} videos")
+                          f"{videos_per_step} videos")
   schedule = optim.schedule_from_config(config, steps_per_pass / config.data.num_sample)
   total_steps = schedule.total_steps
   log.info("%d steps of %d clips (%d videos × %d samples); tokens %d, student %d, "
@@ -99,60 +97,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
   # ----------------------------------------------------------------- model and optimiser
   tx = optim.optimizer(config, schedule)
-
-  def init_state(key):
-    model = pretrain.build_student(config, nnx.Rngs(params=key))
-    params = nnx.state(model, nnx.Param)
-    return dict(step=jnp.zeros((), jnp.int32),
-                rng=jax.random.key_data(jax.random.fold_in(key, 1)),
-                params=params, frozen=nnx.state(model, decoders.FrozenToken),
-                opt_state=tx.init(params))
-
-  student_def = nnx.graphdef(nnx.eval_shape(
-      lambda: pretrain.build_student(config, nnx.Rngs(0))))
-  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
-  param_sharding = sharding.named(mesh, sharding.param_specs(abstract_state["params"], rules))
-  frozen_sharding = sharding.named(mesh, sharding.param_specs(abstract_state["frozen"], rules))
-  repl = sharding.replicated(mesh)
-  state_sharding = dict(
-      step=repl, rng=repl, params=param_sharding, frozen=frozen_sharding,
-      opt_state=optax_state_sharding(tx, abstract_state["opt_state"], param_sharding, repl))
-  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
-  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state["params"]))
+  state, state_sharding, student_def = create_state(config, mesh, tx)
+  num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   log.info("student: %s, %.2f M trainable parameters", config.model.variant, num_params / 1e6)
 
   # ----------------------------------------------------------------- teacher
-  teacher_def, teacher_params = None, None
-  if amd:
-    abstract_teacher = nnx.eval_shape(lambda: pretrain.build_teacher(config, nnx.Rngs(0)))
-    teacher_def, abstract_tparams = nnx.split(abstract_teacher, nnx.Param)
-    tsharding = sharding.named(mesh, sharding.param_specs(abstract_tparams, rules))
-    if config.teacher.init:
-      host = pretrained.load_encoder(config.teacher.init, abstract_tparams)
-      teacher_params = jax.device_put(host, tsharding)
-      log.info("teacher %s loaded from %s", config.teacher.variant, config.teacher.init)
-    else:
-      teacher_params = jax.jit(
-          lambda k: nnx.state(pretrain.build_teacher(config, nnx.Rngs(params=k)), nnx.Param),
-          out_shardings=tsharding)(jax.random.key(config.seed + 1))
-      log.warning("teacher %s is randomly initialised: teacher.init is empty",
-                  config.teacher.variant)
+  teacher_def, teacher_params, teacher_sharding = create_teacher(config, mesh)
 
   # ----------------------------------------------------------------- compiled step
-  task = steps.PretrainTask(
-      student=student_def, teacher=teacher_def, counts=counts,
-      patch=variant.patch, tubelet=variant.tubelet,
-      teacher_layers=tuple(config.align.teacher_layers) if amd else (),
-      align_loss=config.align.loss if amd else "l2",
-      rec_weight=config.loss.rec, dir_weight=config.loss.get("dir", 0.0),
-      gen_weight=config.loss.get("gen", 0.0), stochastic=config.model.drop_path > 0)
+  task = make_task(config, student_def, teacher_def, counts)
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = jax.jit(
       functools.partial(steps.train_step, task=task, tx=tx, schedule=schedule,
                         grad_accum=config.grad_accum),
-      in_shardings=(state_sharding, batch_sharding,
-                    None if teacher_params is None else tsharding),
-      out_shardings=(state_sharding, repl),
+      in_shardings=(state_sharding, batch_sharding, teacher_sharding),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=(0,))
 
   # ----------------------------------------------------------------- restore
@@ -160,8 +119,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                                  save_every=config.ckpt_every, keep=config.keep_ckpts)
   start = ckpt.latest_step()
   if start is not None:
-    target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                          abstract_state, state_sharding)
+    target = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                          state, state_sharding)
     state, data_state = ckpt.restore(start, target)
     data_iter.set_state(data_state)
     log.info("resumed from step %d in %s", start, workdir)
@@ -211,6 +170,64 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   log.info("%s at step %d; outputs in %s", "stopped" if step < total_steps else "finished",
            step, workdir)
   return rows
+
+
+def create_state(config: ml_collections.ConfigDict, mesh, tx):
+  """The student's train state, born sharded: (state, its shardings, the student graphdef)."""
+  rules = config.sharding.rules
+
+  def init_state(key):
+    model = pretrain.build_student(config, nnx.Rngs(params=key))
+    params = nnx.state(model, nnx.Param)
+    return dict(step=jnp.zeros((), jnp.int32),
+                rng=jax.random.key_data(jax.random.fold_in(key, 1)),
+                params=params, frozen=nnx.state(model, decoders.FrozenToken),
+                opt_state=tx.init(params))
+
+  student_def = nnx.graphdef(nnx.eval_shape(
+      lambda: pretrain.build_student(config, nnx.Rngs(0))))
+  abstract = jax.eval_shape(init_state, jax.random.key(0))
+  params = sharding.named(mesh, sharding.param_specs(abstract["params"], rules))
+  repl = sharding.replicated(mesh)
+  state_sharding = dict(
+      step=repl, rng=repl, params=params,
+      frozen=sharding.named(mesh, sharding.param_specs(abstract["frozen"], rules)),
+      opt_state=optax_state_sharding(tx, abstract["opt_state"], params, repl))
+  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
+  return state, state_sharding, student_def
+
+
+def create_teacher(config: ml_collections.ConfigDict, mesh):
+  """(graphdef, params, shardings) of the frozen teacher; all None in VideoMAE mode."""
+  if config.mode != "amd":
+    return None, None, None
+  abstract = nnx.eval_shape(lambda: pretrain.build_teacher(config, nnx.Rngs(0)))
+  teacher_def, abstract_params = nnx.split(abstract, nnx.Param)
+  shardings = sharding.named(mesh, sharding.param_specs(abstract_params, config.sharding.rules))
+  if config.teacher.init:
+    params = jax.device_put(pretrained.load_encoder(config.teacher.init, abstract_params),
+                            shardings)
+    log.info("teacher %s loaded from %s", config.teacher.variant, config.teacher.init)
+  else:
+    params = jax.jit(
+        lambda k: nnx.state(pretrain.build_teacher(config, nnx.Rngs(params=k)), nnx.Param),
+        out_shardings=shardings)(jax.random.key(config.seed + 1))
+    log.warning("teacher %s is randomly initialised: teacher.init is empty",
+                config.teacher.variant)
+  return teacher_def, params, shardings
+
+
+def make_task(config: ml_collections.ConfigDict, student_def, teacher_def,
+              counts: masking.MaskCounts) -> steps.PretrainTask:
+  variant = vit.decode_variant(config.model.variant)
+  amd = config.mode == "amd"
+  return steps.PretrainTask(
+      student=student_def, teacher=teacher_def, counts=counts,
+      patch=variant.patch, tubelet=variant.tubelet,
+      teacher_layers=tuple(config.align.teacher_layers) if amd else (),
+      align_loss=config.align.loss if amd else "l2",
+      rec_weight=config.loss.rec, dir_weight=config.loss.get("dir", 0.0),
+      gen_weight=config.loss.get("gen", 0.0), stochastic=config.model.drop_path > 0)
 
 
 def optax_state_sharding(tx, abstract_opt_state, param_sharding, replicated):

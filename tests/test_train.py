@@ -176,3 +176,15 @@ def test_teacher_from_a_videomae_run(tmp_path, env):
                    "--config.optim.epochs=1"])
   assert bad.returncode == 2
   assert "shape" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, env):
+  workdir = str(tmp_path)
+  assert run(workdir, env, extra=["--config.optim.epochs=1"]).returncode == 0  # 8 steps
+  assert committed_steps(workdir) == [8]
+  # Resumed with an absurd learning rate, the parameters overflow within a step or two.
+  result = run(workdir, env, extra=["--config.optim.base_lr=1e30"])
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+  assert len(line) == 1 and "at step" in line[0] and "step 8" in line[0], result.stderr
+  assert committed_steps(workdir) == [8]
