@@ -6,6 +6,9 @@ one file per process because every process reads its own slice of the data).
 
 Orbax writes a step into a temporary directory and renames it when complete,
 so a process killed mid-save leaves the previous step as the latest one.
+
+Converted checkpoints (amd_jax.convert) hold one tree of weights, written and
+read with `save_tree` / `read_tree`, beside their model.json.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -116,13 +120,38 @@ def find_step_dir(path: str | os.PathLike) -> str:
                           "checkpoints/STEP/state, a checkpoints folder or a step folder)")
 
 
-def read_state(path: str | os.PathLike) -> dict:
-  """The saved train state of the newest step at `path` as nested dicts of numpy arrays.
+def save_tree(directory: str | os.PathLike, tree) -> None:
+  """Writes a nested dict of host arrays synchronously (a converted checkpoint's weights)."""
+  # A synchronous save needs no defensive copy of each numpy array (orbax's
+  # default), and uncompressed writes need no buffers: either would add a
+  # third copy of a converted ViT-L in memory (float weights barely compress).
+  registry = ocp.type_handlers.create_type_handler_registry(
+      (jax.Array, ocp.type_handlers.ArrayHandler()),
+      (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)))
+  handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
+  with ocp.Checkpointer(handler) as ckptr:
+    ckptr.save(os.fspath(directory), args=ocp.args.PyTreeSave(tree))
 
-  Meant for taking weights out of another run (a teacher, an initialisation):
-  no target structure is needed, and nothing is placed on devices.
-  """
-  step_dir = find_step_dir(path)
+
+def tree_shapes(directory: str | os.PathLike) -> dict:
+  """The saved tree with a jax.ShapeDtypeStruct per array, read from metadata only."""
   with ocp.PyTreeCheckpointer() as ckptr:
-    restored = ckptr.restore(os.path.join(step_dir, "state"))
-  return jax.tree.map(lambda x: jax.device_get(x), restored)
+    meta = ckptr.metadata(os.fspath(directory)).item_metadata.tree
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
+
+
+def read_tree(directory: str | os.PathLike, subtrees: tuple[str, ...] | None = None) -> dict:
+  """A saved tree (or only its top-level `subtrees`) as nested dicts of numpy arrays.
+
+  Meant for taking weights out of another run or a converted checkpoint: no
+  target structure is needed, and nothing is placed on devices.
+  """
+  directory = os.fspath(directory)
+  # Bounded reads in flight: tensorstore's buffers stay well under one more copy.
+  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1)) as ckptr:
+    meta = ckptr.metadata(directory).item_metadata.tree
+    if subtrees is not None:
+      meta = {k: meta[k] for k in subtrees if k in meta}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+    return ckptr.restore(directory, args=ocp.args.PyTreeRestore(
+        item=meta, restore_args=restore_args, partial_restore=subtrees is not None))

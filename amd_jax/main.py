@@ -40,7 +40,7 @@ def _main(argv):
   # Our own lines at INFO; orbax and friends log every save through absl at INFO.
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("amd_jax").setLevel(logging.INFO)
-  from amd_jax import errors, train  # after flag parsing: usage errors need no jax
+  from amd_jax import distributed, errors, train  # after flag parsing: usage errors need no jax
   try:
     config = _CONFIG.value
     config.get("mode")  # config_flags defers a config file it failed to load to first use
@@ -48,6 +48,7 @@ def _main(argv):
     print(f"error: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
     sys.exit(2)
   try:
+    distributed.initialize()
     train.train(config, _WORKDIR.value)
   except (errors.BadInput, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)

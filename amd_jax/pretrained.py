@@ -1,60 +1,85 @@
-"""Weights from other runs: the teacher of an AMD run, an initialisation.
+"""Ready models from checkpoints, and the teacher of an AMD run.
 
-So far the source is a checkpoint of ours (a VideoMAE or AMD pre-training
-workdir); the student encoder in it becomes the teacher. Every parameter the
-target needs must be found with the right shape, or the run is refused with a
-line naming the key.
+Any checkpoint `amd_jax.convert` reads will do — an official VideoMAE/AMD
+`.pth`, a DeepSpeed folder, a Hugging Face VideoMAE folder, a converted orbax
+checkpoint or a training workdir of ours — converted on the fly.
+
+    model = pretrained.load(PATH)          # eval mode
+    logits = model(video)                  # a classification checkpoint: (B, classes)
+    features, hidden = model(video)        # an encoder checkpoint: (B, N, D), per-block
+    encoder = pretrained.load(PATH, part="encoder")   # the encoder of any checkpoint
+
+video: float32 (B, T, H, W, 3), normalised with ImageNet mean/std. A
+pre-training checkpoint loads as the whole `Pretrainer` (called with mask
+indices, see amd_jax.models.pretrain).
 """
 
 from __future__ import annotations
 
+import logging
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from amd_jax import checkpoint, errors
+from amd_jax import convert, errors
+from amd_jax.convert import spec as spec_lib
+
+log = logging.getLogger("amd_jax")
 
 
-def flat_key(path) -> str:
-  """'blocks/layers/0/attn/qkv/kernel' for a pytree key path (nnx '.value' dropped)."""
-  parts = []
-  for k in path:
-    name = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
-    parts.append(str(name))
-  if parts and parts[-1] == "value":
-    parts.pop()
-  return "/".join(parts)
+def build(spec: spec_lib.ModelSpec, weights: dict[str, np.ndarray]) -> nnx.Module:
+  """The model of `spec` holding `weights` (our flat keys; each is let go once placed)."""
+  graphdef, state = spec.abstract()
+  paths = jax.tree_util.tree_flatten_with_path(state)[0]
+  leaves = [jnp.asarray(weights.pop(spec_lib.flat_key(p)), x.dtype) for p, x in paths]
+  return nnx.merge(graphdef, jax.tree.unflatten(jax.tree.structure(state), leaves))
 
 
-def flatten(tree) -> dict[str, object]:
-  return {flat_key(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+def load(path: str, *, part: str | None = None, kind: str | None = None,
+         **options) -> nnx.Module:
+  """The model a checkpoint holds, in eval mode (see the module docstring).
+
+  kind overrides detection (pth | deepspeed | hf | orbax). options: num_frames,
+  image_size (int or (H, W)) rebuild it for another clip (positions are fixed
+  sinusoids, so any grid works); heads, decoder_heads for a .pth whose model
+  does not have the standard heads of its width.
+  """
+  spec, weights = convert.read(path, kind=kind, part=part, **options)
+  model = build(spec, weights)
+  model.eval()
+  return model
 
 
 def load_encoder(path: str, target: nnx.State, *, what: str = "teacher") -> nnx.State:
-  """The encoder of the newest checkpoint at `path`, shaped like `target`.
+  """The encoder of the checkpoint at `path` (any kind), shaped like `target`.
 
   target: the abstract parameter state of the encoder to fill (ShapeDtypeStructs).
-  The source's final norm is ignored when the target has none (a teacher's
-  features are taken before it). Returns host numpy arrays in target's structure.
+  A checkpoint whose encoder differs in width, depth, heads, patch or tubelet is
+  refused with a line naming both, before anything is converted. The source's
+  final norm is ignored when the target has none (a teacher's features are
+  taken before it). Returns host numpy arrays in target's structure.
   """
-  source = {k.removeprefix("params/encoder/"): v
-            for k, v in flatten(checkpoint.read_state(path)).items()
-            if k.startswith("params/encoder/")}
-  if not source:
-    raise errors.BadInput(f"{what} checkpoint {path} holds no student encoder (params/encoder)")
-  wanted = flatten(target)
-  for key, spec in wanted.items():
-    if key not in source:
-      raise errors.BadInput(f"{what} checkpoint {path} lacks {key}: its architecture does not "
-                       "fit the config (check the variant and the tubelet size)")
-    if tuple(source[key].shape) != tuple(spec.shape):
-      raise errors.BadInput(f"{what} checkpoint {path}: {key} has shape {tuple(source[key].shape)}, "
-                       f"the config's model needs {tuple(spec.shape)} (different width, "
-                       "depth or tubelet)")
-  unused = sorted(k for k in source if k not in wanted and not k.startswith("norm/"))
-  if unused:
-    raise errors.BadInput(f"{what} checkpoint {path} has parameters the config's model lacks, "
-                     f"e.g. {unused[0]} (a deeper model?)")
-  leaves = [np.asarray(source[flat_key(p)], spec.dtype)
-            for p, spec in jax.tree_util.tree_flatten_with_path(target)[0]]
+  wanted = spec_lib.flatten(target)
+  # The config's variant has the standard heads of its width; infer assumes the same.
+  need = spec_lib.infer("encoder", {k: tuple(x.shape) for k, x in wanted.items()}, {}).variant
+  fields = ("width", "depth", "heads", "mlp_dim", "patch", "tubelet")
+  describe = lambda v: ", ".join(f"{f} {getattr(v, f)}" for f in fields)
+
+  def fits(spec: spec_lib.ModelSpec) -> None:
+    if any(getattr(spec.variant, f) != getattr(need, f) for f in fields):
+      raise errors.BadInput(f"{what} checkpoint {path} does not fit the config: its encoder "
+                            f"has {describe(spec.variant)}; the config's {what} needs "
+                            f"{describe(need)} (different parameter shapes or heads)")
+    if spec.norm_eps is None and "norm/scale" in wanted:
+      raise errors.BadInput(f"{what} checkpoint {path}: its encoder has no final norm and "
+                            f"the config's {what} needs one")
+
+  spec, weights = convert.read(path, part="encoder", check=fits)
+  log.info("%s checkpoint %s: %s, LayerNorm eps %g in its blocks", what, path,
+           spec.describe(), spec.ln_eps)
+  # A final norm the target lacks is left out: a teacher's features come before it.
+  leaves = [np.asarray(weights[spec_lib.flat_key(p)], x.dtype)
+            for p, x in jax.tree_util.tree_flatten_with_path(target)[0]]
   return jax.tree.unflatten(jax.tree.structure(target), leaves)

@@ -60,3 +60,22 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis over every device."""
   return NamedSharding(mesh, P(AXES))
+
+
+def assert_sharded(tree, mesh: Mesh, shardings=None, min_size: int = 2 ** 16) -> None:
+  """Refuses a silently replicated large weight when the mesh has an 'fsdp' axis.
+
+  A rule that matches nothing replicates a weight on every device without any
+  error; at ViT-L sizes that is the difference between fitting and not.
+  shardings: those of `tree` when its leaves carry none (abstract values).
+  """
+  if mesh.shape["fsdp"] == 1:
+    return
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  specs = (jax.tree.leaves(shardings) if shardings is not None
+           else [x.sharding for _, x in leaves])
+  replicated_big = [jax.tree_util.keystr(path) for (path, x), s in zip(leaves, specs)
+                    if math.prod(x.shape) >= min_size and s.is_fully_replicated]
+  if replicated_big:
+    raise errors.BadInput(f"{len(replicated_big)} large weights are replicated over the "
+                          f"fsdp axis, e.g. {replicated_big[0]}: check config.sharding.rules")

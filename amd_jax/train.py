@@ -20,6 +20,7 @@ import numpy as np
 import optax
 import tqdm
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from amd_jax import checkpoint, errors, masking, metrics, optim, pretrained, sharding, steps
 from amd_jax.data import pipeline
@@ -81,13 +82,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   amd = config.mode == "amd"
   counts = masking.tube_counts(grid, config.masking.student_ratio,
                                config.masking.teacher_ratio if amd else None)
-  dataset = pipeline.pretrain_dataset(config, grid, process_index=jax.process_index(),
-                                      process_count=jax.process_count())
+  records = pipeline.source(config)
+  # Undecodable videos are replaced in the pipeline, listed here, counted in metrics.
+  dataset = pipeline.pretrain_dataset(config, grid, records=records,
+                                      process_index=jax.process_index(),
+                                      process_count=jax.process_count(),
+                                      bad_files=os.path.join(workdir, "bad_files.txt"))
   data_iter = pipeline.iterator(dataset, config.data.worker_count)
   videos_per_step = config.batch_size // config.data.num_sample
-  steps_per_pass = config.data.train_videos // videos_per_step
+  train_videos = config.data.train_videos or len(records)
+  steps_per_pass = train_videos // videos_per_step
   if steps_per_pass == 0:
-    raise errors.BadInput(f"{config.data.train_videos} training videos make no batch of "
+    raise errors.BadInput(f"{train_videos} training videos make no batch of "
                           f"{videos_per_step} videos")
   schedule = optim.schedule_from_config(config, steps_per_pass / config.data.num_sample)
   total_steps = schedule.total_steps
@@ -132,17 +138,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   rows, pending = [], []          # pending: (step, device metrics) not yet fetched
   progress = tqdm.tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
                        disable=not (is_main and config.progress))
-  window_start, window_steps = time.perf_counter(), 0
-  step = start
+  window_start, window_steps, skipped = time.perf_counter(), 0, 0
+  step, stopping = start, False
   try:
     while step < total_steps:
-      batch = jax.make_array_from_process_local_data(batch_sharding, next(data_iter))
+      host_batch = next(data_iter)
+      skipped += int(host_batch.pop("skipped").sum())
+      batch = jax.make_array_from_process_local_data(batch_sharding, host_batch)
       state, step_metrics = train_step(state, batch, teacher_params)
       step += 1
       window_steps += 1
       pending.append((step, step_metrics))
       log_now = step % config.log_every == 0 or step == total_steps
-      save_now = ckpt.should_save(step) or step == total_steps or stop.requested
+      # Every process must stop at the same step (they meet in collectives), so
+      # several processes agree on it at log steps; one process checks every step.
+      if jax.process_count() == 1 or log_now:
+        stopping = _any_process(stop.requested)
+      save_now = ckpt.should_save(step) or step == total_steps or stopping
       if log_now or save_now:
         fetched = jax.device_get(pending)
         pending = []
@@ -150,16 +162,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       if log_now:
         elapsed = time.perf_counter() - window_start
         row = {"step": step, **{k: float(v) for k, v in fetched[-1][1].items()},
-               "clips_per_s": config.batch_size * window_steps / elapsed}
+               "clips_per_s": config.batch_size * window_steps / elapsed,
+               "skipped": _sum_processes(skipped)}
         writer.write(row)
         rows.append(row)
         progress.update(step - progress.n)
         progress.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row['clips_per_s']:.1f}")
-        window_start, window_steps = time.perf_counter(), 0
+        window_start, window_steps, skipped = time.perf_counter(), 0, 0
       if save_now:
-        ckpt.save(step, state, data_iter.get_state(),
-                  force=step == total_steps or stop.requested)
-      if stop.requested:
+        ckpt.save(step, state, data_iter.get_state(), force=step == total_steps or stopping)
+      if stopping:
         break
   finally:
     ckpt.wait()
@@ -194,6 +206,7 @@ def create_state(config: ml_collections.ConfigDict, mesh, tx):
       frozen=sharding.named(mesh, sharding.param_specs(abstract["frozen"], rules)),
       opt_state=optax_state_sharding(tx, abstract["opt_state"], params, repl))
   state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
+  sharding.assert_sharded(state["params"], mesh)
   return state, state_sharding, student_def
 
 
@@ -203,7 +216,11 @@ def create_teacher(config: ml_collections.ConfigDict, mesh):
     return None, None, None
   abstract = nnx.eval_shape(lambda: pretrain.build_teacher(config, nnx.Rngs(0)))
   teacher_def, abstract_params = nnx.split(abstract, nnx.Param)
-  shardings = sharding.named(mesh, sharding.param_specs(abstract_params, config.sharding.rules))
+  if config.sharding.replicate_teacher:
+    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_params)
+  else:
+    shardings = sharding.named(mesh, sharding.param_specs(abstract_params, config.sharding.rules))
+    sharding.assert_sharded(abstract_params, mesh, shardings)
   if config.teacher.init:
     params = jax.device_put(pretrained.load_encoder(config.teacher.init, abstract_params),
                             shardings)
@@ -236,6 +253,19 @@ def optax_state_sharding(tx, abstract_opt_state, param_sharding, replicated):
       tx, lambda _, s: s, abstract_opt_state, param_sharding,
       transform_non_params=lambda _: replicated,
       is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def _sum_processes(count: int) -> int:
+  """`count` summed over processes (a collective: every process calls it at the same step)."""
+  if jax.process_count() == 1:
+    return count
+  return int(multihost_utils.process_allgather(np.int32(count)).sum())
+
+
+def _any_process(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.int32(flag)).max())
 
 
 def _check_finite(fetched, last_good: int | None) -> None:

@@ -42,10 +42,29 @@ def pure_fsdp_rules() -> tuple[tuple[str, str | None], ...]:
   )
 
 
-def add_runtime(config: ml_collections.ConfigDict, *, runlocal: bool) -> None:
-  """Mesh, sharding, logging and checkpointing fields, identical in every config."""
+BACKENDS = ("cpu", "gpu", "tpu")
+
+
+def add_runtime(config: ml_collections.ConfigDict, *, runlocal: bool, backend: str) -> None:
+  """Mesh, sharding, backend, logging and checkpointing fields, identical in every config.
+
+  Backends (config argument `backend=`):
+    cpu  float32 everywhere (the default; what tests and runlocal use).
+    gpu  bfloat16 compute with float32 parameters, softmax, norms and losses;
+         attention through jax.nn.dot_product_attention, which picks cuDNN's
+         fused kernel on NVIDIA GPUs. Launch with launch/env/gpu.sh sourced
+         (the launch scripts do) for the XLA/NCCL flags.
+    tpu  bfloat16 compute as on gpu; launch/env/tpu.sh.
+  """
+  config.backend = backend
+  if backend in ("gpu", "tpu"):
+    config.model.dtype = "bfloat16"
+    if "teacher" in config:
+      config.teacher.dtype = "bfloat16"
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
-  config.sharding = ml_collections.ConfigDict(dict(rules=pure_fsdp_rules()))
+  # Teacher parameters follow the same rules unless replicated (small teachers).
+  config.sharding = ml_collections.ConfigDict(dict(rules=pure_fsdp_rules(),
+                                                   replicate_teacher=False))
   config.log_every = 10 if runlocal else 50
   config.ckpt_every = 50 if runlocal else 1000
   config.keep_ckpts = 3

@@ -2,7 +2,8 @@ r"""VideoMAE pre-training (no teacher): how an AMD teacher is made, and the base
 
   python -m amd_jax.main --config=configs/videomae.py:data=k400,model=L --workdir=runs/vmae_l
 
-  data   k400 | ssv2        model   S | B | L | H        runlocal   tiny smoke run
+  data     k400 | ssv2       model   S | B | L | H        runlocal   tiny smoke run
+  backend  cpu | gpu | tpu   (see configs/common.py: bf16 compute on gpu/tpu)
 
 Recipe of VideoMAE v1 (NeurIPS 2022) as its scripts run it: tube masking 90%,
 normalised-pixel MSE, AdamW (0.9, 0.95), wd 0.05, base lr 1.5e-4 scaled by
@@ -12,7 +13,7 @@ VideoMAE paper's appendix and were not re-checked here.] The released ViT-L
 teachers AMD uses were trained 1600 epochs (K400, 85.2 top-1 fine-tuned) and
 2400 epochs (SSV2). Hardware: 64 V100 for ViT-B, about 27 h per 800 K400 epochs.
 
-`runlocal`: a ViT-Ti on 8-frame 64×64 generated clips, global batch 8, about a
+`runlocal`: a ViT-Ti on 8-frame 64×64 moving_digits clips, global batch 8, about a
 minute on 2 CPU cores; its workdir can serve as `teacher.init` for
 `configs/pretrain.py:runlocal`.
 """
@@ -24,7 +25,8 @@ from configs import common, pretrain
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, data=("k400", "ssv2"), model=("B", "S", "L", "H"),
-                         runlocal=False)
+                         runlocal=False,
+                         backend=common.BACKENDS)
   config = ml_collections.ConfigDict()
   config.mode = "videomae"
   config.seed = 0
@@ -33,22 +35,19 @@ def get_config(arg=None):
       drop_path=0.0, ln_eps=1e-6, remat=False, dtype="float32"))
   config.loss = ml_collections.ConfigDict(dict(rec=1.0))
   config.masking = ml_collections.ConfigDict(dict(student_ratio=0.9))
-  config.data = ml_collections.ConfigDict(dict(
-      name=arg.data, frames=16, size=224,
-      sampling_rate={"k400": 4, "ssv2": 2}[arg.data], num_sample=1,
-      train_videos=pretrain.TRAIN_VIDEOS[arg.data], worker_count=8))
+  config.data = pretrain.data_config(arg.data)
+  config.data.num_sample = 1
   config.batch_size = 1024
   config.grad_accum = 1
   config.optim = ml_collections.ConfigDict(dict(
       base_lr=1.5e-4, min_lr=1e-5, epochs=800, warmup_epochs=40,
       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.05, clip_norm=0.0))
-  common.add_runtime(config, runlocal=arg.runlocal)
+  common.add_runtime(config, runlocal=arg.runlocal, backend=arg.backend)
 
   if arg.runlocal:
     config.model.variant = "Ti/8x2"
     config.model.decoder_depth = 2
-    config.data.update(dict(name="synthetic", frames=8, size=64, train_videos=64,
-                            num_sample=4, worker_count=0))
+    config.data.update(pretrain.RUNLOCAL_DATA, num_sample=4)
     config.batch_size = 8
     config.optim.update(dict(epochs=16, warmup_epochs=2, base_lr=0.1))
   return config

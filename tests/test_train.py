@@ -15,54 +15,7 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHORT = ["--config.optim.epochs=4", "--config.log_every=2", "--config.ckpt_every=8",
-         "--config.progress=False"]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  e = dict(os.environ)
-  e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-  e["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-  e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  return e
-
-
-def command(workdir, config="configs/pretrain.py:runlocal", extra=()):
-  return [sys.executable, "-m", "amd_jax.main", f"--config={config}",
-          f"--workdir={workdir}", *SHORT, *extra]
-
-
-def run(workdir, env, **kw):
-  return subprocess.run(command(workdir, **kw), cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
-
-
-def rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
-def losses(workdir):
-  keys = ("loss", "loss_rec", "loss_dir", "loss_gen")
-  return {r["step"]: [r[k] for k in keys] for r in rows(workdir)}
-
-
-def committed_steps(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(d):
-    return []
-  return sorted(int(s) for s in os.listdir(d) if s.isdigit())
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, env):
-  """An AMD runlocal run that was never interrupted."""
-  workdir = str(tmp_path_factory.mktemp("reference"))
-  result = run(workdir, env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir
+from runs import ROOT, command, committed_steps, losses, rows, run
 
 
 def test_runlocal_amd_logs_every_term_and_learns(reference):

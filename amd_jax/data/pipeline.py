@@ -1,49 +1,221 @@
-"""grain pipelines: decoded videos → repeated clips with their masks → global batches.
+"""grain pipelines: records → decoded frames → augmented clips (with masks) → batches.
 
-Determinism is by construction: element i of the shuffled, repeated stream and
-its masks depend only on (seed, i), and step s is the global batch of elements
-[s·V, (s+1)·V) whatever the number of processes (process p reads its own slice
-of it). Resuming from the grain iterator's state replays exactly the same clips.
+Determinism is by construction: element i of the shuffled, repeated stream, its
+augmentations and its masks depend only on (seed, i), and step s is the global
+batch of elements [s·V, (s+1)·V) whatever the number of processes (process p
+reads its own slice of it). Resuming from the grain iterator's state replays
+exactly the same clips.
+
+A video that cannot be decoded is never a crash: the transform appends its path
+to the bad-file list, counts it in the element's `skipped`, and takes another
+video of the split drawn from the element's own generator (as the official
+loaders retry a random index), so batches keep their shapes and resumes stay
+exact. Test views instead mark the video `valid = False` (a substitute would
+change the metric).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
 
 from amd_jax import errors, masking
-from amd_jax.data import synthetic
+from amd_jax.data import decode, sampling, sources, transforms
+
+log = logging.getLogger("amd_jax")
+
+MAX_SUBSTITUTES = 10          # undecodable videos in a row before the dataset is called broken
 
 
 def source(config: ml_collections.ConfigDict):
-  """The random-access video source named by config.data.name."""
+  """The random-access records of config.data.split of config.data.name."""
   d = config.data
-  if d.name == "synthetic":
-    return synthetic.SyntheticClips(d.train_videos, d.frames, d.size, seed=config.seed)
-  raise errors.BadInput(f"unknown dataset {d.name!r}: only 'synthetic' is available so far")
+  return sources.open_split(d.name, d.split, d.data_dir)
+
+
+def _frames(record: dict, pick: Callable[[int], np.ndarray]) -> np.ndarray:
+  """Decodes the frames `pick(num_frames)` (any shape of indices) → uint8 (*shape, H, W, 3)."""
+  if "video" in record:
+    with decode.Video(record["video"]) as video:
+      index = pick(video.num_frames)
+      frames = video.frames(index.ravel())
+  else:
+    images = record["frames"]
+    if not len(images):
+      raise decode.Undecodable("no frames")
+    index = pick(len(images))
+    frames = decode.jpeg_frames(images, index.ravel())
+  return frames.reshape(index.shape + frames.shape[1:])
+
+
+def _path(record: dict) -> str:
+  path = record.get("path", b"?")
+  return path.decode() if isinstance(path, bytes) else str(path)
+
+
+def _report(bad_files: str | None, record: dict, error: Exception) -> None:
+  path = _path(record)
+  log.warning("skipped undecodable video %s: %s", path, error)
+  if bad_files:
+    # One short O_APPEND write per line: lines from parallel workers do not interleave.
+    with open(bad_files, "a") as f:
+      f.write(f"{path}\n")
 
 
 @dataclasses.dataclass(frozen=True)
-class RepeatedSample:
-  """One decoded video → `num_sample` clips, each with its own mask.
+class Decoder:
+  """Decodes a record's frames, replacing undecodable videos by random others of `source`."""
 
-  Output: video uint8 (S, T, H, W, 3), mask int8 (S, N), label int32 (S,).
+  source: Any
+  bad_files: str | None = None
+
+  def __call__(self, record: dict, rng: np.random.Generator,
+               pick: Callable[[np.random.Generator, int], np.ndarray]):
+    """(frames, label, skipped): skipped counts the undecodable videos replaced."""
+    for skipped in range(MAX_SUBSTITUTES + 1):
+      try:
+        return _frames(record, lambda n: pick(rng, n)), np.int32(record["label"]), skipped
+      except decode.Undecodable as e:
+        _report(self.bad_files, record, e)
+        last = f"{_path(record)}: {e}"
+        record = self.source[int(rng.integers(len(self.source)))]
+    raise errors.BadInput(f"{MAX_SUBSTITUTES + 1} undecodable videos in a row (the last, "
+                          f"{last}); is the dataset intact?")
+
+
+def temporal_rule(name: str, frames: int, rate: int
+                  ) -> Callable[[np.random.Generator, int], np.ndarray]:
+  """config.data.sampler → (rng, num_frames) → indices: dense | span | segments."""
+  rules = {"dense": lambda rng, n: sampling.dense(rng, n, frames, rate),
+           "span": lambda rng, n: sampling.span(rng, n, frames, rate),
+           "segments": lambda rng, n: sampling.segments(rng, n, frames)}
+  if name not in rules:
+    raise errors.BadInput(f"config.data.sampler={name!r}: choose from {'|'.join(rules)}")
+  return rules[name]
+
+
+def _per_clip(skipped: int, num_sample: int) -> np.ndarray:
+  """A video's skip count on its first clip, 0 on the others: (S,) int32.
+
+  Per clip, like the labels, so every batch entry splits over devices alike; a
+  batch's sum counts each replacement once.
+  """
+  out = np.zeros(num_sample, np.int32)
+  out[0] = skipped
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSample:
+  """One record → `num_sample` multi-scale crops of one decoded clip, each with its mask.
+
+  Output: video uint8 (S, T, size, size, 3), mask int8 (S, N), label int32 (S,),
+  skipped int32 (S,) (see `_per_clip`).
   """
 
+  decoder: Decoder
+  sampler: str
+  frames: int
+  rate: int
+  size: int
   num_sample: int
   grid: tuple[int, int, int]
   student_ratio: float
   teacher_ratio: float | None
 
-  def __call__(self, element: dict, rng: np.random.Generator) -> dict:
-    masks = np.stack([masking.tube_mask(rng, self.grid, self.student_ratio, self.teacher_ratio)
-                      for _ in range(self.num_sample)])
-    video = np.broadcast_to(element["video"], (self.num_sample,) + element["video"].shape)
-    return {"video": np.ascontiguousarray(video), "mask": masks,
-            "label": np.full(self.num_sample, element["label"], np.int32)}
+  def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+    clip, label, skipped = self.decoder(
+        record, rng, temporal_rule(self.sampler, self.frames, self.rate))
+    videos, masks = [], []
+    for _ in range(self.num_sample):
+      videos.append(transforms.multi_scale_crop(clip, rng, self.size))
+      masks.append(masking.tube_mask(rng, self.grid, self.student_ratio, self.teacher_ratio))
+    return {"video": np.stack(videos), "mask": np.stack(masks),
+            "label": np.full(self.num_sample, label, np.int32),
+            "skipped": _per_clip(skipped, self.num_sample)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSample:
+  """One record → `num_sample` fine-tuning clips of one decoded clip (spec/AMD.md §6.2).
+
+  Per clip, in the official order: RandAugment (on the decoded frames), random
+  resized crop, horizontal flip (`flip` False for SSV2), random erasing.
+  Output: video uint8 (S, T, size, size, 3), label int32 (S,), skipped int32 (S,).
+  """
+
+  decoder: Decoder
+  sampler: str                   # span (K400, UCF101, HMDB51: rate 4) | segments (SSV2)
+  frames: int
+  rate: int
+  size: int
+  num_sample: int = 2
+  flip: bool = True
+  rand_augment: dict = dataclasses.field(default_factory=lambda: dict(
+      num_ops=4, magnitude=7.0, magnitude_std=0.5))
+  erase_prob: float = 0.25
+
+  def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+    clip, label, skipped = self.decoder(
+        record, rng, temporal_rule(self.sampler, self.frames, self.rate))
+    videos = []
+    for _ in range(self.num_sample):
+      v = transforms.rand_augment(clip, rng, **self.rand_augment)
+      v = transforms.random_resized_crop(v, rng, self.size)
+      if self.flip:
+        v = transforms.horizontal_flip(v, rng)
+      videos.append(transforms.random_erasing(v, rng, self.erase_prob))
+    return {"video": np.stack(videos), "label": np.full(self.num_sample, label, np.int32),
+            "skipped": _per_clip(skipped, self.num_sample)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Views:
+  """One record → its clips × crops test views (spec/AMD.md §6.3), deterministic.
+
+  rule 'dense' (K400: every `rate`-th frame, `clips` evenly spaced clips) or
+  'segments' (SSV2: segment starts and centres, 2 clips); short side resized to
+  `size`, 3 crops along the long side. Output: video uint8 (clips·crops, T,
+  size, size, 3) clip-major, label int32, valid bool (False: undecodable,
+  zeros), skipped int32.
+  """
+
+  sampler: str
+  frames: int
+  rate: int
+  size: int
+  clips: int
+  crops: int = 3
+  bad_files: str | None = None
+
+  def __post_init__(self):
+    if self.sampler not in ("dense", "segments"):
+      raise errors.BadInput(f"test views: sampler {self.sampler!r}: choose dense|segments")
+
+  def pick(self, n: int) -> np.ndarray:
+    if self.sampler == "dense":
+      return sampling.test_clips_dense(n, self.frames, self.rate, self.clips)
+    return sampling.test_clips_segments(n, self.frames, self.clips)
+
+  def __call__(self, record: dict) -> dict:
+    views = self.clips * self.crops
+    try:
+      clips = _frames(record, self.pick)
+    except decode.Undecodable as e:
+      _report(self.bad_files, record, e)
+      return {"video": np.zeros((views, self.frames, self.size, self.size, 3), np.uint8),
+              "label": np.int32(record["label"]), "valid": np.bool_(False),
+              "skipped": np.int32(1)}
+    out = [transforms.three_crops(transforms.resize_short_side(c, self.size), self.size,
+                                  self.crops) for c in clips]
+    return {"video": np.concatenate(out), "label": np.int32(record["label"]),
+            "valid": np.bool_(True), "skipped": np.int32(0)}
 
 
 def _concat(elements):
@@ -51,27 +223,65 @@ def _concat(elements):
 
 
 def pretrain_dataset(config: ml_collections.ConfigDict, grid: tuple[int, int, int], *,
-                     process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Batches of this process: video (b, T, H, W, 3) uint8, mask (b, N) int8, label (b,).
+                     records=None, process_index: int = 0, process_count: int = 1,
+                     bad_files: str | None = None) -> grain.MapDataset:
+  """Batches of this process: video (b, T, H, W, 3) uint8, mask (b, N) int8, label (b,),
+  skipped (b,) int32 (its sum: undecodable videos replaced in this batch).
 
   b = config.batch_size / process_count clips (repeated samples included).
+  records: the split's source (opened from the config when None).
   """
   d = config.data
   if config.batch_size % (d.num_sample * process_count):
     raise errors.BadInput(f"batch_size {config.batch_size} must be a multiple of "
-                     f"num_sample × processes = {d.num_sample} × {process_count}")
+                          f"num_sample × processes = {d.num_sample} × {process_count}")
+  records = source(config) if records is None else records
   videos_per_process = config.batch_size // d.num_sample // process_count
   teacher_ratio = config.masking.get("teacher_ratio") if config.mode == "amd" else None
-  sample = RepeatedSample(d.num_sample, grid, config.masking.student_ratio, teacher_ratio)
-  ds = grain.MapDataset.source(source(config)).repeat().shuffle(seed=config.seed)
-  ds = ds.random_map(sample, seed=config.seed)
+  temporal_rule(d.sampler, d.frames, d.sampling_rate)   # refuses an unknown rule up front
+  sample = PretrainSample(Decoder(records, bad_files), d.sampler, d.frames, d.sampling_rate,
+                          d.size, d.num_sample, grid, config.masking.student_ratio,
+                          teacher_ratio)
+  return training_batches(records, sample, videos_per_process, config.seed,
+                          process_index=process_index, process_count=process_count)
+
+
+def training_batches(records, sample: PretrainSample | FinetuneSample, videos_per_process: int,
+                     seed: int, *, process_index: int = 0, process_count: int = 1
+                     ) -> grain.MapDataset:
+  """Endless shuffled batches of this process, each video's `num_sample` clips side by side:
+  every key of `sample`'s output with a leading axis of videos_per_process · num_sample."""
+  ds = grain.MapDataset.source(records).repeat().shuffle(seed=seed).random_map(sample, seed=seed)
   ds = ds.batch(videos_per_process, drop_remainder=True, batch_fn=_concat)
   return ds[process_index::process_count]
 
 
-def iterator(ds: grain.MapDataset, worker_count: int = 0) -> grain.DatasetIterator:
-  """A checkpointable iterator (get_state/set_state); workers decode in parallel."""
-  it_ds = ds.to_iter_dataset()
+def views_dataset(records, views: Views, videos_per_batch: int, *, process_index: int = 0,
+                  process_count: int = 1) -> grain.MapDataset:
+  """One pass over this process's share of the videos: video (b, V, T, H, W, 3) uint8,
+  label (b,), valid (b,), skipped (b,); the last batch may be smaller."""
+  ds = grain.MapDataset.source(records)[process_index::process_count].map(views)
+  return ds.batch(videos_per_batch)
+
+
+def iterator(ds: grain.MapDataset, worker_count: int = 0,
+             read_options: grain.ReadOptions | None = None) -> grain.DatasetIterator:
+  """A checkpointable iterator (get_state/set_state); workers decode in parallel.
+
+  Batches are made inside the workers; only uint8 frames cross process
+  boundaries (float32 video through grain's shared memory is slow).
+  read_options: threads and prefetch buffer of each worker (or of this process
+  without workers). The default keeps two batches ahead with two threads:
+  grain's own (500 elements ahead) would hold hundreds of whole batches — tens
+  of GB at 224² — and its 16 threads would fight the training step for cores.
+  """
+  it_ds = ds.to_iter_dataset(read_options or grain.ReadOptions(num_threads=2,
+                                                               prefetch_buffer_size=2))
   if worker_count:
+    from absl import flags
+    # grain's workers read absl flags; a program not started by absl.app.run
+    # (tests, notebooks, the benchmark) has not parsed them.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return iter(it_ds)

@@ -46,12 +46,13 @@ class PixelDecoder(nnx.Module):
   """encoder_to_decoder (no bias) → [visible ++ mask tokens] → blocks → norm → pixel head.
 
   Returns the predictions for the masked tokens only, (B, n_masked, out_dim),
-  in the order of idx_masked.
+  in the order of idx_masked. `norm_eps` (None: `ln_eps`) is the final norm's
+  epsilon: HF builds it with torch's 1e-5, its blocks with the config's.
   """
 
   def __init__(self, encoder_width: int, width: int, depth: int, heads: int, out_dim: int,
-               num_tokens: int, *, ln_eps: float = 1e-6, remat: bool = False,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               num_tokens: int, *, ln_eps: float = 1e-6, norm_eps: float | None = None,
+               remat: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
     self.num_tokens = num_tokens
     self.encoder_to_decoder = vit.dense(
         encoder_width, width, ("embed", "decoder"), use_bias=False, dtype=dtype, rngs=rngs,
@@ -60,7 +61,7 @@ class PixelDecoder(nnx.Module):
         rngs.params(), (width,)))
     self.blocks = vit.Blocks(depth, width, heads, 4 * width, ln_eps=ln_eps, remat=remat,
                              dtype=dtype, rngs=rngs)
-    self.norm = vit.layer_norm(width, ln_eps, dtype, rngs)
+    self.norm = vit.layer_norm(width, ln_eps if norm_eps is None else norm_eps, dtype, rngs)
     self.head = vit.dense(width, out_dim, ("embed", "pixels"), dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jnp.ndarray, idx_visible: jnp.ndarray, idx_masked: jnp.ndarray,

@@ -13,18 +13,21 @@ class Classifier(nnx.Module):
   """Encoder (no final norm) → mean over tokens → fc_norm → dropout → linear head.
 
   The head starts at N(0, 0.02²)·init_scale (0.001 in every fine-tuning recipe),
-  so the first updates barely disturb the pre-trained features.
+  so the first updates barely disturb the pre-trained features. `fc_norm_eps`
+  (None: `ln_eps`) is separate because HF builds fc_norm with torch's 1e-5.
   Called on a normalised video (B, T, H, W, C), it returns logits (B, classes).
   """
 
   def __init__(self, variant: vit.Variant, num_classes: int, *, num_frames: int,
                image_size: int, drop_path: float = 0.0, head_dropout: float = 0.0,
-               init_scale: float = 0.001, ln_eps: float = 1e-6, remat: bool = False,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               init_scale: float = 0.001, ln_eps: float = 1e-6,
+               fc_norm_eps: float | None = None, remat: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.encoder = vit.Encoder(variant, num_frames=num_frames, image_size=image_size,
                                drop_path=drop_path, final_norm=False, ln_eps=ln_eps,
                                remat=remat, dtype=dtype, rngs=rngs)
-    self.fc_norm = vit.layer_norm(variant.width, ln_eps, dtype, rngs)
+    self.fc_norm = vit.layer_norm(variant.width, ln_eps if fc_norm_eps is None else fc_norm_eps,
+                                  dtype, rngs)
     head_init = lambda key, shape, dtype=jnp.float32: (
         init_scale * 0.02 * jax.random.truncated_normal(key, -100.0, 100.0, shape, dtype))
     self.head = vit.dense(variant.width, num_classes, ("embed", "classes"), init=head_init,

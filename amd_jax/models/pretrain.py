@@ -32,16 +32,18 @@ class Pretrainer(nnx.Module):
   def __init__(self, variant: vit.Variant, *, num_frames: int, image_size: int,
                decoder_depth: int, align: ml_collections.ConfigDict | None = None,
                teacher_variant: vit.Variant | None = None, drop_path: float = 0.0,
-               ln_eps: float = 1e-6, remat: bool = False, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               ln_eps: float = 1e-6, norm_eps: float | None = None,
+               decoder_norm_eps: float | None = None, remat: bool = False,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     self.encoder = vit.Encoder(variant, num_frames=num_frames, image_size=image_size,
                                drop_path=drop_path, final_norm=True, ln_eps=ln_eps,
-                               remat=remat, dtype=dtype, rngs=rngs)
+                               norm_eps=norm_eps, remat=remat, dtype=dtype, rngs=rngs)
     num_tokens = self.encoder.num_tokens
     out_dim = variant.tubelet * variant.patch ** 2 * 3
     self.decoder = decoders.PixelDecoder(
         variant.width, variant.decoder_width, decoder_depth, variant.decoder_heads, out_dim,
-        num_tokens, ln_eps=ln_eps, remat=remat, dtype=dtype, rngs=rngs)
+        num_tokens, ln_eps=ln_eps, norm_eps=decoder_norm_eps, remat=remat, dtype=dtype,
+        rngs=rngs)
     self.student_layers = tuple(align.student_layers) if align is not None else ()
     for layer in self.student_layers:
       if not 1 <= layer <= variant.depth:

@@ -173,6 +173,21 @@ class PatchEmbed(nnx.Module):
     return y + self.bias[...].astype(self.dtype)
 
 
+def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+  """Softmax attention, (B, N, heads, head_dim) in and out, scale head_dim^-0.5.
+
+  jax.nn.dot_product_attention, except on CPU: there its XLA path (a vmap over
+  query groups, i.e. 5-D batched dots) runs forward + backward 1.3–2.7× slower
+  than these two einsums (docs/benchmarks.md). The numerics are the same:
+  float32 logits and softmax, probabilities cast back to the value dtype.
+  """
+  if jax.default_backend() != "cpu":
+    return jax.nn.dot_product_attention(q, k, v)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  probs = jax.nn.softmax(logits * q.shape[-1] ** -0.5, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
 class Attention(nnx.Module):
   """Fused qkv without a bias parameter; learnable q and v biases, k bias fixed at 0."""
 
@@ -191,7 +206,7 @@ class Attention(nnx.Module):
     bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), self.v_bias[...]])
     qkv = self.qkv(x) + bias.astype(self.dtype)
     q, k, v = jnp.split(qkv.reshape(b, n, 3, self.heads, d // self.heads), 3, axis=2)
-    y = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+    y = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
     return self.proj(y.reshape(b, n, d))
 
 
@@ -262,12 +277,14 @@ class Encoder(nnx.Module):
   after the final LayerNorm when `final_norm` (pre-training, AVA) else the last
   residual stream, and `hidden`, the raw residual stream after every block
   (hidden[l-1] is layer l, for alignment; unused ones cost nothing under jit).
+  `ln_eps` is the blocks' LayerNorm epsilon, `norm_eps` the final norm's (None:
+  the same); converted checkpoints set both (HF's defaults differ from 1e-6).
   """
 
   def __init__(self, variant: Variant, *, num_frames: int, image_size: int | Sequence[int],
                in_chans: int = 3, drop_path: float = 0.0, final_norm: bool = True,
-               ln_eps: float = 1e-6, remat: bool = False, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               ln_eps: float = 1e-6, norm_eps: float | None = None, remat: bool = False,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     self.variant = variant
     self.grid = token_grid(num_frames, image_size, variant.patch, variant.tubelet)
     self.num_tokens = math.prod(self.grid)
@@ -276,7 +293,8 @@ class Encoder(nnx.Module):
     self.blocks = Blocks(variant.depth, variant.width, variant.heads, variant.mlp_dim,
                          drop_path=drop_path, ln_eps=ln_eps, remat=remat, dtype=dtype,
                          rngs=rngs)
-    self.norm = layer_norm(variant.width, ln_eps, dtype, rngs) if final_norm else None
+    self.norm = (layer_norm(variant.width, ln_eps if norm_eps is None else norm_eps, dtype, rngs)
+                 if final_norm else None)
 
   def embed(self, video: jnp.ndarray, idx: jnp.ndarray | None = None) -> jnp.ndarray:
     """Tokens (B, n, D) of the tubelets at idx, with their position embedding."""

@@ -1,0 +1,324 @@
+r"""The training-step benchmark: time, FLOPs and MFU of one jitted pre-training update.
+
+  python -m amd_jax.bench step --mode amd --student S --teacher B --frames 16 --size 224 \
+      --batch 2 --student-mask 0.9 --teacher-mask 0.75 [--dtype float32|bfloat16] \
+      [--steps 5] [--warmup 2] [--reference torch] [--peak-tflops X]
+
+Builds the step exactly as amd_jax/train.py does (create_state, create_teacher,
+make_task, jit with shardings and a donated state) on random weights and one
+random uint8 batch that stays on the device, compiles it ahead of time, and
+times `--steps` updates after `--warmup`, each synchronised with
+block_until_ready. Sizes are `S`, `B`, ... (16×16 patches, tubelets of 2) or
+full variant strings such as `Mu/8x2` for tiny runs.
+
+FLOPs are spec/PERF.md's model FLOPs: a transformer layer forward on N tokens
+of width D costs 24·N·D² + 4·N²·D, a dense layer 2·N·in·out; trainable parts
+count ×3 (forward + backward), the frozen teacher ×1; patch embeddings at the
+tubelets each model sees, the pixel head at the masked tokens. XLA's own count
+of the compiled step (`cost_analysis`) is printed beside it. MFU is measured
+FLOP/s over a peak: `--peak-tflops`, a table of known GPUs, or on CPU the
+rate this machine reaches on a float32 matmul, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from amd_jax import errors, masking, optim, sharding, steps, train
+from amd_jax.models import vit
+from configs import pretrain
+
+# Dense per-chip peaks (TFLOP/s) from the vendors' data sheets, by a substring of
+# device_kind; float32 matmuls run as TF32 on these GPUs under JAX's default precision.
+GPU_PEAK_TFLOPS = {
+    "H200": {"bfloat16": 989.0, "float32": 494.5},
+    "H100": {"bfloat16": 989.0, "float32": 494.5},
+    "A100": {"bfloat16": 312.0, "float32": 156.0},
+}
+
+
+# ----------------------------------------------------------------- FLOP formula
+
+def layer_flops(n: int, d: int) -> int:
+  """Forward FLOPs of one transformer layer (MLP ratio 4) on n tokens of width d."""
+  return 24 * n * d * d + 4 * n * n * d
+
+
+def dense_flops(n: int, fan_in: int, fan_out: int) -> int:
+  return 2 * n * fan_in * fan_out
+
+
+def flops_per_clip(config: ml_collections.ConfigDict, counts: masking.MaskCounts) -> dict:
+  """Model FLOPs of one clip's update by part, trainable parts ×3, teacher ×1."""
+  s = vit.decode_variant(config.model.variant)
+  tubelet = s.tubelet * s.patch ** 2 * 3
+  parts = {
+      "encoder": 3 * (dense_flops(counts.student, tubelet, s.width)
+                      + s.depth * layer_flops(counts.student, s.width)),
+      "decoder": 3 * (dense_flops(counts.student, s.width, s.decoder_width)
+                      + config.model.decoder_depth * layer_flops(counts.tokens, s.decoder_width)
+                      + dense_flops(counts.masked, s.decoder_width, tubelet)),
+  }
+  if config.mode == "amd":
+    t = vit.decode_variant(config.teacher.variant)
+    pairs = len(config.align.student_layers)
+    parts["projections"] = 3 * pairs * dense_flops(counts.student, s.width, t.width)
+    parts["generators"] = 3 * pairs * config.align.generator_depth * layer_flops(
+        counts.teacher, t.width)
+    # The teacher stops at its deepest aligned layer: later blocks feed nothing.
+    parts["teacher"] = (dense_flops(counts.teacher, tubelet, t.width)
+                        + max(config.align.teacher_layers) * layer_flops(counts.teacher,
+                                                                         t.width))
+  return parts
+
+
+# ----------------------------------------------------------------- peak rate
+
+def cpu_matmul_tflops(size: int = 2048, repeats: int = 10) -> float:
+  """The best float32 matmul rate (TFLOP/s) of this machine's JAX CPU backend."""
+  a = jnp.ones((size, size), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size ** 3 / best / 1e12
+
+
+def peak_tflops(device, dtype: str, given: float | None) -> tuple[float | None, str]:
+  """(peak TFLOP/s, where it comes from) for MFU."""
+  if given:
+    return given, "--peak-tflops"
+  if device.platform == "cpu":
+    return cpu_matmul_tflops(), "measured: best float32 2048² jnp.dot on this CPU"
+  for name, peaks in GPU_PEAK_TFLOPS.items():
+    if name in device.device_kind:
+      return peaks[dtype], f"{name} data sheet, dense {dtype}"
+  return None, f"unknown peak for {device.device_kind!r}: pass --peak-tflops"
+
+
+# ----------------------------------------------------------------- the step
+
+def variant_name(size: str) -> str:
+  """'S' → 'S/16x2' (the paper's patches and tubelets); full strings pass through."""
+  name = size if "/" in size else f"{size}/16x2"
+  vit.decode_variant(name)                  # refuses unknown sizes with one line
+  return name
+
+
+def make_config(args) -> ml_collections.ConfigDict:
+  """configs/pretrain.py with the benchmark's sizes, masks and dtypes."""
+  if args.mode == "finetune":
+    raise errors.BadInput("--mode finetune: there is no fine-tuning step yet (steps.py has "
+                          "only the pre-training step); benchmark amd or videomae")
+  config = pretrain.get_config()
+  config.mode = args.mode
+  student = vit.decode_variant(variant_name(args.student))
+  teacher = vit.decode_variant(variant_name(args.teacher))
+  config.model.update(variant=variant_name(args.student), decoder_depth=args.decoder_depth,
+                      dtype=args.dtype)
+  config.teacher.update(variant=variant_name(args.teacher),
+                        dtype=args.teacher_dtype or args.dtype)
+  # The official pairing: the middle and the last layer of each model.
+  config.align.student_layers = (student.depth // 2, student.depth)
+  config.align.teacher_layers = (teacher.depth // 2, teacher.depth)
+  config.data.update(frames=args.frames, size=args.size)
+  config.masking.update(student_ratio=args.student_mask, teacher_ratio=args.teacher_mask)
+  config.batch_size = args.batch
+  if args.mode == "videomae":               # configs/videomae.py: no clipping, no teacher
+    config.optim.clip_norm = 0.0
+  config.loss.update(dir=1.0 if args.mode == "amd" else 0.0,
+                     gen=1.0 if args.mode == "amd" else 0.0)
+  return config
+
+
+def mask_counts(config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int],
+                                                            masking.MaskCounts]:
+  v = vit.decode_variant(config.model.variant)
+  grid = vit.token_grid(config.data.frames, config.data.size, v.patch, v.tubelet)
+  teacher_ratio = config.masking.teacher_ratio if config.mode == "amd" else None
+  return grid, masking.tube_counts(grid, config.masking.student_ratio, teacher_ratio)
+
+
+def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
+  """One batch as the pipeline makes it: video uint8 (B, T, H, W, 3), mask int8 (B, N)."""
+  grid, _ = mask_counts(config)
+  rng = np.random.default_rng(seed)
+  d = config.data
+  teacher_ratio = config.masking.teacher_ratio if config.mode == "amd" else None
+  return {
+      "video": rng.integers(0, 256, (config.batch_size, d.frames, d.size, d.size, 3), np.uint8),
+      "mask": np.stack([masking.tube_mask(rng, grid, config.masking.student_ratio,
+                                          teacher_ratio) for _ in range(config.batch_size)]),
+  }
+
+
+@dataclasses.dataclass
+class Step:
+  """A jitted train step and its inputs, built as amd_jax/train.py builds them."""
+
+  fn: object                    # jax.jit(train_step) with shardings, state donated
+  state: dict
+  batch: dict
+  teacher_params: object
+
+  @property
+  def args(self):
+    return self.state, self.batch, self.teacher_params
+
+
+def build_step(config: ml_collections.ConfigDict, devices=None, *, donate: bool = True) -> Step:
+  mesh = sharding.make_mesh(config, devices)
+  _, counts = mask_counts(config)
+  schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=1000)
+  tx = optim.optimizer(config, schedule)
+  state, state_sharding, student_def = train.create_state(config, mesh, tx)
+  teacher_def, teacher_params, teacher_sharding = train.create_teacher(config, mesh)
+  task = train.make_task(config, student_def, teacher_def, counts)
+  batch_sharding = sharding.batch_sharding(mesh)
+  fn = jax.jit(functools.partial(steps.train_step, task=task, tx=tx, schedule=schedule,
+                                 grad_accum=config.grad_accum),
+               in_shardings=(state_sharding, batch_sharding, teacher_sharding),
+               out_shardings=(state_sharding, sharding.replicated(mesh)),
+               donate_argnums=(0,) if donate else ())
+  batch = jax.device_put(random_batch(config), batch_sharding)
+  return Step(fn, state, batch, teacher_params)
+
+
+class JaxRunner:
+  """The step compiled once ahead of time; `step()` runs one update and waits for it.
+
+  An ahead-of-time executable cannot recompile: a shape or sharding change
+  would fail rather than silently cost a compilation inside the timing.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, devices=None):
+    self.batch_size = config.batch_size
+    self.devices = jax.devices() if devices is None else devices
+    self._step = build_step(config, self.devices)
+    start = time.perf_counter()
+    self._compiled = self._step.fn.lower(*self._step.args).compile()
+    self.compile_s = time.perf_counter() - start
+    self._metrics = None
+
+  def describe(self) -> dict:
+    d = self.devices[0]
+    return {"impl": "jax", "device": d.device_kind, "platform": d.platform,
+            "device_count": len(self.devices), "cpu_count": len(os.sched_getaffinity(0))}
+
+  def step(self) -> None:
+    s = self._step
+    s.state, self._metrics = self._compiled(*s.args)
+    jax.block_until_ready((s.state, self._metrics))
+
+  def summary(self) -> dict:
+    cost = self._compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost   # older jax: per program
+    return {
+        "compile_s": self.compile_s, "loss": float(self._metrics["loss"]),
+        "xla_gflop_per_clip": cost.get("flops", float("nan")) / self.batch_size / 1e9,
+        "xla_temp_bytes": getattr(self._compiled.memory_analysis(), "temp_size_in_bytes", None),
+        "peak_memory_bytes": (self.devices[0].memory_stats() or {}).get("peak_bytes_in_use"),
+    }
+
+
+def time_steps(runners, timed: int, warmup: int) -> list[dict]:
+  """Seconds per step of each runner, their steps interleaved so that the load of a
+  shared machine falls on all of them alike: median, min and max of `timed` steps."""
+  for _ in range(warmup):
+    for r in runners:
+      r.step()
+  times = [[] for _ in runners]
+  for _ in range(timed):
+    for r, t in zip(runners, times):
+      start = time.perf_counter()
+      r.step()
+      t.append(time.perf_counter() - start)
+  return [{"step_s": statistics.median(t), "step_s_min": min(t), "step_s_max": max(t)}
+          for t in times]
+
+
+def describe(config: ml_collections.ConfigDict, args) -> dict:
+  """The fields every line of a run shares: what was measured, and its FLOPs."""
+  _, counts = mask_counts(config)
+  parts = flops_per_clip(config, counts)
+  amd = config.mode == "amd"
+  return {
+      "bench": "step", "mode": config.mode, "student": config.model.variant,
+      "teacher": config.teacher.variant if amd else None,
+      "frames": config.data.frames, "size": config.data.size, "batch": config.batch_size,
+      "tokens": counts.tokens, "student_tokens": counts.student,
+      "teacher_tokens": counts.teacher if amd else None,
+      "dtype": config.model.dtype, "teacher_dtype": config.teacher.dtype if amd else None,
+      "steps": args.steps, "warmup": args.warmup,
+      "gflop_per_clip": sum(parts.values()) / 1e9,
+      "gflop_parts": {k: round(v / 1e9, 3) for k, v in parts.items()},
+  }
+
+
+def with_rates(row: dict, peak: float | None) -> dict:
+  """Adds clips/s, achieved TFLOP/s and MFU to a measured row."""
+  clips_per_s = row["batch"] / row["step_s"]
+  tflops = row["gflop_per_clip"] * clips_per_s / 1e3
+  return dict(row, clips_per_s=clips_per_s, tflops=tflops,
+              mfu=tflops / peak if peak else None)
+
+
+def run(args) -> dict:
+  """Measures the JAX step (and the PyTorch reference beside it); prints every line but
+  the last, which it returns for bench.main to print."""
+  config = make_config(args)
+  devices = jax.devices()[:args.devices] if args.devices else jax.devices()
+  common = describe(config, args)
+  peak, peak_source = peak_tflops(devices[0], config.model.dtype, args.peak_tflops)
+  common.update(peak_tflops=peak, peak_source=peak_source)
+  cores = len(os.sched_getaffinity(0))
+  runners = [JaxRunner(config, devices)]
+  if args.reference == "torch":
+    from amd_jax import bench_torch        # torch is an optional extra
+    runners.append(bench_torch.Runner(config, random_batch(config), threads=cores))
+  rows = [with_rates(dict(common, **r.describe(), **timing, **r.summary()), peak)
+          for r, timing in zip(runners, time_steps(runners, args.steps, args.warmup))]
+  if len(rows) == 2:
+    rows[1]["jax_over_torch_step_s"] = rows[0]["step_s"] / rows[1]["step_s"]
+  for row in rows[:-1]:
+    print(json.dumps(row), flush=True)
+  return rows[-1]
+
+
+def add_parser(sub) -> None:
+  """Registers `step` on bench.py's subparsers."""
+  s = sub.add_parser("step", help="one pre-training update: time, FLOPs, MFU")
+  s.add_argument("--mode", choices=("amd", "videomae", "finetune"), default="amd")
+  s.add_argument("--student", default="S", help="S|B|... or a full variant ('Mu/8x2')")
+  s.add_argument("--teacher", default="B", help="B|L|... or a full variant (amd mode)")
+  s.add_argument("--frames", type=int, default=16)
+  s.add_argument("--size", type=int, default=224)
+  s.add_argument("--batch", type=int, default=2, help="clips per step, all devices")
+  s.add_argument("--student-mask", type=float, default=0.9)
+  s.add_argument("--teacher-mask", type=float, default=0.75)
+  s.add_argument("--decoder-depth", type=int, default=4)
+  s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                 help="compute dtype (parameters stay float32)")
+  s.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default=None,
+                 help="the teacher's compute dtype (default: --dtype)")
+  s.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
+  s.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  s.add_argument("--devices", type=int, default=0, help="devices to use (0: all)")
+  s.add_argument("--reference", choices=("none", "torch"), default="none",
+                 help="also time the same step in PyTorch (transformers' VideoMAE)")
+  s.add_argument("--peak-tflops", type=float, default=None,
+                 help="peak for MFU (default: GPU table, or measured on CPU)")
+  s.set_defaults(run=run)

@@ -1,0 +1,56 @@
+r"""python -m amd_jax.convert --src SRC --dst DST [--to orbax|hf|pth] [--from KIND] [...]
+
+SRC: an official VideoMAE/AMD .pth, a DeepSpeed folder, a Hugging Face VideoMAE
+folder, or ours (a converted checkpoint or a training workdir); the kind is
+detected, --from overrides it. DST: an orbax checkpoint (default), a Hugging
+Face folder (--to hf) or an official-layout .pth (--to pth, or a DST ending in
+.pth). Bad input ends with one line and exit code 2.
+"""
+
+import argparse
+import logging
+import sys
+
+from amd_jax import convert, errors
+from amd_jax.convert import formats
+
+
+def _size(text: str) -> tuple[int, int]:
+  h, _, w = text.partition("x")
+  return int(h), int(w or h)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m amd_jax.convert", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--src", required=True, help="checkpoint to read")
+  parser.add_argument("--dst", required=True, help="where to write (must not exist)")
+  parser.add_argument("--to", choices=convert.TARGETS,
+                      help="output format (default: pth for a .pth/.pt DST, else orbax)")
+  parser.add_argument("--from", dest="kind", choices=formats.KINDS,
+                      help="what SRC is (default: detected)")
+  parser.add_argument("--part", choices=convert.PARTS, help="keep only this part of the model")
+  parser.add_argument("--frames", type=int, help="clip length the model is built for "
+                      "(default: the source's, 16 for a .pth)")
+  parser.add_argument("--size", type=_size, help="image size H or HxW (default: the source's, "
+                      "224 for a .pth)")
+  parser.add_argument("--heads", type=int, help="encoder attention heads (a .pth does not "
+                      "store them; default: the standard model's of that width)")
+  parser.add_argument("--decoder_heads", type=int, help="decoder attention heads (likewise)")
+  parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+  args = parser.parse_args(argv)
+  try:
+    convert.convert(args.src, args.dst, to=args.to, kind=args.kind, part=args.part,
+                    progress=not args.no_progress, num_frames=args.frames,
+                    image_size=args.size, heads=args.heads, decoder_heads=args.decoder_heads)
+  except errors.BadInput as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  # Plain lines: what was read, dropped or drawn anew, and what was written.
+  logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
+  logging.getLogger("amd_jax").setLevel(logging.INFO)
+  sys.exit(main())

@@ -1,0 +1,52 @@
+r"""Prepares a dataset as ArrayRecord: python -m amd_jax.data.build NAME --data_dir OUT [...]
+
+  python -m amd_jax.data.build moving_digits --data_dir ~/data
+  python -m amd_jax.data.build k400 --manual_dir /raw/k400 --data_dir ~/data \
+      --short_side 320 --keyint 16
+
+NAME: moving_digits (embedded, no input) | k400 | ucf101 | hmdb51 | ssv2. The
+manual dir holds train.csv / val.csv / test.csv in the official formats
+(amd_jax/data/local.py). Bad input ends with one line and exit code 2.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from amd_jax import errors
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the prepared dataset goes.")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "The folder with the lists (not for "
+                                  "moving_digits).")
+_SHORT_SIDE = flags.DEFINE_integer("short_side", 0, "Re-encode videos at this short side "
+                                   "(0: store the files as they are).")
+_KEYINT = flags.DEFINE_integer("keyint", 16, "Keyframe interval when re-encoding.")
+_VALIDATE = flags.DEFINE_bool("validate", False, "Demux every file and leave the broken "
+                              "ones out (listed in bad_files.txt).")
+_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes that re-encode "
+                                "or validate videos.")
+flags.mark_flags_as_required(["data_dir"])
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("usage: python -m amd_jax.data.build NAME --data_dir OUT "
+                         "[--manual_dir IN]")
+  from amd_jax.data import sources
+  name = argv[1]
+  options = {}
+  if name not in sources.EMBEDDED:
+    options = dict(short_side=_SHORT_SIDE.value, keyint=_KEYINT.value,
+                   validate=_VALIDATE.value, workers=_WORKERS.value)
+  try:
+    b = sources.prepare(name, _DATA_DIR.value, _MANUAL_DIR.value, **options)
+  except errors.BadInput as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  counts = ", ".join(f"{s} {info.num_examples}" for s, info in b.info.splits.items())
+  print(f"{name} prepared in {b.data_dir}: {counts}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,48 @@
+"""Helpers for tests that run `python -m amd_jax.main` as a user would (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The runlocal configs shortened to 32 steps, logging every other step.
+SHORT = ("--config.optim.epochs=4", "--config.log_every=2", "--config.ckpt_every=8",
+         "--config.progress=False")
+LOSSES = ("loss", "loss_rec", "loss_dir", "loss_gen")
+
+
+def environment(cache_dir, devices=1):
+  """This process's environment with `devices` fake CPU devices and a shared compile cache."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  return env
+
+
+def command(workdir, config="configs/pretrain.py:runlocal", extra=()):
+  return [sys.executable, "-m", "amd_jax.main", f"--config={config}",
+          f"--workdir={workdir}", *SHORT, *extra]
+
+
+def run(workdir, env, **kw):
+  return subprocess.run(command(workdir, **kw), cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+def rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def losses(workdir):
+  return {r["step"]: [r[k] for k in LOSSES] for r in rows(workdir)}
+
+
+def committed_steps(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(d):
+    return []
+  return sorted(int(s) for s in os.listdir(d) if s.isdigit())

@@ -1,0 +1,140 @@
+"""The step benchmark and the step's optimisations (each equal to the plain version)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from amd_jax import bench, bench_step, masking
+from amd_jax.models import vit
+
+TINY = ["--student", "Mu/8x2", "--teacher", "Mu/8x2", "--frames", "4", "--size", "32",
+        "--batch", "2", "--decoder-depth", "1", "--devices", "1"]
+FIELDS = {"step_s", "clips_per_s", "gflop_per_clip", "xla_gflop_per_clip", "mfu", "peak_tflops",
+          "peak_source", "compile_s", "peak_memory_bytes", "device", "loss"}
+
+
+def config_of(*argv):
+  return bench_step.make_config(bench.parser().parse_args(["step", *argv]))
+
+
+def test_flop_formula_by_hand():
+  """Mu/8x2 (width 64, 4 blocks; decoder 32 wide, 1 block) on 4×32×32: 2×4×4 = 32 tokens,
+  per slice 16 − int(0.9·16) = 2 student / 16 − int(0.75·16) = 4 teacher tokens."""
+  config = config_of(*TINY)
+  _, counts = bench_step.mask_counts(config)
+  assert (counts.tokens, counts.student, counts.teacher) == (32, 4, 8)
+  tubelet = 2 * 8 * 8 * 3
+  layer = lambda n, d: 24 * n * d * d + 4 * n * n * d
+  parts = bench_step.flops_per_clip(config, counts)
+  assert parts == {
+      "encoder": 3 * (2 * 4 * tubelet * 64 + 4 * layer(4, 64)),
+      "decoder": 3 * (2 * 4 * 64 * 32 + 1 * layer(32, 32) + 2 * 28 * 32 * tubelet),
+      "projections": 3 * 2 * (2 * 4 * 64 * 64),
+      "generators": 3 * 2 * 2 * layer(8, 64),
+      "teacher": 2 * 8 * tubelet * 64 + 4 * layer(8, 64),
+  }
+  assert parts["encoder"] == 3 * (196_608 + 4 * (393_216 + 4_096))
+
+
+@pytest.mark.parametrize("argv, table", [
+    (("--mode", "videomae", "--student", "S"), 67),
+    (("--mode", "videomae", "--student", "B"), 209),
+    (("--student", "S", "--teacher", "L"), 451),
+    (("--student", "B", "--teacher", "L"), 593),
+    (("--student", "S", "--teacher", "B"), 216),
+])
+def test_flop_formula_matches_perf_table(argv, table):
+  """spec/PERF.md's table embeds all 1568 tubelets (student ×2: no input gradient);
+  we count only the tubelets each model sees. With that difference added back
+  the formula gives the table's numbers."""
+  config = config_of(*argv)
+  _, counts = bench_step.mask_counts(config)
+  total = sum(bench_step.flops_per_clip(config, counts).values())
+  s = vit.decode_variant(config.model.variant)
+  embed = lambda n, width: 2 * n * 1536 * width
+  total += 2 * embed(counts.tokens, s.width) - 3 * embed(counts.student, s.width)
+  if config.mode == "amd":
+    t = vit.decode_variant(config.teacher.variant)
+    total += embed(counts.tokens - counts.teacher, t.width)
+  assert total / 1e9 == pytest.approx(table, abs=0.5)     # the table is rounded to GFLOP
+
+
+def test_bench_step_prints_json_with_the_torch_reference(capsys):
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  bench.main(["step", *TINY, "--steps", "2", "--warmup", "1", "--reference", "torch"])
+  jax_row, torch_row = map(json.loads, capsys.readouterr().out.strip().splitlines())
+  assert FIELDS <= set(jax_row)
+  assert jax_row["impl"] == "jax" and torch_row["impl"] == "torch"
+  assert jax_row["gflop_per_clip"] == torch_row["gflop_per_clip"] > 0
+  assert jax_row["xla_gflop_per_clip"] > 0 and 0 < jax_row["mfu"]
+  assert np.isfinite(jax_row["loss"]) and np.isfinite(torch_row["loss"])
+  assert torch_row["jax_over_torch_step_s"] > 0
+
+
+def test_bench_step_refuses_finetune_with_one_line(capsys):
+  with pytest.raises(SystemExit):
+    bench.main(["step", "--mode", "finetune"])
+  assert "no fine-tuning step yet" in capsys.readouterr().err
+
+
+def test_step_compiles_once_and_consumes_its_donated_state():
+  config = config_of(*TINY, "--mode", "videomae")
+  step = bench_step.build_step(config, jax.devices()[:1])
+  state = step.state
+  for _ in range(3):
+    old = state
+    state, metrics = step.fn(state, step.batch, step.teacher_params)
+    assert all(x.is_deleted() for x in jax.tree.leaves(old["params"]))
+  jax.block_until_ready(metrics)
+  assert step.fn._cache_size() == 1
+
+
+# Optimisations: each against the plain computation it replaces, values and gradients.
+
+def test_attention_equals_dot_product_attention():
+  """The CPU einsum path; float32 to rounding, bfloat16 to its 8-bit mantissa."""
+  keys = jax.random.split(jax.random.key(0), 4)
+  q, k, v, g = (jax.random.normal(key, (2, 40, 3, 16)) for key in keys)
+
+  def loss(f, dtype):
+    return lambda q, k, v: jnp.sum(f(q.astype(dtype), k.astype(dtype), v.astype(dtype))
+                                   .astype(jnp.float32) * g)
+
+  for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):
+    ours = vit.attention(q.astype(dtype), k.astype(dtype), v.astype(dtype))
+    plain = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype))
+    assert ours.dtype == plain.dtype
+    np.testing.assert_allclose(np.float32(ours), np.float32(plain), atol=tol, rtol=tol)
+    grads = jax.grad(loss(vit.attention, dtype), argnums=(0, 1, 2))(q, k, v)
+    plain_grads = jax.grad(loss(jax.nn.dot_product_attention, dtype), argnums=(0, 1, 2))(q, k, v)
+    for a, b in zip(grads, plain_grads):
+      np.testing.assert_allclose(a, b, atol=tol * np.abs(b).max(), rtol=tol)
+
+
+def test_embedding_only_seen_tubelets_equals_embedding_all_then_dropping():
+  """Encoder.embed gathers tubelets before the patch matmul; float32, to rounding."""
+  variant = vit.decode_variant("Mu/8x2")
+  encoder = vit.Encoder(variant, num_frames=4, image_size=32, rngs=nnx.Rngs(0))
+  video = jax.random.normal(jax.random.key(1), (2, 4, 32, 32, 3))
+  codes = np.stack([masking.tube_mask(np.random.default_rng(i), (2, 4, 4), 0.9, 0.75)
+                    for i in range(2)])
+  idx = masking.indices(jnp.asarray(codes), masking.tube_counts((2, 4, 4), 0.9, 0.75)).teacher
+  graphdef, params = nnx.split(encoder)
+
+  def seen(params):
+    return nnx.merge(graphdef, params).embed(video, idx)
+
+  def plain(params):
+    return vit.gather_tokens(nnx.merge(graphdef, params).embed(video), idx)
+
+  np.testing.assert_allclose(seen(params), plain(params), rtol=1e-6, atol=1e-6)
+  g = jax.random.normal(jax.random.key(2), seen(params).shape)
+  grads = jax.grad(lambda p: jnp.sum(seen(p) * g))(params)
+  plain_grads = jax.grad(lambda p: jnp.sum(plain(p) * g))(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               grads, plain_grads)

@@ -1,0 +1,400 @@
+"""Checkpoint conversion (amd_jax.convert) and loading (amd_jax.pretrained).
+
+Parity, tiny and ViT-S-sized (ViT-S width/depth/heads and decoder on 4-frame
+64² clips, 32 tokens, so it runs in seconds on a CPU): HF models with seeded
+random weights (torch_reference.randomize) are saved with `save_pretrained` and
+loaded with `pretrained.load`; their outputs must match HF's to RTOL of the
+outputs' scale. The same weights are then exported as an official-layout
+`.pth`, loaded strictly into the official modules re-stated in
+torch_reference (which checks every name and shape), and our model loaded from
+that `.pth` must match the official forward. Round trips must be bit-identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification
+
+import runs
+import torch_reference as ref
+from amd_jax import convert, errors, masking, pretrained
+from amd_jax.convert import __main__ as cli
+from amd_jax.convert import spec as spec_lib
+from amd_jax.models import vit
+
+RTOL = 1e-5
+CASES = {
+    "tiny": dict(size=32, frames=4, patch=8, width=64, depth=2, heads=2, dec_width=32,
+                 dec_depth=2, dec_heads=2),
+    "vit_s": dict(size=64, frames=4, patch=16, width=384, depth=12, heads=6, dec_width=192,
+                  dec_depth=4, dec_heads=3),
+}
+CLASSES = 7
+
+
+def clip(case: dict, seed: int = 0):
+  """A normalised-looking clip: ours (B, T, H, W, C) and torch's (B, T, C, H, W)."""
+  x = np.random.default_rng(seed).standard_normal(
+      (2, case["frames"], case["size"], case["size"], 3)).astype(np.float32)
+  return jnp.asarray(x), torch.from_numpy(x.transpose(0, 1, 4, 2, 3).copy())
+
+
+def ratio(ours, reference, what: str) -> float:
+  """max |ours − ref| / max |ref|, printed (the parity numbers) and checked."""
+  ours = np.asarray(ours)
+  reference = reference.detach().numpy() if isinstance(reference, torch.Tensor) else reference
+  assert ours.shape == reference.shape, (what, ours.shape, reference.shape)
+  r = float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
+  print(f"{what}: max abs diff / max |ref| = {r:.1e}")
+  assert r <= RTOL, (what, r)
+  return r
+
+
+def forward(model: nnx.Module, *args):
+  """model(*args) compiled as one program (eagerly, every operation compiles apart)."""
+  return nnx.jit(lambda m: m(*args))(model)
+
+
+def official_options(case: dict) -> dict:
+  """What a .pth cannot say: the clip, and the heads where they are not the standard ones."""
+  return dict(num_frames=case["frames"], image_size=case["size"], heads=case["heads"],
+              decoder_heads=case["dec_heads"])
+
+
+def tube_mask(case: dict, seed: int):
+  grid = vit.token_grid(case["frames"], case["size"], case["patch"], 2)
+  rng = np.random.default_rng(seed)
+  codes = np.stack([masking.tube_mask(rng, grid, 0.75) for _ in range(2)])
+  idx = masking.indices(jnp.asarray(codes), masking.tube_counts(grid, 0.75))
+  return idx, torch.from_numpy(codes != masking.STUDENT)
+
+
+def save_hf(model, folder) -> str:
+  model.save_pretrained(str(folder))
+  return str(folder)
+
+
+# ----------------------------------------------------------------- parity
+@pytest.mark.parametrize("name", CASES)
+def test_classifier_parity_hf_and_official(name, tmp_path):
+  case = CASES[name]
+  video, pixels = clip(case)
+  hf = ref.randomize(VideoMAEForVideoClassification(
+      ref.hf_config(**case, use_mean_pooling=True, num_labels=CLASSES)), seed=1)
+  folder = save_hf(hf, tmp_path / "hf")
+  with torch.no_grad():
+    expected = hf(pixels).logits
+  ratio(forward(pretrained.load(folder), video), expected, f"{name} classifier vs HF")
+
+  pth = str(tmp_path / "official.pth")
+  convert.convert(folder, pth, progress=False)
+  official = ref.FinetuneVit(case["width"], case["depth"], case["heads"], case["patch"], CLASSES)
+  official.load_state_dict(torch.load(pth, weights_only=True)["model"], strict=True)
+  with torch.no_grad():
+    expected = official.eval()(pixels.transpose(1, 2))
+  model = pretrained.load(pth, **official_options(case))
+  assert model.fc_norm.epsilon == 1e-6        # the official eps, not HF's 1e-5
+  ratio(forward(model, video), expected, f"{name} classifier vs official .pth")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_pretrainer_parity_hf_and_official(name, tmp_path):
+  case = CASES[name]
+  video, pixels = clip(case)
+  idx, bool_masked = tube_mask(case, seed=2)
+  hf = ref.randomize(VideoMAEForPreTraining(ref.hf_config(**case, use_mean_pooling=False)),
+                     seed=3)
+  folder = save_hf(hf, tmp_path / "hf")
+  with torch.no_grad():
+    expected = hf(pixels, bool_masked_pos=bool_masked).logits
+    features = hf.videomae(pixels, bool_masked_pos=bool_masked).last_hidden_state
+  # Pixels of the masked tokens, and the encoder's features of the visible ones
+  # (after its final norm), in one compiled program.
+  pred, ours = nnx.jit(lambda m: (m(video, idx)["pred"], m.encoder(video, idx.student)[0]))(
+      pretrained.load(folder))
+  ratio(pred, expected, f"{name} pre-training decoder vs HF")
+  ratio(ours, features, f"{name} pre-training encoder vs HF")
+
+  pth = str(tmp_path / "official.pth")
+  convert.convert(folder, pth, progress=False)
+  official = ref.PretrainVit(case["width"], case["depth"], case["heads"], case["patch"],
+                             case["dec_width"], case["dec_depth"], case["dec_heads"])
+  official.load_state_dict(torch.load(pth, weights_only=True)["model"], strict=True)
+  with torch.no_grad():
+    expected = official.eval()(pixels.transpose(1, 2), bool_masked)
+  ratio(forward(pretrained.load(pth, **official_options(case)), video, idx)["pred"], expected,
+        f"{name} pre-training decoder vs official .pth")
+
+
+def test_deepspeed_folder_and_official_wrappers(tmp_path):
+  """The same weights under 'module' in a DeepSpeed folder (with the official `args`),
+  under 'model' with a `backbone.` prefix, or as a raw state dict: the same logits."""
+  case = CASES["tiny"]
+  video, _ = clip(case)
+  official = ref.FinetuneVit(case["width"], case["depth"], case["heads"], case["patch"], CLASSES)
+  sd = ref.randomize(official, seed=4).state_dict()
+  ds = tmp_path / "ds" / "global_step10"
+  ds.mkdir(parents=True)
+  (tmp_path / "ds" / "latest").write_text("global_step10")
+  args = argparse.Namespace(model="vit_small_patch16_224", lr=1e-3)
+  torch.save({"module": sd, "args": args, "epoch": 9}, ds / "mp_rank_00_model_states.pt")
+  torch.save({"model": {f"backbone.{k}": v for k, v in sd.items()}}, tmp_path / "b.pth")
+  torch.save(sd, tmp_path / "raw.pth")
+  opts = official_options(case)
+  logits = [forward(pretrained.load(str(p), **opts), video)
+            for p in (tmp_path / "ds", tmp_path / "b.pth", tmp_path / "raw.pth")]
+  with torch.no_grad():
+    expected = official(clip(case)[1].transpose(1, 2))
+  for got in logits:
+    ratio(got, expected, "wrapped official checkpoint")
+
+
+# ----------------------------------------------------------------- round trips
+def _same(a: str, b: str, what: str) -> None:
+  spec_a, wa = convert.read(a)
+  spec_b, wb = convert.read(b)
+  assert spec_a == spec_b, what
+  assert sorted(wa) == sorted(wb), what
+  for k in wa:
+    assert wa[k].dtype == wb[k].dtype == np.float32
+    np.testing.assert_array_equal(wa[k], wb[k], err_msg=f"{what}: {k}")
+
+
+@pytest.mark.parametrize("task", ["classifier", "pretrainer"])
+def test_round_trip_orbax_hf_orbax(task, tmp_path):
+  case = CASES["tiny"]
+  cls = VideoMAEForVideoClassification if task == "classifier" else VideoMAEForPreTraining
+  config = ref.hf_config(**case, use_mean_pooling=task == "classifier", num_labels=CLASSES)
+  hf = ref.randomize(cls(config), seed=5)
+  a, b, c = (str(tmp_path / n) for n in ("a", "b_hf", "c"))
+  convert.convert(save_hf(hf, tmp_path / "hf"), a, progress=False)
+  convert.convert(a, b, to="hf", progress=False)
+  convert.convert(b, c, progress=False)
+  _same(a, c, "orbax → HF → orbax")
+  # transformers itself reads the exported folder (hub names: q_bias/v_bias) exactly.
+  back = cls.from_pretrained(b).eval()
+  for (k, v), (k2, v2) in zip(hf.state_dict().items(), back.state_dict().items(), strict=True):
+    assert k == k2 and torch.equal(v, v2), k
+
+
+@pytest.fixture(scope="module")
+def amd_student(tmp_path_factory) -> str:
+  """An AMD pre-training checkpoint in the official layout (spec/AMD.md §10.2), with
+  the generator norms the official code saves and never uses, and its `args`."""
+  tmp_path = tmp_path_factory.mktemp("amd")
+  student, teacher = vit.decode_variant("Mu/8x2"), vit.decode_variant("Ti/8x2")
+  align = dict(method="serial", student_layers=[2, 4], generator_depth=2,
+               learnable_mask_tokens=False, teacher_width=teacher.width,
+               teacher_heads=teacher.heads)
+  spec = spec_lib.ModelSpec(task="pretrainer", variant=student, num_frames=4, image_size=(32, 32),
+                            norm_eps=1e-6, decoder_norm_eps=1e-6, decoder_depth=2, align=align)
+  rng = np.random.default_rng(9)
+  weights = {k: rng.standard_normal(shape).astype(np.float32)
+             for k, shape in spec.shapes().items()}
+  orbax = str(tmp_path / "ours")
+  convert.formats.write_orbax(orbax, spec, weights, source="test")
+  exported = str(tmp_path / "exported.pth")
+  convert.convert(orbax, exported, progress=False)
+  sd = torch.load(exported, weights_only=True)["model"]
+  assert tuple(sd["encoder.projection_heads.1.weight"].shape) == (192, 64)
+  assert tuple(sd["generators.0.blocks.1.attn.qkv.weight"].shape) == (576, 192)
+  assert tuple(sd["mask_token"].shape) == (1, 1, 32)
+  for k in range(2):
+    sd[f"generators.{k}.norm.weight"], sd[f"generators.{k}.norm.bias"] = (
+        torch.ones(192), torch.zeros(192))
+  path = str(tmp_path / "amd.pth")
+  torch.save({"model": sd, "args": argparse.Namespace(generator_depth=2), "epoch": 799}, path)
+  return path
+
+
+def test_amd_official_checkpoint(amd_student, caplog):
+  path = amd_student
+  with caplog.at_level(logging.INFO, logger="amd_jax"):
+    model = pretrained.load(path, num_frames=4, image_size=32)
+  assert "generators.0.norm.weight" in caplog.text and "never uses" in caplog.text
+  assert "drawn anew" in caplog.text
+  align = model.alignment
+  assert align.method == "serial" and model.student_layers == (2, 4)
+  assert isinstance(align.generators[0].mask_token, nnx.Variable)
+  assert not isinstance(align.generators[0].mask_token, nnx.Param)   # frozen, as officially
+  sd = convert.formats.torch_load(path)["model"]
+  np.testing.assert_array_equal(np.asarray(align.projection_heads[0].kernel[...]),
+                                sd["encoder.projection_heads.0.weight"].numpy().T)
+
+
+@pytest.mark.parametrize("source", ["classifier", "amd"])
+def test_round_trip_orbax_pth_orbax(source, tmp_path, amd_student):
+  if source == "amd":
+    pth = amd_student
+  else:
+    case = CASES["tiny"]
+    pth = str(tmp_path / "ft.pth")
+    official = ref.FinetuneVit(case["width"], case["depth"], case["heads"], case["patch"],
+                               CLASSES)
+    torch.save({"model": ref.randomize(official, seed=6).state_dict()}, pth)
+  a, b, c = (str(tmp_path / n) for n in ("a", "b.pth", "c"))
+  convert.convert(pth, a, progress=False)
+  convert.convert(a, b, progress=False)
+  convert.convert(b, c, progress=False)
+  # Generator mask tokens are not stored in a .pth; each import draws the same ones.
+  _same(a, c, "orbax → .pth → orbax")
+
+
+# ----------------------------------------------------------------- bad input
+class Hostile:
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.system, (f"touch {self.marker}",))
+
+
+def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
+  marker = tmp_path / "executed"
+  path = tmp_path / "evil.pth"
+  torch.save({"model": {"w": torch.zeros(2)}, "payload": Hostile(marker)}, path)
+  with pytest.raises(errors.BadInput, match="refused.*system.*nothing in it was executed"):
+    convert.read(str(path))
+  result = subprocess.run([sys.executable, "-m", "amd_jax.convert", "--src", str(path),
+                           "--dst", str(tmp_path / "out")], cwd=runs.ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error:") and "refused" in lines[0], lines
+  assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def _tiny_classifier_folder(tmp_path) -> str:
+  hf = ref.randomize(VideoMAEForVideoClassification(
+      ref.hf_config(**CASES["tiny"], num_labels=CLASSES)), seed=7)
+  return save_hf(hf, tmp_path / "hf")
+
+
+def test_truncated_files_are_a_clear_error(tmp_path):
+  folder = _tiny_classifier_folder(tmp_path)
+  pth = str(tmp_path / "x.pth")
+  convert.convert(folder, pth, progress=False)
+  data = open(pth, "rb").read()
+  open(pth, "wb").write(data[: len(data) // 2])
+  with pytest.raises(errors.BadInput, match="truncated or not a PyTorch checkpoint"):
+    convert.read(pth)
+  weights = os.path.join(folder, "model.safetensors")
+  data = open(weights, "rb").read()
+  open(weights, "wb").write(data[: len(data) // 2])
+  with pytest.raises(errors.BadInput, match="truncated or not safetensors"):
+    convert.read(folder)
+
+
+def test_mismatched_checkpoints_are_a_clear_error(tmp_path):
+  folder = _tiny_classifier_folder(tmp_path)
+  # A config.json that belongs to another model.
+  config = os.path.join(folder, "config.json")
+  text = open(config).read()
+  open(config, "w").write(text.replace('"num_hidden_layers": 2', '"num_hidden_layers": 3'))
+  with pytest.raises(errors.BadInput, match="config says depth 3 but the weights have 2"):
+    pretrained.load(folder)
+  open(config, "w").write(text)
+  # A missing tensor and a foreign one are named in the official layout.
+  pth = str(tmp_path / "x.pth")
+  convert.convert(folder, pth, progress=False)
+  sd = torch.load(pth, weights_only=True)["model"]
+  torch.save({"model": {k: v for k, v in sd.items() if k != "blocks.1.mlp.fc2.bias"}},
+             tmp_path / "missing.pth")
+  with pytest.raises(errors.BadInput, match=r"lacks blocks\.1\.mlp\.fc2\.bias"):
+    convert.read(str(tmp_path / "missing.pth"))
+  torch.save({"model": {**sd, "blocks.0.attn.relative_bias": torch.zeros(3)}},
+             tmp_path / "foreign.pth")
+  with pytest.raises(errors.BadInput, match=r"no rule maps blocks\.0\.attn\.relative_bias"):
+    convert.read(str(tmp_path / "foreign.pth"))
+  # A teacher of the wrong size, named on both sides.
+  target = nnx.state(nnx.eval_shape(lambda: vit.Encoder(
+      vit.decode_variant("Ti/8x2"), num_frames=4, image_size=32, final_norm=False,
+      rngs=nnx.Rngs(0))), nnx.Param)
+  with pytest.raises(errors.BadInput, match="its encoder has width 64, depth 2.*the config's "
+                     "teacher needs width 192, depth 12"):
+    pretrained.load_encoder(pth, target)
+  with pytest.raises(errors.BadInput, match="does not exist"):
+    convert.read(str(tmp_path / "nothing.pth"))
+
+
+def test_cli_and_core_without_torch(tmp_path, capsys):
+  folder = _tiny_classifier_folder(tmp_path)
+  out = str(tmp_path / "converted")
+  assert cli.main(["--src", folder, "--dst", out]) == 0
+  assert "converting" in capsys.readouterr().err          # the progress bar
+  assert sorted(os.listdir(out)) == ["model.json", "params"]
+  assert cli.main(["--src", folder, "--dst", out]) == 2   # DST exists
+  assert "exists" in capsys.readouterr().err
+  # The core package, and loading a converted checkpoint, need neither torch nor
+  # transformers nor safetensors; reading a .pth without torch says what to install.
+  code = (f"import sys\nfor m in ('torch', 'transformers', 'safetensors'): sys.modules[m] = None\n"
+          f"from amd_jax import pretrained, train, convert, errors\n"
+          f"print(pretrained.load({out!r})(__import__('numpy').zeros((1, 4, 32, 32, 3))).shape)\n"
+          f"try:\n  convert.read({str(tmp_path / 'none.pth')!r}, kind='pth')\n"
+          f"except errors.BadInput as e:\n  print(e)\n")
+  (tmp_path / "none.pth").write_bytes(b"x")
+  result = subprocess.run([sys.executable, "-c", code], cwd=runs.ROOT, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f"(1, {CLASSES})" in result.stdout and "needs torch" in result.stdout, result.stdout
+
+
+# ----------------------------------------------------------------- teachers
+def test_load_encoder_from_any_kind(tmp_path):
+  """The encoder of an HF pre-training folder, its .pth and its orbax conversion fill a
+  teacher (no final norm) identically."""
+  case = CASES["tiny"]
+  hf = ref.randomize(VideoMAEForPreTraining(ref.hf_config(**case, use_mean_pooling=False)),
+                     seed=8)
+  folder = save_hf(hf, tmp_path / "hf")
+  pth, orbax = str(tmp_path / "x.pth"), str(tmp_path / "x")
+  convert.convert(folder, pth, progress=False)
+  convert.convert(folder, orbax, progress=False)
+  variant = dataclasses.replace(vit.decode_variant("Mu/8x2"), depth=2)
+  target = nnx.state(nnx.eval_shape(lambda: vit.Encoder(
+      variant, num_frames=4, image_size=32, final_norm=False, rngs=nnx.Rngs(0))), nnx.Param)
+  loaded = [spec_lib.flatten(pretrained.load_encoder(p, target)) for p in (folder, pth, orbax)]
+  assert "norm/scale" not in loaded[0]
+  expected = hf.videomae.encoder.layer[1].output.dense.weight.detach().numpy().T
+  for weights in loaded:
+    np.testing.assert_array_equal(weights["blocks/layers/1/mlp/fc2/kernel"], expected)
+    for k in weights:
+      np.testing.assert_array_equal(weights[k], loaded[0][k])
+  # pretrained.load's encoder keeps the final norm (token features, as HF's VideoMAEModel).
+  encoder = pretrained.load(orbax, part="encoder")
+  assert isinstance(encoder, vit.Encoder) and encoder.norm.epsilon == hf.videomae.layernorm.eps
+  np.testing.assert_array_equal(encoder.norm.scale[...],
+                                hf.videomae.layernorm.weight.detach().numpy())
+
+
+@pytest.mark.slow
+def test_converted_vit_b_teacher_in_an_amd_run(tmp_path, env):
+  """An official VideoMAE ViT-B pre-training .pth (random weights, patch 8 for the
+  runlocal clips), converted to orbax, is the teacher of a runlocal AMD run (one
+  aligned pair and a one-block generator keep the compilation short)."""
+  teacher = ref.PretrainVit(768, 12, 12, 8, 384, 4, 6)
+  pth = str(tmp_path / "videomae_b.pth")
+  torch.save({"model": teacher.state_dict(), "args": argparse.Namespace(model="pretrain_b")},
+             pth)
+  del teacher
+  converted = str(tmp_path / "teacher")
+  assert cli.main(["--src", pth, "--dst", converted, "--part", "encoder", "--frames", "8",
+                   "--size", "64", "--no_progress"]) == 0
+  result = runs.run(str(tmp_path / "run"), env, extra=[
+      "--config.teacher.variant=B/8x2", "--config.align.student_layers=(4,)",
+      "--config.align.teacher_layers=(12,)", "--config.align.generator_depth=1",
+      f"--config.teacher.init={converted}", "--config.optim.epochs=1"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"teacher B/8x2 loaded from {converted}" in result.stderr
+  assert "width 768, depth 12, heads 12, patch 8, tubelet 2" in result.stderr

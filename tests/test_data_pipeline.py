@@ -1,0 +1,151 @@
+"""grain pipelines over moving_digits: batches, exact resume, undecodable videos, test views.
+
+moving_digits is built on first use into the cache ($AMD_JAX_DATA or
+~/.cache/amd_jax; about 30 s once per machine), as runlocal does.
+"""
+
+import numpy as np
+import pytest
+
+from amd_jax import errors, masking
+from amd_jax.data import decode, pipeline, sources, transforms
+from configs import pretrain, videomae
+
+GRID = (4, 8, 8)    # runlocal: 8 frames, 64×64, tubelet 2×8×8
+
+
+@pytest.fixture(scope="module")
+def records():
+  return sources.open_split("moving_digits", "train[:16]")
+
+
+def config(videos=2, **data):
+  c = pretrain.get_config("runlocal")
+  c.batch_size = videos * c.data.num_sample
+  c.data.update(data)
+  return c
+
+
+def take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def assert_same(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert set(x) == set(y)
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_pretrain_batches(records):
+  c = config()
+  batch = next(iter(pipeline.pretrain_dataset(c, GRID, records=records)))
+  assert batch["video"].shape == (8, 8, 64, 64, 3) and batch["video"].dtype == np.uint8
+  assert batch["mask"].shape == (8, 256) and batch["mask"].dtype == np.int8
+  counts = masking.tube_counts(GRID, 0.9, 0.75)
+  for m in batch["mask"]:
+    assert (m == masking.STUDENT).sum() == counts.student
+    assert (m == masking.DIFF).sum() == counts.diff
+  # 2 videos × 4 repeated samples: one label per video, fresh crops and masks per sample.
+  assert len(set(batch["label"][:4])) == 1 and len(set(batch["label"][4:])) == 1
+  assert not np.array_equal(batch["mask"][0], batch["mask"][1])
+  assert any(not np.array_equal(batch["video"][0], batch["video"][k]) for k in (1, 2, 3))
+  np.testing.assert_array_equal(batch["skipped"], np.zeros(8))
+
+
+def test_videomae_runlocal_has_codes_0_and_2_only(records):
+  c = videomae.get_config("runlocal")
+  batch = next(iter(pipeline.pretrain_dataset(c, (4, 4, 4), records=records)))
+  assert set(np.unique(batch["mask"])) == {masking.STUDENT, masking.HIDDEN}
+
+
+def test_resume_mid_epoch_gives_the_same_batches(records):
+  """16 videos, 2 per batch: 8 batches per pass; stop after 3, resume across the pass end."""
+  c = config()
+  it = pipeline.iterator(pipeline.pretrain_dataset(c, GRID, records=records))
+  take(it, 3)
+  state = it.get_state()
+  expected = take(it, 7)
+  resumed = pipeline.iterator(pipeline.pretrain_dataset(c, GRID, records=records))
+  resumed.set_state(state)
+  assert_same(take(resumed, 7), expected)
+
+
+def test_worker_processes_give_the_same_batches(records):
+  """The ArrayRecord source and the transforms travel to grain's worker processes."""
+  c = config()
+  ds = pipeline.pretrain_dataset(c, GRID, records=records)
+  assert_same(take(pipeline.iterator(ds, worker_count=2), 3), take(pipeline.iterator(ds), 3))
+
+
+def test_processes_split_the_global_batch(records):
+  c = config(videos=4)
+  whole = next(iter(pipeline.pretrain_dataset(c, GRID, records=records)))
+  parts = [next(iter(pipeline.pretrain_dataset(c, GRID, records=records, process_index=p,
+                                                process_count=2))) for p in range(2)]
+  for k in whole:
+    np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k], err_msg=k)
+
+
+def broken_records(records, broken):
+  out = [dict(records[i]) for i in range(8)]
+  for i in broken:
+    out[i] = dict(out[i], video=out[i]["video"][:300], path=f"broken/{i}".encode())
+  return out
+
+
+def test_undecodable_videos_are_replaced_listed_and_counted(records, tmp_path):
+  bad_files = str(tmp_path / "bad_files.txt")
+  recs = broken_records(records, (2, 5))
+  c = config()
+  ds = pipeline.pretrain_dataset(c, GRID, records=recs, bad_files=bad_files)
+  # Indexing, not an iterator: a prefetching iterator decodes (and lists) ahead.
+  batches = [ds[i] for i in range(4)]               # one pass over the 8 videos
+  skipped = sum(int(b["skipped"].sum()) for b in batches)
+  with open(bad_files) as f:
+    listed = f.read().split()
+  assert skipped == len(listed) >= 2
+  assert {"broken/2", "broken/5"} <= set(listed) <= {"broken/2", "broken/5"}
+  for b in batches:
+    assert b["video"].shape == (8, 8, 64, 64, 3)
+  # Substitutes are drawn from the element's own generator: the same on a rerun.
+  again = take(pipeline.iterator(pipeline.pretrain_dataset(c, GRID, records=recs)), 4)
+  assert_same(again, batches)
+  assert max(int(b["skipped"].max()) for b in batches) <= pipeline.MAX_SUBSTITUTES
+
+
+def test_a_dataset_of_broken_videos_is_bad_input(records):
+  recs = broken_records(records, range(8))
+  ds = pipeline.pretrain_dataset(config(), GRID, records=recs)
+  with pytest.raises(errors.BadInput, match="undecodable videos in a row"):
+    next(iter(ds))
+
+
+def test_unknown_sampler_is_bad_input(records):
+  with pytest.raises(errors.BadInput, match="sampler"):
+    pipeline.pretrain_dataset(config(sampler="sparse"), GRID, records=records)
+
+
+def test_finetune_batches(records):
+  sample = pipeline.FinetuneSample(pipeline.Decoder(records), "segments", 8, 1, 48,
+                                   num_sample=2, flip=False)
+  batch = next(iter(pipeline.training_batches(records, sample, 3, seed=0)))
+  assert batch["video"].shape == (6, 8, 48, 48, 3) and batch["video"].dtype == np.uint8
+  assert batch["label"].shape == (6,) and batch["skipped"].shape == (6,)
+
+
+def test_test_views(records, tmp_path):
+  recs = broken_records(records, (1,))[:3]
+  views = pipeline.Views("dense", 4, 2, 48, clips=5, bad_files=str(tmp_path / "bad"))
+  batch = next(iter(pipeline.views_dataset(recs, views, 3)))
+  assert batch["video"].shape == (3, 15, 4, 48, 48, 3)
+  np.testing.assert_array_equal(batch["valid"], [True, False, True])
+  np.testing.assert_array_equal(batch["skipped"], [0, 1, 0])
+  assert not batch["video"][1].any()
+  # View (clip k, crop c) is at k·3 + c. 16 frames at rate 2 → 8 decoded; clip 0 takes
+  # decoded 0..3 = frames 0, 2, 4, 6; a square video's three crops coincide.
+  with decode.Video(recs[0]["video"]) as v:
+    clip0 = transforms.resize_bilinear(v.frames([0, 2, 4, 6]), 48, 48)
+  for c in range(3):
+    np.testing.assert_array_equal(batch["video"][0, c], clip0)
