@@ -52,14 +52,17 @@ def load(path: str, *, part: str | None = None, kind: str | None = None,
   return model
 
 
-def load_encoder(path: str, target: nnx.State, *, what: str = "teacher") -> nnx.State:
+def load_encoder(path: str, target: nnx.State, *, what: str = "teacher"
+                 ) -> tuple[nnx.State, float]:
   """The encoder of the checkpoint at `path` (any kind), shaped like `target`.
 
   target: the abstract parameter state of the encoder to fill (ShapeDtypeStructs).
   A checkpoint whose encoder differs in width, depth, heads, patch or tubelet is
   refused with a line naming both, before anything is converted. The source's
   final norm is ignored when the target has none (a teacher's features are
-  taken before it). Returns host numpy arrays in target's structure.
+  taken before it). Returns host numpy arrays in target's structure, and the
+  source blocks' LayerNorm epsilon (HF models use 1e-12, the official ones 1e-6),
+  which the encoder must be built with to reproduce its source.
   """
   wanted = spec_lib.flatten(target)
   # The config's variant has the standard heads of its width; infer assumes the same.
@@ -82,4 +85,4 @@ def load_encoder(path: str, target: nnx.State, *, what: str = "teacher") -> nnx.
   # A final norm the target lacks is left out: a teacher's features come before it.
   leaves = [np.asarray(weights[spec_lib.flat_key(p)], x.dtype)
             for p, x in jax.tree_util.tree_flatten_with_path(target)[0]]
-  return jax.tree.unflatten(jax.tree.structure(target), leaves)
+  return jax.tree.unflatten(jax.tree.structure(target), leaves), spec.ln_eps

@@ -140,12 +140,26 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                        disable=not (is_main and config.progress))
   window_start, window_steps, skipped = time.perf_counter(), 0, 0
   step, stopping = start, False
+
+  def device_batch():
+    """The next batch on the devices, its skipped videos, the iterator state after it."""
+    host_batch = next(data_iter)
+    bad = int(host_batch.pop("skipped").sum())
+    return (jax.make_array_from_process_local_data(batch_sharding, host_batch), bad,
+            data_iter.get_state())
+
   try:
+    upcoming = device_batch() if step < total_steps else None
     while step < total_steps:
-      host_batch = next(data_iter)
-      skipped += int(host_batch.pop("skipped").sum())
-      batch = jax.make_array_from_process_local_data(batch_sharding, host_batch)
+      batch, bad, data_state = upcoming
       state, step_metrics = train_step(state, batch, teacher_params)
+      # Prefetch: the step runs asynchronously, so the next batch is read and
+      # sent to the devices while it computes, also when a log step below waits
+      # for it. Checkpoints save data_state, the iterator just after this step's
+      # batch, so a resume neither repeats nor skips the prefetched one.
+      if step + 1 < total_steps:
+        upcoming = device_batch()
+      skipped += bad
       step += 1
       window_steps += 1
       pending.append((step, step_metrics))
@@ -170,7 +184,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         progress.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row['clips_per_s']:.1f}")
         window_start, window_steps, skipped = time.perf_counter(), 0, 0
       if save_now:
-        ckpt.save(step, state, data_iter.get_state(), force=step == total_steps or stopping)
+        ckpt.save(step, state, data_state, force=step == total_steps or stopping)
       if stopping:
         break
   finally:
@@ -222,9 +236,13 @@ def create_teacher(config: ml_collections.ConfigDict, mesh):
     shardings = sharding.named(mesh, sharding.param_specs(abstract_params, config.sharding.rules))
     sharding.assert_sharded(abstract_params, mesh, shardings)
   if config.teacher.init:
-    params = jax.device_put(pretrained.load_encoder(config.teacher.init, abstract_params),
-                            shardings)
-    log.info("teacher %s loaded from %s", config.teacher.variant, config.teacher.init)
+    host, ln_eps = pretrained.load_encoder(config.teacher.init, abstract_params)
+    params = jax.device_put(host, shardings)
+    if ln_eps != config.teacher.ln_eps:  # the epsilon is static: it lives in the graphdef
+      teacher_def = nnx.graphdef(nnx.eval_shape(
+          lambda: pretrain.build_teacher(config, nnx.Rngs(0), ln_eps=ln_eps)))
+    log.info("teacher %s loaded from %s (LayerNorm eps %g)", config.teacher.variant,
+             config.teacher.init, ln_eps)
   else:
     params = jax.jit(
         lambda k: nnx.state(pretrain.build_teacher(config, nnx.Rngs(params=k)), nnx.Param),

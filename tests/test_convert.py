@@ -364,8 +364,10 @@ def test_load_encoder_from_any_kind(tmp_path):
   variant = dataclasses.replace(vit.decode_variant("Mu/8x2"), depth=2)
   target = nnx.state(nnx.eval_shape(lambda: vit.Encoder(
       variant, num_frames=4, image_size=32, final_norm=False, rngs=nnx.Rngs(0))), nnx.Param)
-  loaded = [spec_lib.flatten(pretrained.load_encoder(p, target)) for p in (folder, pth, orbax)]
+  loaded = [spec_lib.flatten(pretrained.load_encoder(p, target)[0]) for p in (folder, pth, orbax)]
   assert "norm/scale" not in loaded[0]
+  # The source's block epsilon comes along, for the teacher to be built with it.
+  assert pretrained.load_encoder(folder, target)[1] == hf.config.layer_norm_eps
   expected = hf.videomae.encoder.layer[1].output.dense.weight.detach().numpy().T
   for weights in loaded:
     np.testing.assert_array_equal(weights["blocks/layers/1/mlp/fc2/kernel"], expected)

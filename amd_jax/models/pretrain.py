@@ -77,17 +77,23 @@ def build_student(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Pretrain
       remat=config.model.remat, dtype=dtype_of(config.model.dtype), rngs=rngs)
 
 
-def build_teacher(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> vit.Encoder:
-  """The teacher encoder, without its final norm (features are taken before it)."""
+def build_teacher(config: ml_collections.ConfigDict, rngs: nnx.Rngs,
+                  ln_eps: float | None = None) -> vit.Encoder:
+  """The teacher encoder, without its final norm (features are taken before it).
+
+  ln_eps: the blocks' LayerNorm epsilon of the checkpoint it is loaded from
+  (None: config.teacher.ln_eps).
+  """
   variant = vit.decode_variant(config.teacher.variant)
   for layer in config.align.teacher_layers:
     if not 1 <= layer <= variant.depth:
       raise errors.BadInput(f"align.teacher_layers: layer {layer} is outside the teacher's "
-                       f"1..{variant.depth}")
+                            f"1..{variant.depth}")
   student = vit.decode_variant(config.model.variant)
   if (variant.patch, variant.tubelet) != (student.patch, student.tubelet):
     raise errors.BadInput(f"teacher {config.teacher.variant} and student {config.model.variant} "
-                     "must share the tubelet size: they see the same tokens")
+                          "must share the tubelet size: they see the same tokens")
   return vit.Encoder(variant, num_frames=config.data.frames, image_size=config.data.size,
-                     final_norm=False, ln_eps=config.teacher.ln_eps,
+                     final_norm=False,
+                     ln_eps=config.teacher.ln_eps if ln_eps is None else ln_eps,
                      dtype=dtype_of(config.teacher.dtype), rngs=rngs)
