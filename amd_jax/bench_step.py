@@ -137,19 +137,20 @@ def make_config(args) -> ml_collections.ConfigDict:
   config.data.update(frames=args.frames, size=args.size)
   config.masking.update(student_ratio=args.student_mask, teacher_ratio=args.teacher_mask)
   config.batch_size = args.batch
-  if args.mode == "videomae":               # configs/videomae.py: no clipping, no teacher
-    config.optim.clip_norm = 0.0
-  config.loss.update(dir=1.0 if args.mode == "amd" else 0.0,
-                     gen=1.0 if args.mode == "amd" else 0.0)
+  if args.mode == "videomae":
+    config.optim.clip_norm = 0.0            # as configs/videomae.py
   return config
+
+
+def _teacher_ratio(config: ml_collections.ConfigDict) -> float | None:
+  return config.masking.teacher_ratio if config.mode == "amd" else None
 
 
 def mask_counts(config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int],
                                                             masking.MaskCounts]:
   v = vit.decode_variant(config.model.variant)
   grid = vit.token_grid(config.data.frames, config.data.size, v.patch, v.tubelet)
-  teacher_ratio = config.masking.teacher_ratio if config.mode == "amd" else None
-  return grid, masking.tube_counts(grid, config.masking.student_ratio, teacher_ratio)
+  return grid, masking.tube_counts(grid, config.masking.student_ratio, _teacher_ratio(config))
 
 
 def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
@@ -157,11 +158,11 @@ def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
   grid, _ = mask_counts(config)
   rng = np.random.default_rng(seed)
   d = config.data
-  teacher_ratio = config.masking.teacher_ratio if config.mode == "amd" else None
   return {
       "video": rng.integers(0, 256, (config.batch_size, d.frames, d.size, d.size, 3), np.uint8),
       "mask": np.stack([masking.tube_mask(rng, grid, config.masking.student_ratio,
-                                          teacher_ratio) for _ in range(config.batch_size)]),
+                                          _teacher_ratio(config))
+                        for _ in range(config.batch_size)]),
   }
 
 
@@ -179,7 +180,7 @@ class Step:
     return self.state, self.batch, self.teacher_params
 
 
-def build_step(config: ml_collections.ConfigDict, devices=None, *, donate: bool = True) -> Step:
+def build_step(config: ml_collections.ConfigDict, devices=None) -> Step:
   mesh = sharding.make_mesh(config, devices)
   _, counts = mask_counts(config)
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=1000)
@@ -192,7 +193,7 @@ def build_step(config: ml_collections.ConfigDict, devices=None, *, donate: bool 
                                  grad_accum=config.grad_accum),
                in_shardings=(state_sharding, batch_sharding, teacher_sharding),
                out_shardings=(state_sharding, sharding.replicated(mesh)),
-               donate_argnums=(0,) if donate else ())
+               donate_argnums=(0,))
   batch = jax.device_put(random_batch(config), batch_sharding)
   return Step(fn, state, batch, teacher_params)
 
@@ -309,7 +310,8 @@ def add_parser(sub) -> None:
   s.add_argument("--batch", type=int, default=2, help="clips per step, all devices")
   s.add_argument("--student-mask", type=float, default=0.9)
   s.add_argument("--teacher-mask", type=float, default=0.75)
-  s.add_argument("--decoder-depth", type=int, default=4)
+  s.add_argument("--decoder-depth", type=int, default=4,
+                 help="4: AMD and VideoMAE S/B; VideoMAE L/H use 12")
   s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype (parameters stay float32)")
   s.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default=None,
