@@ -9,6 +9,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from amd_jax.convert import spec as spec_lib
+from amd_jax.models import vit
+
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -33,10 +36,12 @@ class Schedule:
 
 
 def schedule_from_config(config: ml_collections.ConfigDict, steps_per_epoch: float) -> Schedule:
-  """lr = base_lr × videos per update / 256; epochs count repeated samples (Table S1).
+  """lr = base_lr × videos per update / 256 (repeated samples not counted, as
+  the official scripts); warm-up and total length in epochs of `steps_per_epoch`.
 
-  Repeated samples are not counted in the lr rule (the official scripts'), but
-  one pass over the videos is `num_sample` epochs: 800 epochs = 200 passes.
+  What an epoch is differs by stage (train.py passes it): in pre-training one
+  pass over the videos is `num_sample` epochs (800 epochs = 200 passes, Table
+  S1); in fine-tuning an epoch is one pass (`run_class_finetuning.py`).
   """
   videos = config.batch_size // config.data.num_sample
   scale = videos / 256
@@ -51,11 +56,54 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def optimizer(config: ml_collections.ConfigDict, schedule: Schedule
+def layer_id(path: tuple, depth: int) -> int:
+  """The official layer id of a fine-tuning parameter (AMD `optim_factory.get_layer_id_for_vit`).
+
+  0: the embedding (patch embed; positions are fixed here, there is no cls
+  token); k + 1: block k; depth + 1: everything after the blocks (fc_norm, head).
+  """
+  names = spec_lib.flat_key(path).split("/")
+  if names[:2] == ["encoder", "patch_embed"]:
+    return 0
+  if names[:3] == ["encoder", "blocks", "layers"]:
+    return int(names[3]) + 1
+  return depth + 1
+
+
+def layer_decay_scales(params, decay: float, depth: int):
+  """Per-parameter lr multipliers decay^(depth + 1 − layer_id): 1 for the head."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: decay ** (depth + 1 - layer_id(path, depth)), params)
+
+
+def scale_by_tree(scales) -> optax.GradientTransformation:
+  """Multiplies each update by its own constant (a tree shaped like the parameters)."""
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def optimizer(config: ml_collections.ConfigDict, schedule: Schedule, params=None
               ) -> optax.GradientTransformation:
+  """Clip (when clip_norm) → AdamW with decay_mask → layer-wise lr decay (when
+  optim.layer_decay < 1; needs `params`, abstract is enough).
+
+  Scaling AdamW's whole update by the layer's multiplier is the official
+  per-group lr: PyTorch's AdamW multiplies both the Adam step and the
+  decoupled weight decay by the group's lr.
+  """
   o = config.optim
+  decay = o.get("layer_decay", 1.0)
+  layers = optax.identity()
+  if decay < 1.0:
+    depth = vit.decode_variant(config.model.variant).depth
+    layers = scale_by_tree(layer_decay_scales(params, decay, depth))
   return optax.chain(
       optax.clip_by_global_norm(o.clip_norm) if o.clip_norm else optax.identity(),
       optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
                   mask=decay_mask),
+      layers,
   )

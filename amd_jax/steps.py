@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from amd_jax import losses, masking, optim
+from amd_jax import mixup as mixup_lib
 from amd_jax.models import vit
 
 
@@ -38,6 +39,9 @@ class PretrainTask:
   dir_weight: float = 1.0
   gen_weight: float = 1.0
   stochastic: bool = False               # drop path on: the student needs an rng
+
+  def loss(self, params, frozen, teacher_params, batch, rng):
+    return pretrain_loss(params, frozen, teacher_params, batch, rng, self)
 
 
 def pretrain_loss(params: nnx.State, frozen: nnx.State, teacher_params: nnx.State | None,
@@ -70,12 +74,51 @@ def pretrain_loss(params: nnx.State, frozen: nnx.State, teacher_params: nnx.Stat
   return loss, {"loss": loss, **terms}
 
 
+@dataclasses.dataclass(frozen=True)
+class FinetuneTask:
+  """Everything static a classification fine-tuning step needs."""
+
+  model: nnx.GraphDef                    # heads.Classifier
+  num_classes: int
+  mixup: mixup_lib.Mixup
+
+  def loss(self, params, frozen, extra, batch, rng):
+    del extra  # no teacher
+    return finetune_loss(params, frozen, batch, rng, self)
+
+
+def finetune_loss(params: nnx.State, frozen: nnx.State, batch: dict, rng: jax.Array,
+                  task: FinetuneTask):
+  """Soft-target cross entropy of the mixed batch (label smoothing when mixup is off).
+
+  batch: video uint8 (B, T, H, W, 3), label int32 (B,). `accuracy` is against
+  the unmixed labels: a rough signal only while mixup is on.
+  """
+  model = nnx.merge(task.model, params, frozen)
+  mix_rng, model_rng = jax.random.split(rng)
+  video, targets = task.mixup(mix_rng, losses.normalize(batch["video"]), batch["label"],
+                              task.num_classes)
+  logits = model(video, rng=model_rng)
+  loss = mixup_lib.soft_cross_entropy(logits, targets)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  return loss, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_scores(params: nnx.State, frozen: nnx.State, video: jnp.ndarray, *,
+                model: nnx.GraphDef) -> jnp.ndarray:
+  """Mean over views of each view's softmax: video uint8 (B, V, T, H, W, 3) → (B, classes)."""
+  b, v = video.shape[:2]
+  logits = nnx.merge(model, params, frozen)(losses.normalize(video.reshape((b * v,) + video.shape[2:])))
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  return probs.reshape(b, v, -1).mean(axis=1)
+
+
 def _split_micro(batch: dict, k: int) -> dict:
   return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
 
 
 def train_step(state: dict, batch: dict, teacher_params: nnx.State | None, *,
-               task: PretrainTask, tx: optax.GradientTransformation,
+               task: PretrainTask | FinetuneTask, tx: optax.GradientTransformation,
                schedule: optim.Schedule, grad_accum: int = 1):
   """One update from one global batch; returns (new state, metrics of scalars).
 
@@ -84,10 +127,10 @@ def train_step(state: dict, batch: dict, teacher_params: nnx.State | None, *,
   update equals the one of the whole batch at once.
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-  grad_fn = jax.value_and_grad(pretrain_loss, has_aux=True)
+  grad_fn = jax.value_and_grad(task.loss, has_aux=True)
 
   def micro(params, mb, key):
-    (_, metrics), grads = grad_fn(params, state["frozen"], teacher_params, mb, key, task)
+    (_, metrics), grads = grad_fn(params, state["frozen"], teacher_params, mb, key)
     return grads, metrics
 
   if grad_accum == 1:

@@ -1,8 +1,11 @@
-"""Pre-training (AMD or VideoMAE), one lifecycle read top to bottom.
+"""Training, one lifecycle read top to bottom: pre-training (AMD or VideoMAE) and
+classification fine-tuning with its evaluations.
 
 set up → mesh → input pipeline → model and optimiser (born sharded) → teacher
-→ compiled step → restore → train loop. `train(config, workdir)` is importable
-(tests, notebooks); amd_jax/main.py is the command line around it.
+(AMD) → compiled steps → restore (or the fine-tuning init) → train loop with
+validations → multi-view test (fine-tuning). `train(config, workdir)` is
+importable (tests, notebooks); amd_jax/main.py is the command line around it.
+config.mode: amd | videomae (pre-training), finetune, test (evaluate only).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from amd_jax import checkpoint, errors, masking, metrics, optim, pretrained, sharding, steps
-from amd_jax.data import pipeline
-from amd_jax.models import decoders, pretrain, vit
+from amd_jax import (checkpoint, convert, errors, evaluate, masking, metrics, mixup, optim, pretrained,
+                     sharding, steps)
+from amd_jax.convert import spec as spec_lib
+from amd_jax.data import pipeline, sources
+from amd_jax.models import decoders, heads, pretrain, vit
 
 log = logging.getLogger("amd_jax")
 
@@ -46,8 +51,11 @@ class StopRequested:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Refuses inconsistent configs before anything heavy happens."""
-  if config.mode not in ("amd", "videomae"):
-    raise errors.BadInput(f"config.mode={config.mode!r}: choose amd|videomae")
+  pretraining = "masking" in config
+  modes = ("amd", "videomae") if pretraining else ("finetune", "test")
+  if config.mode not in modes:
+    raise errors.BadInput(f"config.mode={config.mode!r}: this config's modes are "
+                          f"{'|'.join(modes)}")
   if config.batch_size % config.grad_accum:
     raise errors.BadInput(f"batch_size {config.batch_size} is not divisible by "
                      f"grad_accum {config.grad_accum}")
@@ -59,12 +67,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise errors.BadInput("align.student_layers is empty: AMD aligns at least one layer pair")
     if config.teacher.init and not os.path.exists(config.teacher.init):
       raise errors.BadInput(f"teacher.init {config.teacher.init} does not exist")
+  if not pretraining:
+    if config.init and not os.path.exists(config.init):
+      raise errors.BadInput(f"init {config.init} does not exist")
+    if config.eval_batch_size % jax.device_count():
+      raise errors.BadInput(f"eval_batch_size {config.eval_batch_size} must be a multiple of "
+                            f"the {jax.device_count()} devices")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Trains until the schedule ends or SIGTERM; returns the rows it logged."""
   # ----------------------------------------------------------------- set up
   validate(config)
+  if config.mode == "test":
+    return [test(config, workdir)]
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
@@ -77,17 +93,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
            jax.devices()[0].platform)
 
   # ----------------------------------------------------------------- input pipeline
-  variant = vit.decode_variant(config.model.variant)
-  grid = vit.token_grid(config.data.frames, config.data.size, variant.patch, variant.tubelet)
-  amd = config.mode == "amd"
-  counts = masking.tube_counts(grid, config.masking.student_ratio,
-                               config.masking.teacher_ratio if amd else None)
+  finetune = config.mode == "finetune"
   records = pipeline.source(config)
   # Undecodable videos are replaced in the pipeline, listed here, counted in metrics.
-  dataset = pipeline.pretrain_dataset(config, grid, records=records,
-                                      process_index=jax.process_index(),
-                                      process_count=jax.process_count(),
-                                      bad_files=os.path.join(workdir, "bad_files.txt"))
+  bad_files = os.path.join(workdir, "bad_files.txt")
+  shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  if finetune:
+    counts = None
+    dataset = pipeline.finetune_dataset(config, records=records, bad_files=bad_files, **shard)
+  else:
+    variant = vit.decode_variant(config.model.variant)
+    grid = vit.token_grid(config.data.frames, config.data.size, variant.patch, variant.tubelet)
+    counts = masking.tube_counts(grid, config.masking.student_ratio,
+                                 config.masking.teacher_ratio if config.mode == "amd" else None)
+    log.info("tokens %d, student %d, teacher %d", counts.tokens, counts.student, counts.teacher)
+    dataset = pipeline.pretrain_dataset(config, grid, records=records, bad_files=bad_files,
+                                        **shard)
   data_iter = pipeline.iterator(dataset, config.data.worker_count)
   videos_per_step = config.batch_size // config.data.num_sample
   train_videos = config.data.train_videos or len(records)
@@ -95,23 +116,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   if steps_per_pass == 0:
     raise errors.BadInput(f"{train_videos} training videos make no batch of "
                           f"{videos_per_step} videos")
-  schedule = optim.schedule_from_config(config, steps_per_pass / config.data.num_sample)
+  # An epoch: one pass in fine-tuning, one repeated sample per video in pre-training (optim.py).
+  steps_per_epoch = steps_per_pass if finetune else steps_per_pass / config.data.num_sample
+  schedule = optim.schedule_from_config(config, steps_per_epoch)
   total_steps = schedule.total_steps
-  log.info("%d steps of %d clips (%d videos × %d samples); tokens %d, student %d, "
-           "teacher %d", total_steps, config.batch_size, videos_per_step,
-           config.data.num_sample, counts.tokens, counts.student, counts.teacher)
+  log.info("%d steps of %d clips (%d videos × %d samples)", total_steps, config.batch_size,
+           videos_per_step, config.data.num_sample)
 
   # ----------------------------------------------------------------- model and optimiser
-  tx = optim.optimizer(config, schedule)
-  state, state_sharding, student_def = create_state(config, mesh, tx)
+  state, state_sharding, model_def, tx = create_state(config, mesh, schedule)
   num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-  log.info("student: %s, %.2f M trainable parameters", config.model.variant, num_params / 1e6)
+  log.info("%s: %.2f M trainable parameters", config.model.variant, num_params / 1e6)
 
   # ----------------------------------------------------------------- teacher
   teacher_def, teacher_params, teacher_sharding = create_teacher(config, mesh)
 
-  # ----------------------------------------------------------------- compiled step
-  task = make_task(config, student_def, teacher_def, counts)
+  # ----------------------------------------------------------------- compiled steps
+  task = make_task(config, model_def, teacher_def, counts)
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = jax.jit(
       functools.partial(steps.train_step, task=task, tx=tx, schedule=schedule,
@@ -119,17 +140,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       in_shardings=(state_sharding, batch_sharding, teacher_sharding),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=(0,))
+  evaluator = Evaluator(config, mesh, model_def, state_sharding) if finetune else None
+  eval_every = config.get("eval_every") or steps_per_pass
 
   # ----------------------------------------------------------------- restore
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=config.ckpt_every, keep=config.keep_ckpts)
   start = ckpt.latest_step()
   if start is not None:
-    target = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                          state, state_sharding)
-    state, data_state = ckpt.restore(start, target)
+    state, data_state = ckpt.restore(start, abstract_like(state, state_sharding))
     data_iter.set_state(data_state)
     log.info("resumed from step %d in %s", start, workdir)
+  elif finetune and config.init:
+    state = load_init(config, state, state_sharding)
+  elif finetune:
+    log.warning("init is empty: fine-tuning %s from random weights", config.model.variant)
   start = start or 0
   writer = metrics.Writer(workdir, resume_step=start if start else None)
 
@@ -185,8 +210,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         window_start, window_steps, skipped = time.perf_counter(), 0, 0
       if save_now:
         ckpt.save(step, state, data_state, force=step == total_steps or stopping)
+      if evaluator is not None and (step % eval_every == 0 or step == total_steps):
+        rows.append(evaluator.log(writer, "val", state, step))
       if stopping:
         break
+    # ----------------------------------------------------------------- test
+    if evaluator is not None and step == total_steps:
+      rows.append(evaluator.log(writer, "test", state, step, workdir=workdir))
   finally:
     ckpt.wait()
     ckpt.close()
@@ -198,20 +228,87 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   return rows
 
 
-def create_state(config: ml_collections.ConfigDict, mesh, tx):
-  """The student's train state, born sharded: (state, its shardings, the student graphdef)."""
+def test(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The multi-view test of the workdir's latest checkpoint (or, with none, of the
+  fine-tuned classifier at config.init), without training; returns its row."""
+  os.makedirs(workdir, exist_ok=True)
+  saved = os.path.isdir(os.path.join(workdir, "checkpoints")) and any(
+      d.isdigit() for d in os.listdir(os.path.join(workdir, "checkpoints")))
+  if not saved and not config.init:
+    raise errors.BadInput(f"mode=test: no checkpoint in {workdir} and no --config.init "
+                          "(a fine-tuned checkpoint) to test")
+  mesh = sharding.make_mesh(config)
+  schedule = optim.Schedule(peak=0.0, final=0.0, warmup_steps=0, total_steps=1)  # unused
+  state, state_sharding, model_def, _ = create_state(config, mesh, schedule)
+  if saved:
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
+    try:
+      step = ckpt.latest_step()
+      state, _ = ckpt.restore(step, abstract_like(state, state_sharding))
+    finally:
+      ckpt.close()
+    log.info("testing step %d of %s", step, workdir)
+  else:
+    state = dict(state, params=load_classifier(config, state["params"],
+                                               state_sharding["params"]))
+    step = 0
+  writer = metrics.Writer(workdir, resume_step=step)
+  try:
+    return Evaluator(config, mesh, model_def, state_sharding).log(writer, "test", state, step,
+                                                                  workdir=workdir)
+  finally:
+    writer.close()
+
+
+def load_classifier(config: ml_collections.ConfigDict, params, shardings):
+  """Parameters of a fine-tuned classification checkpoint of any kind, placed like `params`."""
+  spec, weights = convert.read(config.init)
+  if spec.task != "classifier":
+    raise errors.BadInput(f"init {config.init} holds a {spec.task} model: mode=test needs a "
+                          "fine-tuned classifier (or a workdir with checkpoints)")
+  wanted = spec_lib.flatten(params)
+  got = {k: tuple(v.shape) for k, v in weights.items()}
+  need = {k: tuple(v.shape) for k, v in wanted.items()}
+  if got != need:
+    diff = sorted(set(got.items()) ^ set(need.items()))[0][0]
+    raise errors.BadInput(f"init {config.init} does not fit the config's classifier "
+                          f"({config.model.variant}, {config.data.num_classes} classes): "
+                          f"{diff} differs")
+  if spec.ln_eps != config.model.ln_eps:
+    raise errors.BadInput(f"init {config.init} was trained with LayerNorm eps "
+                          f"{spec.ln_eps:g}: add --config.model.ln_eps={spec.ln_eps:g}")
+  host = jax.tree.unflatten(jax.tree.structure(params),
+                            [weights[k] for k in wanted])
+  log.info("testing the classifier at %s", config.init)
+  return jax.device_put(host, shardings)
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
+  """The trained model: the pre-training student, or the classifier being fine-tuned."""
+  if config.mode in ("amd", "videomae"):
+    return pretrain.build_student(config, rngs)
+  m, d = config.model, config.data
+  return heads.Classifier(vit.decode_variant(m.variant), d.num_classes, num_frames=d.frames,
+                          image_size=d.size, drop_path=m.drop_path, head_dropout=m.head_dropout,
+                          init_scale=m.init_scale, ln_eps=m.ln_eps, remat=m.remat,
+                          dtype=pretrain.dtype_of(m.dtype), rngs=rngs)
+
+
+def create_state(config: ml_collections.ConfigDict, mesh, schedule: optim.Schedule):
+  """The train state, born sharded: (state, its shardings, the model's graphdef, optimiser)."""
   rules = config.sharding.rules
+  abstract_model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
+  model_def = nnx.graphdef(abstract_model)
+  tx = optim.optimizer(config, schedule, nnx.state(abstract_model, nnx.Param))
 
   def init_state(key):
-    model = pretrain.build_student(config, nnx.Rngs(params=key))
+    model = build_model(config, nnx.Rngs(params=key))
     params = nnx.state(model, nnx.Param)
     return dict(step=jnp.zeros((), jnp.int32),
                 rng=jax.random.key_data(jax.random.fold_in(key, 1)),
                 params=params, frozen=nnx.state(model, decoders.FrozenToken),
                 opt_state=tx.init(params))
 
-  student_def = nnx.graphdef(nnx.eval_shape(
-      lambda: pretrain.build_student(config, nnx.Rngs(0))))
   abstract = jax.eval_shape(init_state, jax.random.key(0))
   params = sharding.named(mesh, sharding.param_specs(abstract["params"], rules))
   repl = sharding.replicated(mesh)
@@ -221,7 +318,35 @@ def create_state(config: ml_collections.ConfigDict, mesh, tx):
       opt_state=optax_state_sharding(tx, abstract["opt_state"], params, repl))
   state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
   sharding.assert_sharded(state["params"], mesh)
-  return state, state_sharding, student_def
+  return state, state_sharding, model_def, tx
+
+
+def abstract_like(tree, shardings):
+  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                      tree, shardings)
+
+
+def load_init(config: ml_collections.ConfigDict, state: dict, state_sharding: dict) -> dict:
+  """The state with its encoder taken from the pre-training checkpoint config.init.
+
+  Only encoder weights move (bit for bit); the source's decoder, alignment heads
+  and final norm are left, fc_norm and head keep their fresh initialisation.
+  """
+  target = state["params"]["encoder"]
+  host, ln_eps = pretrained.load_encoder(config.init, abstract_like(
+      target, state_sharding["params"]["encoder"]), what="init")
+  if ln_eps != config.model.ln_eps:
+    # The epsilon is static (in the graphdef) and must be the same on every resume.
+    raise errors.BadInput(f"init {config.init} was trained with LayerNorm eps {ln_eps:g}: "
+                          f"add --config.model.ln_eps={ln_eps:g}")
+  loaded = spec_lib.flatten(jax.device_put(host, state_sharding["params"]["encoder"]))
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: loaded.get(spec_lib.flat_key(path).removeprefix("encoder/"), x)
+      if spec_lib.flat_key(path).startswith("encoder/") else x, state["params"])
+  log.info("init: encoder (%d tensors) loaded from %s; decoder, alignment heads and final "
+           "norm left out; fc_norm and head newly initialised", len(jax.tree.leaves(host)),
+           config.init)
+  return dict(state, params=params)
 
 
 def create_teacher(config: ml_collections.ConfigDict, mesh):
@@ -252,17 +377,86 @@ def create_teacher(config: ml_collections.ConfigDict, mesh):
   return teacher_def, params, shardings
 
 
-def make_task(config: ml_collections.ConfigDict, student_def, teacher_def,
-              counts: masking.MaskCounts) -> steps.PretrainTask:
+def make_task(config: ml_collections.ConfigDict, model_def, teacher_def,
+              counts: masking.MaskCounts | None) -> steps.PretrainTask | steps.FinetuneTask:
+  if config.mode == "finetune":
+    return steps.FinetuneTask(model=model_def, num_classes=config.data.num_classes,
+                              mixup=mixup.Mixup(**config.mixup))
   variant = vit.decode_variant(config.model.variant)
   amd = config.mode == "amd"
   return steps.PretrainTask(
-      student=student_def, teacher=teacher_def, counts=counts,
+      student=model_def, teacher=teacher_def, counts=counts,
       patch=variant.patch, tubelet=variant.tubelet,
       teacher_layers=tuple(config.align.teacher_layers) if amd else (),
       align_loss=config.align.loss if amd else "l2",
       rec_weight=config.loss.rec, dir_weight=config.loss.get("dir", 0.0),
       gen_weight=config.loss.get("gen", 0.0), stochastic=config.model.drop_path > 0)
+
+
+class Evaluator:
+  """Scores a split with the current parameters, all processes together (fine-tuning).
+
+  "val": one centre clip per video, drawn as in training with a fixed seed
+  (every validation sees the same clips); "test": the clips × crops views of
+  spec/AMD.md §6.3. Every process reads its share of the videos; the scores of
+  all come back to every process, and process 0 writes.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, model_def, state_sharding):
+    d = config.data
+    self.config = config
+    self.views = {
+        "val": pipeline.CentreClip(d.sampler, d.frames, d.sampling_rate, d.size,
+                                   seed=config.seed),
+        "test": pipeline.Views(d.test_sampler, d.frames, d.sampling_rate, d.size,
+                               d.test_clips, d.test_crops)}
+    self.splits = {"val": d.val_split, "test": d.test_split}
+    self.batch_sharding = sharding.batch_sharding(mesh)
+    repl = sharding.replicated(mesh)
+
+    def scores(params, frozen, batch):
+      out = {k: batch[k] for k in ("label", "valid", "index", "skipped")}
+      return dict(out, probs=steps.eval_scores(params, frozen, batch["video"],
+                                               model=model_def))
+
+    self.scores = jax.jit(scores, in_shardings=(state_sharding["params"],
+                                                state_sharding["frozen"], self.batch_sharding),
+                          out_shardings=repl)
+
+  def __call__(self, split: str, state: dict) -> dict:
+    """Averaged scores of every video of `split`: probs, label, valid, index, skipped."""
+    records = sources.open_split(self.config.data.name, self.splits[split],
+                                 self.config.data.data_dir)
+    dataset = pipeline.eval_dataset(records, self.views[split], self.config.eval_batch_size,
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+    parts = []
+    for batch in pipeline.iterator(dataset, self.config.data.worker_count):
+      batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
+      parts.append(self.scores(state["params"], state["frozen"], batch))
+    out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    # Padding elements and other processes' strides come back in any order.
+    keep = out["index"] < len(records)
+    order = np.argsort(out["index"][keep])
+    return {k: v[keep][order] for k, v in out.items()}
+
+  def log(self, writer: metrics.Writer, split: str, state: dict, step: int,
+          workdir: str | None = None) -> dict:
+    """Evaluates `split`, writes its metrics row (and, with workdir, the test files)."""
+    start = time.perf_counter()
+    out = self(split, state)
+    summary = evaluate.summarize(out["probs"], out["label"], out["valid"])
+    views = 1 if split == "val" else self.views["test"].clips * self.views["test"].crops
+    row = {"step": step, "split": split, "top1": summary["top1"], "top5": summary["top5"],
+           "views": views, "videos": summary["videos"], "skipped": int(out["skipped"].sum()),
+           "eval_s": time.perf_counter() - start}
+    writer.write(row)
+    log.info("%s at step %d: top-1 %.4f, top-5 %.4f (%d videos × %d views)", split, step,
+             row["top1"], row["top5"], row["videos"], views)
+    if workdir is not None and jax.process_index() == 0:
+      evaluate.write_test_results(workdir, summary, views, step, out["probs"], out["label"],
+                                  out["valid"], out["index"])
+    return row
 
 
 def optax_state_sharding(tx, abstract_opt_state, param_sharding, replicated):

@@ -7,7 +7,7 @@ import os
 import pytest
 from flax import nnx
 
-from amd_jax import masking
+from amd_jax import masking, train
 from amd_jax.models import pretrain, vit
 from configs import common
 
@@ -15,15 +15,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if not os.path.basename(p).startswith(("_", "common")))
 COLUMNS = {"pretrain": ["data=k400,model=B", "data=ssv2,model=S"],
-           "videomae": ["data=k400,model=L", "data=ssv2,model=B"]}
+           "videomae": ["data=k400,model=L", "data=ssv2,model=B"],
+           "finetune": ["data=k400,model=B", "data=ssv2,model=S", "data=ssv2,backend=gpu"],
+           "transfer": ["data=ucf101,model=B", "data=hmdb51,model=S"]}
+PRETRAINING = ("pretrain", "videomae")
 
 
 def test_every_config_is_covered():
   assert set(CONFIGS) == set(COLUMNS)
 
 
-@pytest.mark.parametrize("name, arg", [(n, a) for n in CONFIGS for a in COLUMNS[n] + ["runlocal"]])
-def test_config_builds_its_models(name, arg):
+@pytest.mark.parametrize("name, arg", [(n, a) for n in PRETRAINING
+                                       for a in COLUMNS[n] + ["runlocal"]])
+def test_pretraining_config_builds_its_models(name, arg):
   config = importlib.import_module(f"configs.{name}").get_config(arg)
   variant = vit.decode_variant(config.model.variant)
   grid = vit.token_grid(config.data.frames, config.data.size, variant.patch, variant.tubelet)
@@ -37,6 +41,17 @@ def test_config_builds_its_models(name, arg):
   if amd:
     teacher = nnx.eval_shape(lambda: pretrain.build_teacher(config, nnx.Rngs(0)))
     assert teacher.norm is None
+
+
+@pytest.mark.parametrize("name, arg", [(n, a) for n in CONFIGS if n not in PRETRAINING
+                                       for a in COLUMNS[n] + ["runlocal"]])
+def test_finetuning_config_builds_its_model(name, arg):
+  config = importlib.import_module(f"configs.{name}").get_config(arg)
+  assert config.mode == "finetune" and config.batch_size % config.data.num_sample == 0
+  model = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
+  assert model.head.kernel.shape[-1] == config.data.num_classes
+  assert config.data.test_clips * config.data.test_crops in (6, 15)
+  assert 0 < config.optim.layer_decay <= 1 and config.optim.b2 == 0.999
 
 
 def test_table_s1_values():

@@ -138,10 +138,13 @@ def test_finetune_batches(records):
 def test_test_views(records, tmp_path):
   recs = broken_records(records, (1,))[:3]
   views = pipeline.Views("dense", 4, 2, 48, clips=5, bad_files=str(tmp_path / "bad"))
-  batch = next(iter(pipeline.views_dataset(recs, views, 3)))
-  assert batch["video"].shape == (3, 15, 4, 48, 48, 3)
-  np.testing.assert_array_equal(batch["valid"], [True, False, True])
-  np.testing.assert_array_equal(batch["skipped"], [0, 1, 0])
+  batches = list(pipeline.eval_dataset(recs, views, 2))
+  assert len(batches) == 2                  # 3 videos in batches of 2: one padding element
+  batch = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+  assert batch["video"].shape == (4, 15, 4, 48, 48, 3)
+  np.testing.assert_array_equal(batch["valid"], [True, False, True, False])
+  np.testing.assert_array_equal(batch["skipped"], [0, 1, 0, 0])
+  np.testing.assert_array_equal(batch["index"], [0, 1, 2, 3])
   assert not batch["video"][1].any()
   # View (clip k, crop c) is at k·3 + c. 16 frames at rate 2 → 8 decoded; clip 0 takes
   # decoded 0..3 = frames 0, 2, 4, 6; a square video's three crops coincide.
@@ -149,3 +152,26 @@ def test_test_views(records, tmp_path):
     clip0 = transforms.resize_bilinear(v.frames([0, 2, 4, 6]), 48, 48)
   for c in range(3):
     np.testing.assert_array_equal(batch["video"][0, c], clip0)
+
+
+def test_eval_pass_is_shared_between_processes(records):
+  """Two processes see disjoint records, the same number of batches, padding last."""
+  views = pipeline.CentreClip("dense", 4, 2, 48)
+  parts = [list(pipeline.eval_dataset([records[i] for i in range(5)], views, 4,
+                                      process_index=p, process_count=2))
+           for p in range(2)]
+  assert [len(p) for p in parts] == [2, 2]   # 3 and 2 records, 2 per process batch
+  index = [np.concatenate([b["index"] for b in p]) for p in parts]
+  valid = [np.concatenate([b["valid"] for b in p]) for p in parts]
+  np.testing.assert_array_equal(index[0], [0, 2, 4, 6])
+  np.testing.assert_array_equal(index[1], [1, 3, 5, 7])
+  np.testing.assert_array_equal(valid[0], [True, True, True, False])
+  np.testing.assert_array_equal(valid[1], [True, True, False, False])
+  assert parts[0][0]["video"].shape == (2, 1, 4, 48, 48, 3)
+
+
+def test_centre_clip_is_the_same_at_every_evaluation(records):
+  views = pipeline.CentreClip("span", 4, 2, 40, seed=3)
+  a, b = views(records[0], 0), views(records[0], 0)
+  np.testing.assert_array_equal(a["video"], b["video"])
+  assert a["video"].shape == (1, 4, 40, 40, 3)

@@ -30,8 +30,7 @@ def setup(config, devices, grad_accum=1):
                                config.masking.teacher_ratio if amd else None)
   # No warm-up: optax counts its own steps from 0, where a warm-up's lr is 0.
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=10)
-  tx = optim.optimizer(config, schedule)
-  state, state_sharding, student_def = train.create_state(config, mesh, tx)
+  state, state_sharding, student_def, tx = train.create_state(config, mesh, schedule)
   teacher_def, teacher_params, teacher_sharding = train.create_teacher(config, mesh)
   task = train.make_task(config, student_def, teacher_def, counts)
   step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx, schedule=schedule,

@@ -345,6 +345,7 @@ class OrbaxSource(Source):
         raise errors.BadInput(str(e)) from None
       self._dir, self._subtrees = os.path.join(step_dir, "state"), ("params", "frozen")
       self.meta = _workdir_meta(path, step_dir)
+      self.task = self.meta.pop("task", "pretrainer")
     try:
       tree = checkpoint.tree_shapes(self._dir)
     except (OSError, ValueError, KeyError) as e:
@@ -391,6 +392,8 @@ def _workdir_meta(path: str, step_dir: str) -> dict:
     meta.update(heads=v.heads, decoder_heads=v.decoder_heads)
   if "frames" in data and "size" in data:
     meta.update(num_frames=data["frames"], image_size=(data["size"], data["size"]))
+  if config.get("mode") in ("finetune", "test"):
+    meta["task"] = "classifier"
   if config.get("mode") == "amd":
     align, teacher = config.get("align", {}), config.get("teacher", {})
     meta.update(student_layers=align.get("student_layers"),

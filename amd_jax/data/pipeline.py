@@ -209,9 +209,7 @@ class Views:
       clips = _frames(record, self.pick)
     except decode.Undecodable as e:
       _report(self.bad_files, record, e)
-      return {"video": np.zeros((views, self.frames, self.size, self.size, 3), np.uint8),
-              "label": np.int32(record["label"]), "valid": np.bool_(False),
-              "skipped": np.int32(1)}
+      return _invalid(record, views, self.frames, self.size)
     out = [transforms.three_crops(transforms.resize_short_side(c, self.size), self.size,
                                   self.crops) for c in clips]
     return {"video": np.concatenate(out), "label": np.int32(record["label"]),
@@ -256,12 +254,106 @@ def training_batches(records, sample: PretrainSample | FinetuneSample, videos_pe
   return ds[process_index::process_count]
 
 
-def views_dataset(records, views: Views, videos_per_batch: int, *, process_index: int = 0,
-                  process_count: int = 1) -> grain.MapDataset:
-  """One pass over this process's share of the videos: video (b, V, T, H, W, 3) uint8,
-  label (b,), valid (b,), skipped (b,); the last batch may be smaller."""
-  ds = grain.MapDataset.source(records)[process_index::process_count].map(views)
-  return ds.batch(videos_per_batch)
+@dataclasses.dataclass(frozen=True)
+class CentreClip:
+  """One record → one validation view (spec/AMD.md §6.3): a clip drawn by the
+  training sampler, short side resized to `size`, centre crop.
+
+  The clip's frames are drawn from a generator seeded by `seed` and the record's
+  index, so every in-training validation sees the same clips. Output as Views:
+  video (1, T, size, size, 3), label, valid, skipped.
+  """
+
+  sampler: str
+  frames: int
+  rate: int
+  size: int
+  seed: int = 0
+  bad_files: str | None = None
+
+  def __call__(self, record: dict, index: int) -> dict:
+    rng = np.random.default_rng([self.seed, index])
+    rule = temporal_rule(self.sampler, self.frames, self.rate)
+    try:
+      clip = _frames(record, lambda n: rule(rng, n))
+    except decode.Undecodable as e:
+      _report(self.bad_files, record, e)
+      return _invalid(record, 1, self.frames, self.size)
+    clip = transforms.center_crop(transforms.resize_short_side(clip, self.size), self.size)
+    return {"video": clip[None], "label": np.int32(record["label"]), "valid": np.bool_(True),
+            "skipped": np.int32(0)}
+
+
+def _invalid(record: dict | None, views: int, frames: int, size: int) -> dict:
+  """A placeholder element that metrics ignore: an undecodable video, or batch padding."""
+  return {"video": np.zeros((views, frames, size, size, 3), np.uint8),
+          "label": np.int32(record["label"] if record is not None else 0),
+          "valid": np.bool_(False), "skipped": np.int32(record is not None)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _EvalElement:
+  """Element i of a process's padded evaluation pass: record process_index + i·processes,
+  or padding past the end of the split."""
+
+  records: Any
+  view: Any                   # Views | CentreClip
+  process_index: int
+  process_count: int
+
+  def __call__(self, i: int) -> dict:
+    index = self.process_index + i * self.process_count
+    if index >= len(self.records):
+      v = self.view
+      views = v.clips * v.crops if isinstance(v, Views) else 1
+      out = _invalid(None, views, v.frames, v.size)
+    elif isinstance(self.view, Views):
+      out = self.view(self.records[index])
+    else:
+      out = self.view(self.records[index], index)
+    return dict(out, index=np.int64(index))
+
+
+def eval_dataset(records, view: Views | CentreClip, global_batch: int, *,
+                 process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """One pass over the split in batches of global_batch / process_count videos per
+  process: video (b, V, T, H, W, 3) uint8, label, valid, skipped, index (the record).
+
+  Every process gets the same number of full batches (they meet in the
+  collectives of the evaluation step): the tail is padded with `valid = False`
+  elements, which the metrics ignore.
+  """
+  if global_batch % process_count:
+    raise errors.BadInput(f"eval_batch_size {global_batch} must be a multiple of the "
+                          f"{process_count} processes")
+  local = global_batch // process_count
+  per_process = -(-len(records) // process_count)
+  length = -(-per_process // local) * local
+  element = _EvalElement(records, view, process_index, process_count)
+  return grain.MapDataset.range(length).map(element).batch(local, batch_fn=_stack)
+
+
+def _stack(elements):
+  return {k: np.stack([e[k] for e in elements]) for k in elements[0]}
+
+
+def finetune_dataset(config: ml_collections.ConfigDict, *, records=None,
+                     process_index: int = 0, process_count: int = 1,
+                     bad_files: str | None = None) -> grain.MapDataset:
+  """Training batches of classification fine-tuning (FinetuneSample): video (b, T, H, W, 3)
+  uint8, label (b,), skipped (b,); b = config.batch_size / process_count clips."""
+  d = config.data
+  if config.batch_size % (d.num_sample * process_count):
+    raise errors.BadInput(f"batch_size {config.batch_size} must be a multiple of "
+                          f"num_sample × processes = {d.num_sample} × {process_count}")
+  records = source(config) if records is None else records
+  temporal_rule(d.sampler, d.frames, d.sampling_rate)
+  sample = FinetuneSample(Decoder(records, bad_files), d.sampler, d.frames, d.sampling_rate,
+                          d.size, d.num_sample, flip=d.flip,
+                          rand_augment=dict(d.rand_augment), erase_prob=d.erase_prob)
+  return training_batches(records, sample, config.batch_size // d.num_sample // process_count,
+                          config.seed, process_index=process_index,
+                          process_count=process_count)
 
 
 def iterator(ds: grain.MapDataset, worker_count: int = 0,
