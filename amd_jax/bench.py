@@ -1,15 +1,28 @@
-r"""Benchmarks; each run prints one JSON line.
+r"""Benchmarks: one subcommand each, printing JSON lines (docs/benchmarks.md).
 
   python -m amd_jax.bench input --dataset k400 --data_dir ~/data [--split train] \
       [--mode pretrain|finetune|test] [--batches 20] [--workers 8] [--videos 8]
+  python -m amd_jax.bench step --mode amd --student S --teacher B --batch 2 [--dtype bfloat16] \
+      [--attention auto|blocked|xla|cudnn] [--steps 5] [--reference torch] ...
+  python -m amd_jax.bench checkpoint --mode amd --student B --teacher L [--repeats 3] [--dir D]
+  python -m amd_jax.bench table RESULTS.jsonl
 
-`input`: the input pipeline alone (decode, sample, augment, mask, batch), no
-model: videos_per_s and clips_per_s after the first batch (worker start-up and
-the first decodes are left out), skipped videos, batch shapes, the worker count,
-and per-core rates (each worker process runs `--threads` threads, 1 by default,
-so a worker is one core; with 0 workers the main process does the work).
+`input` (here): the input pipeline alone (decode, sample, augment, mask, batch),
+no model: videos_per_s and clips_per_s after the first batch (worker start-up
+and the first decodes are left out), skipped videos, batch shapes, the worker
+count, and per-core rates (each worker process runs `--threads` threads, 1 by
+default, so a worker is one core; with 0 workers the main process does the work).
 
-Subcommands share the parser so the step benchmark can join as another one.
+`step` (amd_jax/bench_step.py): one jitted pre-training update on random data:
+step_s, clips_per_s, model and XLA FLOPs, MFU, compile time, peak device
+memory; `--reference torch` times the same update in PyTorch beside it.
+
+`checkpoint` (amd_jax/bench_checkpoint.py): how long `Checkpointer.save` blocks
+the training loop, asynchronous (train.py's) against synchronous, for the train
+state of the given model.
+
+`table` (amd_jax/bench_step.py): `step` lines collected in a file as a short
+text table (launch/gpu_check.sh prints one last). It prints no JSON.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from amd_jax import bench_step, errors
+from amd_jax import bench_checkpoint, bench_step, errors
 
 # Per mode: the official clip sampling of each dataset family (spec/AMD.md §6).
 SAMPLERS = {
@@ -58,7 +71,7 @@ def _input_dataset(args):
   clips = 2 if sampler == "segments" else 5
   views = pipeline.Views(sampler, args.frames, rate, args.size, clips,
                              bad_files=args.bad_files)
-  return pipeline.views_dataset(records, views, args.videos), clips * 3
+  return pipeline.eval_dataset(records, views, args.videos), clips * 3
 
 
 def bench_input(args) -> dict:
@@ -122,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
   i.add_argument("--bad_files", default=None, help="append undecodable paths to this file")
   i.set_defaults(run=bench_input)
   bench_step.add_parser(sub)
+  bench_checkpoint.add_parser(sub)
   return p
 
 
@@ -132,7 +146,8 @@ def main(argv=None) -> None:
   except errors.BadInput as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(json.dumps(result), flush=True)
+  if result is not None:               # `table` prints its own text
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

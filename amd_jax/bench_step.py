@@ -1,8 +1,12 @@
-r"""The training-step benchmark: time, FLOPs and MFU of one jitted pre-training update.
+r"""The training-step benchmark: time, FLOPs and MFU of one jitted update (pre-training
+or classification fine-tuning).
 
   python -m amd_jax.bench step --mode amd --student S --teacher B --frames 16 --size 224 \
       --batch 2 --student-mask 0.9 --teacher-mask 0.75 [--dtype float32|bfloat16] \
-      [--steps 5] [--warmup 2] [--reference torch] [--peak-tflops X]
+      [--attention auto|blocked|xla|cudnn] [--steps 5] [--warmup 2] [--reference torch] \
+      [--peak-tflops X]
+  python -m amd_jax.bench step --mode finetune --student B --frames 16 --size 224 --batch 8
+  python -m amd_jax.bench table RESULTS.jsonl
 
 Builds the step exactly as amd_jax/train.py does (create_state, create_teacher,
 make_task, jit with shardings and a donated state) on random weights and one
@@ -18,6 +22,9 @@ tubelets each model sees, the pixel head at the masked tokens. XLA's own count
 of the compiled step (`cost_analysis`) is printed beside it. MFU is measured
 FLOP/s over a peak: `--peak-tflops`, a table of known GPUs, or on CPU the
 rate this machine reaches on a float32 matmul, measured in the same run.
+
+`table` prints the rows of a file of `step` lines (and failure lines
+{"label", "error"}) as a short text table: launch/gpu_check.sh ends with it.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import numpy as np
 
 from amd_jax import errors, masking, optim, sharding, steps, train
 from amd_jax.models import vit
-from configs import pretrain
+from configs import finetune, pretrain
 
 # Dense per-chip peaks (TFLOP/s) from the vendors' data sheets, by a substring of
 # device_kind; float32 matmuls run as TF32 on these GPUs under JAX's default precision.
@@ -59,9 +66,16 @@ def dense_flops(n: int, fan_in: int, fan_out: int) -> int:
 
 
 def flops_per_clip(config: ml_collections.ConfigDict, counts: masking.MaskCounts) -> dict:
-  """Model FLOPs of one clip's update by part, trainable parts ×3, teacher ×1."""
+  """Model FLOPs of one clip's update by part, trainable parts ×3, teacher ×1.
+
+  Fine-tuning: the encoder on every token and the linear head, ×3.
+  """
   s = vit.decode_variant(config.model.variant)
   tubelet = s.tubelet * s.patch ** 2 * 3
+  if config.mode == "finetune":
+    return {"encoder": 3 * (dense_flops(counts.tokens, tubelet, s.width)
+                            + s.depth * layer_flops(counts.tokens, s.width)),
+            "head": 3 * dense_flops(1, s.width, config.data.num_classes)}
   parts = {
       "encoder": 3 * (dense_flops(counts.student, tubelet, s.width)
                       + s.depth * layer_flops(counts.student, s.width)),
@@ -119,10 +133,15 @@ def variant_name(size: str) -> str:
 
 
 def make_config(args) -> ml_collections.ConfigDict:
-  """configs/pretrain.py with the benchmark's sizes, masks and dtypes."""
+  """configs/pretrain.py (configs/finetune.py: K400 400 classes, mixup on) with the
+  benchmark's sizes, masks and dtypes."""
   if args.mode == "finetune":
-    raise errors.BadInput("--mode finetune: there is no fine-tuning step yet (steps.py has "
-                          "only the pre-training step); benchmark amd or videomae")
+    config = finetune.get_config("data=k400")
+    config.model.update(variant=variant_name(args.student), dtype=args.dtype,
+                        attention=args.attention)
+    config.data.update(frames=args.frames, size=args.size)
+    config.batch_size = args.batch
+    return config
   config = pretrain.get_config()
   config.mode = args.mode
   student = vit.decode_variant(variant_name(args.student))
@@ -131,6 +150,7 @@ def make_config(args) -> ml_collections.ConfigDict:
                       dtype=args.dtype)
   config.teacher.update(variant=variant_name(args.teacher),
                         dtype=args.teacher_dtype or args.dtype)
+  config.model.attention = config.teacher.attention = args.attention
   # The official pairing: the middle and the last layer of each model.
   config.align.student_layers = (student.depth // 2, student.depth)
   config.align.teacher_layers = (teacher.depth // 2, teacher.depth)
@@ -148,18 +168,26 @@ def _teacher_ratio(config: ml_collections.ConfigDict) -> float | None:
 
 def mask_counts(config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int],
                                                             masking.MaskCounts]:
+  """The token grid and counts; fine-tuning sees every token (no mask)."""
   v = vit.decode_variant(config.model.variant)
   grid = vit.token_grid(config.data.frames, config.data.size, v.patch, v.tubelet)
+  if config.mode == "finetune":
+    return grid, masking.tube_counts(grid, 0.0)
   return grid, masking.tube_counts(grid, config.masking.student_ratio, _teacher_ratio(config))
 
 
 def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
-  """One batch as the pipeline makes it: video uint8 (B, T, H, W, 3), mask int8 (B, N)."""
+  """One batch as the pipeline makes it: video uint8 (B, T, H, W, 3) and mask int8 (B, N)
+  (pre-training) or label int32 (B,) (fine-tuning)."""
   grid, _ = mask_counts(config)
   rng = np.random.default_rng(seed)
   d = config.data
+  video = rng.integers(0, 256, (config.batch_size, d.frames, d.size, d.size, 3), np.uint8)
+  if config.mode == "finetune":
+    return {"video": video,
+            "label": rng.integers(0, d.num_classes, config.batch_size).astype(np.int32)}
   return {
-      "video": rng.integers(0, 256, (config.batch_size, d.frames, d.size, d.size, 3), np.uint8),
+      "video": video,
       "mask": np.stack([masking.tube_mask(rng, grid, config.masking.student_ratio,
                                           _teacher_ratio(config))
                         for _ in range(config.batch_size)]),
@@ -184,8 +212,7 @@ def build_step(config: ml_collections.ConfigDict, devices=None) -> Step:
   mesh = sharding.make_mesh(config, devices)
   _, counts = mask_counts(config)
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=1000)
-  tx = optim.optimizer(config, schedule)
-  state, state_sharding, student_def = train.create_state(config, mesh, tx)
+  state, state_sharding, student_def, tx = train.create_state(config, mesh, schedule)
   teacher_def, teacher_params, teacher_sharding = train.create_teacher(config, mesh)
   task = train.make_task(config, student_def, teacher_def, counts)
   batch_sharding = sharding.batch_sharding(mesh)
@@ -263,10 +290,19 @@ def describe(config: ml_collections.ConfigDict, args) -> dict:
       "tokens": counts.tokens, "student_tokens": counts.student,
       "teacher_tokens": counts.teacher if amd else None,
       "dtype": config.model.dtype, "teacher_dtype": config.teacher.dtype if amd else None,
+      "attention": _attention(config.model),
+      "teacher_attention": _attention(config.teacher) if amd else None,
       "steps": args.steps, "warmup": args.warmup,
       "gflop_per_clip": sum(parts.values()) / 1e9,
       "gflop_parts": {k: round(v / 1e9, 3) for k, v in parts.items()},
   }
+
+
+def _attention(model: ml_collections.ConfigDict) -> str:
+  """The attention implementation a model runs here ("auto" resolved)."""
+  if model.attention == "auto":
+    return vit.auto_attention(jnp.dtype(model.dtype))
+  return model.attention
 
 
 def with_rates(row: dict, peak: float | None) -> dict:
@@ -281,6 +317,9 @@ def run(args) -> dict:
   """Measures the JAX step (and the PyTorch reference beside it); prints every line but
   the last, which it returns for bench.main to print."""
   config = make_config(args)
+  if config.mode == "finetune" and args.reference == "torch":
+    raise errors.BadInput("--reference torch: the PyTorch reference has the pre-training "
+                          "steps only (--mode amd|videomae)")
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   common = describe(config, args)
   peak, peak_source = peak_tflops(devices[0], config.model.dtype, args.peak_tflops)
@@ -299,9 +338,47 @@ def run(args) -> dict:
   return rows[-1]
 
 
-def add_parser(sub) -> None:
-  """Registers `step` on bench.py's subparsers."""
-  s = sub.add_parser("step", help="one pre-training update: time, FLOPs, MFU")
+# ----------------------------------------------------------------- the table
+
+TABLE_HEADER = ("mode", "student/teacher", "dtype", "attention", "batch", "step_s", "clips/s",
+                "MFU", "peak GiB", "compile_s")
+
+
+def table(rows: list[dict]) -> str:
+  """Step rows as a fixed-width text table; a failure row {"label", "error"} gets a line
+  of its own saying why."""
+
+  def size(variant):
+    return variant.split("/")[0]
+
+  def cells(r):
+    model = size(r["student"]) + (f"/{size(r['teacher'])}" if r.get("teacher") else "")
+    impl = r.get("impl", "jax")
+    return [r["mode"] if impl == "jax" else f"{r['mode']} ({impl})", model, r["dtype"],
+            r.get("attention") or "-", str(r["batch"]), f"{r['step_s']:.4f}",
+            f"{r['clips_per_s']:.1f}",
+            "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%",
+            "-" if r.get("peak_memory_bytes") is None else f"{r['peak_memory_bytes'] / 2**30:.1f}",
+            "-" if r.get("compile_s") is None else f"{r['compile_s']:.1f}"]
+
+  measured = [cells(r) for r in rows if "error" not in r]
+  widths = [max(len(c[i]) for c in [TABLE_HEADER, *measured]) for i in range(len(TABLE_HEADER))]
+  fmt = lambda c: "  ".join(x.ljust(w) for x, w in zip(c, widths)).rstrip()
+  lines = [fmt(TABLE_HEADER), fmt(["-" * w for w in widths])]
+  for r in rows:
+    lines.append(f"{r['label']}: FAILED ({r['error']})" if "error" in r else fmt(cells(r)))
+  return "\n".join(lines)
+
+
+def print_table(args) -> None:
+  with open(args.results) as f:
+    print(table([json.loads(line) for line in f if line.strip()]), flush=True)
+
+
+# ----------------------------------------------------------------- the parsers
+
+def add_model_args(s) -> None:
+  """The model, clip and mask arguments that `make_config` reads."""
   s.add_argument("--mode", choices=("amd", "videomae", "finetune"), default="amd")
   s.add_argument("--student", default="S", help="S|B|... or a full variant ('Mu/8x2')")
   s.add_argument("--teacher", default="B", help="B|L|... or a full variant (amd mode)")
@@ -316,6 +393,15 @@ def add_parser(sub) -> None:
                  help="compute dtype (parameters stay float32)")
   s.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default=None,
                  help="the teacher's compute dtype (default: --dtype)")
+  s.add_argument("--attention", choices=vit.ATTENTION_IMPLEMENTATIONS, default="auto",
+                 help="student and teacher attention (vit.attention; auto: blocked on CPU, "
+                 "cudnn on GPU in bfloat16, else xla)")
+
+
+def add_parser(sub) -> None:
+  """Registers `step` and `table` on bench.py's subparsers."""
+  s = sub.add_parser("step", help="one training update: time, FLOPs, MFU")
+  add_model_args(s)
   s.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
   s.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   s.add_argument("--devices", type=int, default=0, help="devices to use (0: all)")
@@ -324,3 +410,6 @@ def add_parser(sub) -> None:
   s.add_argument("--peak-tflops", type=float, default=None,
                  help="peak for MFU (default: GPU table, or measured on CPU)")
   s.set_defaults(run=run)
+  t = sub.add_parser("table", help="a text table of `step` JSON lines")
+  t.add_argument("results", help="a file of JSON lines from `step` (and failure lines)")
+  t.set_defaults(run=print_table)

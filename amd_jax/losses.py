@@ -16,13 +16,16 @@ from amd_jax.models import vit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# AVA detection normalises with VideoMAE-AVA's pixel statistics (0–255 scale).
+AVA_MEAN = (122.7717 / 255, 115.9465 / 255, 102.9801 / 255)
+AVA_STD = (57.375 / 255,) * 3
 ALIGN_LOSSES = ("l2", "l1", "smooth_l1")
 
 
-def normalize(video_uint8: jnp.ndarray) -> jnp.ndarray:
-  """uint8 RGB (…, 3) → float32 normalised with ImageNet mean/std."""
+def normalize(video_uint8: jnp.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> jnp.ndarray:
+  """uint8 RGB (…, 3) → float32 (x / 255 − mean) / std, ImageNet's mean/std by default."""
   x = video_uint8.astype(jnp.float32) / 255.0
-  return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+  return (x - jnp.asarray(mean)) / jnp.asarray(std)
 
 
 def pixel_targets(video: jnp.ndarray, patch: int, tubelet: int) -> jnp.ndarray:

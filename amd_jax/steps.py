@@ -21,7 +21,7 @@ from flax import nnx
 
 from amd_jax import losses, masking, optim
 from amd_jax import mixup as mixup_lib
-from amd_jax.models import vit
+from amd_jax.models import roi, vit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +108,42 @@ def eval_scores(params: nnx.State, frozen: nnx.State, video: jnp.ndarray, *,
                 model: nnx.GraphDef) -> jnp.ndarray:
   """Mean over views of each view's softmax: video uint8 (B, V, T, H, W, 3) → (B, classes)."""
   b, v = video.shape[:2]
-  logits = nnx.merge(model, params, frozen)(losses.normalize(video.reshape((b * v,) + video.shape[2:])))
+  video = losses.normalize(video.reshape((b * v,) + video.shape[2:]))
+  logits = nnx.merge(model, params, frozen)(video)
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   return probs.reshape(b, v, -1).mean(axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectTask:
+  """Everything static an AVA detection fine-tuning step needs."""
+
+  model: nnx.GraphDef                    # roi.Detector
+
+  def loss(self, params, frozen, extra, batch, rng):
+    del extra
+    return detect_loss(params, frozen, batch, rng, self)
+
+
+def detect_loss(params: nnx.State, frozen: nnx.State, batch: dict, rng: jax.Array,
+                task: DetectTask):
+  """Sigmoid BCE over the 80 actions of the ground-truth people (roi.ava_loss).
+
+  batch: video uint8 (B, T, H, W, 3), boxes (B, M, 4) normalised, labels
+  (B, M, 80) multi-hot, box_valid (B, M).
+  """
+  model = nnx.merge(task.model, params, frozen)
+  video = losses.normalize(batch["video"], losses.AVA_MEAN, losses.AVA_STD)
+  logits = model(video, batch["boxes"], rng=rng)
+  loss = roi.ava_loss(logits, batch["labels"], batch["box_valid"])
+  return loss, {"loss": loss, "boxes": batch["box_valid"].sum() / batch["box_valid"].shape[0]}
+
+
+def eval_detections(params: nnx.State, frozen: nnx.State, video: jnp.ndarray,
+                    boxes: jnp.ndarray, *, model: nnx.GraphDef) -> jnp.ndarray:
+  """Action logits (B, M, 80) float32 of the people at `boxes` in AVA clips."""
+  video = losses.normalize(video, losses.AVA_MEAN, losses.AVA_STD)
+  return nnx.merge(model, params, frozen)(video, boxes).astype(jnp.float32)
 
 
 def _split_micro(batch: dict, k: int) -> dict:
@@ -118,7 +151,7 @@ def _split_micro(batch: dict, k: int) -> dict:
 
 
 def train_step(state: dict, batch: dict, teacher_params: nnx.State | None, *,
-               task: PretrainTask | FinetuneTask, tx: optax.GradientTransformation,
+               task: PretrainTask | FinetuneTask | DetectTask, tx: optax.GradientTransformation,
                schedule: optim.Schedule, grad_accum: int = 1):
   """One update from one global batch; returns (new state, metrics of scalars).
 

@@ -11,6 +11,7 @@ config.mode: amd | videomae (pre-training), finetune, test (evaluate only).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import signal
@@ -25,11 +26,11 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from amd_jax import (checkpoint, convert, errors, evaluate, masking, metrics, mixup, optim, pretrained,
-                     sharding, steps)
+from amd_jax import (ava_map, checkpoint, convert, errors, evaluate, masking, metrics, mixup,
+                     optim, pretrained, sharding, steps)
 from amd_jax.convert import spec as spec_lib
-from amd_jax.data import pipeline, sources
-from amd_jax.models import decoders, heads, pretrain, vit
+from amd_jax.data import ava, pipeline, sources
+from amd_jax.models import decoders, heads, pretrain, roi, vit
 
 log = logging.getLogger("amd_jax")
 
@@ -98,7 +99,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   # Undecodable videos are replaced in the pipeline, listed here, counted in metrics.
   bad_files = os.path.join(workdir, "bad_files.txt")
   shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  if finetune:
+  if finetune and detection(config):
+    counts = None
+    sample = ava.TrainSample(records, max_boxes=config.data.max_boxes, size=config.data.size,
+                             short_side=config.data.short_side, bad_files=bad_files)
+    dataset = ava.ava_train_batches(records, sample, config.batch_size, config.seed, **shard)
+  elif finetune:
     counts = None
     dataset = pipeline.finetune_dataset(config, records=records, bad_files=bad_files, **shard)
   else:
@@ -140,7 +146,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       in_shardings=(state_sharding, batch_sharding, teacher_sharding),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=(0,))
-  evaluator = Evaluator(config, mesh, model_def, state_sharding) if finetune else None
+  evaluator = None
+  if finetune:
+    evaluator = (DetectionEvaluator if detection(config) else Evaluator)(
+        config, mesh, model_def, state_sharding)
   eval_every = config.get("eval_every") or steps_per_pass
 
   # ----------------------------------------------------------------- restore
@@ -254,8 +263,9 @@ def test(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step = 0
   writer = metrics.Writer(workdir, resume_step=step)
   try:
-    return Evaluator(config, mesh, model_def, state_sharding).log(writer, "test", state, step,
-                                                                  workdir=workdir)
+    evaluator = (DetectionEvaluator if detection(config) else Evaluator)(
+        config, mesh, model_def, state_sharding)
+    return evaluator.log(writer, "test", state, step, workdir=workdir)
   finally:
     writer.close()
 
@@ -283,15 +293,31 @@ def load_classifier(config: ml_collections.ConfigDict, params, shardings):
   return jax.device_put(host, shardings)
 
 
+def detection(config: ml_collections.ConfigDict) -> bool:
+  """Fine-tuning an AVA action detector (configs/transfer.py:data=ava), not a classifier."""
+  return config.get("model", {}).get("head") == "detector"
+
+
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-  """The trained model: the pre-training student, or the classifier being fine-tuned."""
+  """The trained model: the pre-training student, the classifier or the AVA detector."""
   if config.mode in ("amd", "videomae"):
     return pretrain.build_student(config, rngs)
   m, d = config.model, config.data
-  return heads.Classifier(vit.decode_variant(m.variant), d.num_classes, num_frames=d.frames,
-                          image_size=d.size, drop_path=m.drop_path, head_dropout=m.head_dropout,
-                          init_scale=m.init_scale, ln_eps=m.ln_eps, remat=m.remat,
-                          dtype=pretrain.dtype_of(m.dtype), rngs=rngs)
+  if detection(config):
+    model = roi.Detector(vit.decode_variant(m.variant), d.num_classes, num_frames=d.frames,
+                         pretrain_size=d.size, drop_path=m.drop_path,
+                         head_dropout=m.head_dropout, init_scale=m.init_scale,
+                         ln_eps=m.ln_eps, remat=m.remat, dtype=pretrain.dtype_of(m.dtype),
+                         rngs=rngs)
+    vit.set_attention(model, m.attention)
+    return model
+  model = heads.Classifier(vit.decode_variant(m.variant), d.num_classes, num_frames=d.frames,
+                           image_size=d.size, drop_path=m.drop_path,
+                           head_dropout=m.head_dropout, init_scale=m.init_scale,
+                           ln_eps=m.ln_eps, remat=m.remat, dtype=pretrain.dtype_of(m.dtype),
+                           rngs=rngs)
+  vit.set_attention(model, m.attention)
+  return model
 
 
 def create_state(config: ml_collections.ConfigDict, mesh, schedule: optim.Schedule):
@@ -329,8 +355,9 @@ def abstract_like(tree, shardings):
 def load_init(config: ml_collections.ConfigDict, state: dict, state_sharding: dict) -> dict:
   """The state with its encoder taken from the pre-training checkpoint config.init.
 
-  Only encoder weights move (bit for bit); the source's decoder, alignment heads
-  and final norm are left, fc_norm and head keep their fresh initialisation.
+  Only encoder weights move (bit for bit); the source's decoder and alignment
+  heads are left, and its final norm too unless the model has one (the AVA
+  detector uses it); fc_norm and head keep their fresh initialisation.
   """
   target = state["params"]["encoder"]
   host, ln_eps = pretrained.load_encoder(config.init, abstract_like(
@@ -343,9 +370,11 @@ def load_init(config: ml_collections.ConfigDict, state: dict, state_sharding: di
   params = jax.tree_util.tree_map_with_path(
       lambda path, x: loaded.get(spec_lib.flat_key(path).removeprefix("encoder/"), x)
       if spec_lib.flat_key(path).startswith("encoder/") else x, state["params"])
-  log.info("init: encoder (%d tensors) loaded from %s; decoder, alignment heads and final "
-           "norm left out; fc_norm and head newly initialised", len(jax.tree.leaves(host)),
-           config.init)
+  new = sorted(k for k in state["params"] if k != "encoder")
+  norm = "with its final norm" if "norm" in target else "without its final norm"
+  log.info("init: encoder (%d tensors) loaded from %s %s; decoder and alignment heads left "
+           "out; %s newly initialised", len(jax.tree.leaves(host)), config.init, norm,
+           ", ".join(new))
   return dict(state, params=params)
 
 
@@ -379,6 +408,8 @@ def create_teacher(config: ml_collections.ConfigDict, mesh):
 
 def make_task(config: ml_collections.ConfigDict, model_def, teacher_def,
               counts: masking.MaskCounts | None) -> steps.PretrainTask | steps.FinetuneTask:
+  if config.mode == "finetune" and detection(config):
+    return steps.DetectTask(model=model_def)
   if config.mode == "finetune":
     return steps.FinetuneTask(model=model_def, num_classes=config.data.num_classes,
                               mixup=mixup.Mixup(**config.mixup))
@@ -456,6 +487,74 @@ class Evaluator:
     if workdir is not None and jax.process_index() == 0:
       evaluate.write_test_results(workdir, summary, views, step, out["probs"], out["label"],
                                   out["valid"], out["index"])
+    return row
+
+
+class DetectionEvaluator:
+  """AVA frame mAP@0.5 of the detector on a split, all processes together.
+
+  Every key frame of the split is scored on the detector's proposals (score ≥
+  box_threshold); the mAP is over the label map's 60 classes with the excluded
+  timestamps removed, against the ground truth of the key frames scored (all of
+  val in a full run). process 0 writes the per-class APs of a test.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, model_def, state_sharding):
+    d = config.data
+    self.config = config
+    self.sample = ava.TestSample(max_boxes=d.max_boxes, short_side=d.short_side,
+                                 height=d.test_height, width=d.test_width,
+                                 box_threshold=d.box_threshold)
+    self.splits = {"val": d.val_split, "test": d.test_split}
+    self.batch_sharding = sharding.batch_sharding(mesh)
+    self.truth = ava.evaluation_data(sources.builder(d.name, d.data_dir))
+    keys = ("proposals", "scores", "box_valid", "video_index", "timestamp", "valid",
+            "skipped", "index")
+
+    def scores(params, frozen, batch):
+      logits = steps.eval_detections(params, frozen, batch["video"], batch["boxes"],
+                                     model=model_def)
+      return dict({k: batch[k] for k in keys}, logits=logits)
+
+    self.scores = jax.jit(scores, in_shardings=(state_sharding["params"],
+                                                state_sharding["frozen"], self.batch_sharding),
+                          out_shardings=sharding.replicated(mesh))
+
+  def __call__(self, split: str, state: dict) -> tuple[dict, int, int]:
+    """(per-class result of frame_map, key frames scored, skipped clips)."""
+    d = self.config.data
+    records = sources.open_split(d.name, self.splits[split], d.data_dir)
+    dataset = ava.ava_test_batches(records, self.sample, self.config.eval_batch_size,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+    found, frames, skipped = {}, set(), 0
+    for batch in pipeline.iterator(dataset, d.worker_count):
+      batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
+      out = jax.tree.map(np.asarray, self.scores(state["params"], state["frozen"], batch))
+      real = out["index"] < len(records)
+      keys = [(self.truth["videos"][v], int(t))
+              for v, t in zip(out["video_index"][real], out["timestamp"][real])]
+      frames.update(keys)
+      skipped += int(out["skipped"][real].sum())
+      found.update(ava_map.detections(keys, out["proposals"][real], out["box_valid"][real],
+                                      out["logits"][real], out["scores"][real]))
+    truth = {k: v for k, v in self.truth["groundtruth"].items() if k in frames}
+    result = ava_map.frame_map(found, truth, self.truth["class_ids"], self.truth["excluded"])
+    return result, len(frames), skipped
+
+  def log(self, writer: metrics.Writer, split: str, state: dict, step: int,
+          workdir: str | None = None) -> dict:
+    start = time.perf_counter()
+    result, frames, skipped = self(split, state)
+    row = {"step": step, "split": split, "map": result["map"], "frames": frames,
+           "skipped": skipped, "eval_s": time.perf_counter() - start}
+    writer.write(row)
+    log.info("%s at step %d: frame mAP@0.5 %.4f over %d key frames", split, step,
+             row["map"], frames)
+    if workdir is not None and jax.process_index() == 0:
+      with open(os.path.join(workdir, "test_results.json"), "w") as f:
+        per_class = {c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()}
+        json.dump(dict(row, per_class=per_class), f, indent=1)
     return row
 
 

@@ -49,18 +49,23 @@ def add_runtime(config: ml_collections.ConfigDict, *, runlocal: bool, backend: s
   """Mesh, sharding, backend, logging and checkpointing fields, identical in every config.
 
   Backends (config argument `backend=`):
-    cpu  float32 everywhere (the default; what tests and runlocal use).
+    cpu  float32 everywhere (the default; what tests and runlocal use);
+         attention "auto" (vit.auto_attention: the blocked einsums on CPU).
     gpu  bfloat16 compute with float32 parameters, softmax, norms and losses;
-         attention through jax.nn.dot_product_attention, which picks cuDNN's
-         fused kernel on NVIDIA GPUs. Launch with launch/env/gpu.sh sourced
-         (the launch scripts do) for the XLA/NCCL flags.
-    tpu  bfloat16 compute as on gpu; launch/env/tpu.sh.
+         attention "cudnn", cuDNN's fused kernel (jax.nn.dot_product_attention
+         takes XLA's unfused path unless asked); it needs bfloat16, so whoever
+         overrides a dtype to float32 sets that model's attention to "auto" too.
+         Launch with launch/env/gpu.sh sourced (the launch scripts do) for the
+         XLA/NCCL flags.
+    tpu  bfloat16 compute as on gpu, attention "auto" (XLA's); launch/env/tpu.sh.
+  `model.attention` and `teacher.attention` take vit.ATTENTION_IMPLEMENTATIONS.
   """
   config.backend = backend
-  if backend in ("gpu", "tpu"):
-    config.model.dtype = "bfloat16"
-    if "teacher" in config:
-      config.teacher.dtype = "bfloat16"
+  models = [config.model] + ([config.teacher] if "teacher" in config else [])
+  for model in models:
+    model.attention = "cudnn" if backend == "gpu" else "auto"
+    if backend in ("gpu", "tpu"):
+      model.dtype = "bfloat16"
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   # Teacher parameters follow the same rules unless replicated (small teachers).
   config.sharding = ml_collections.ConfigDict(dict(rules=pure_fsdp_rules(),

@@ -33,7 +33,8 @@ import ml_collections
 from configs import common
 
 TRAIN_VIDEOS = {"k400": 240_436, "ssv2": 168_913}
-NUM_CLASSES = {"k400": 400, "ssv2": 174, "ucf101": 101, "hmdb51": 51, "moving_digits": 8}
+NUM_CLASSES = {"k400": 400, "ssv2": 174, "ucf101": 101, "hmdb51": 51, "moving_digits": 8,
+               "image_folder": 1000}
 # Table S2/S3's "(9, 0.5)": magnitude 9 ± 0.5 with timm's default 2 ops. The
 # official scripts run `rand-m7-n4-mstd0.5-inc1`: set num_ops=4, magnitude=7.
 RAND_AUGMENT = dict(num_ops=2, magnitude=9.0, magnitude_std=0.5)
@@ -68,7 +69,8 @@ def base_config(*, model: str, data: ml_collections.ConfigDict, backend: str,
   config.seed = 0
   config.init = ""
   config.model = ml_collections.ConfigDict(dict(
-      variant=f"{model}/16x2", drop_path=0.1, head_dropout=0.0, init_scale=0.001,
+      variant=f"{model}/16x2", head="classifier",    # classifier | detector (AVA)
+      drop_path=0.1, head_dropout=0.0, init_scale=0.001,
       ln_eps=1e-6, remat=False, dtype="float32"))
   config.data = data
   config.mixup = ml_collections.ConfigDict(dict(

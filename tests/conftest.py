@@ -15,6 +15,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import runs  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-relative import)
 
 
+def pytest_configure(config):
+  # Beside setup.cfg's `slow`: registered here, a marker change does not make
+  # launch/_venv.sh reinstall the package.
+  config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU, skipped elsewhere "
+                          "(launch/gpu_check.sh runs them)")
+
+
 @pytest.fixture(scope="session")
 def compile_cache(tmp_path_factory):
   return tmp_path_factory.mktemp("jax_cache")

@@ -1,6 +1,7 @@
 """The step benchmark and the step's optimisations (each equal to the plain version)."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from amd_jax import bench, bench_step, masking
-from amd_jax.models import vit
+from amd_jax import bench, bench_step, errors, masking
+from amd_jax.models import pretrain, vit
+from configs import pretrain as pretrain_config
 
 TINY = ["--student", "Mu/8x2", "--teacher", "Mu/8x2", "--frames", "4", "--size", "32",
         "--batch", "2", "--decoder-depth", "1", "--devices", "1"]
@@ -63,11 +65,14 @@ def test_flop_formula_matches_perf_table(argv, table):
   assert total / 1e9 == pytest.approx(table, abs=0.5)     # the table is rounded to GFLOP
 
 
-def test_bench_step_prints_json_with_the_torch_reference(capsys):
+def test_bench_step_prints_json_with_the_torch_reference_and_a_table(tmp_path, capsys):
+  """`bench step` lines, then `bench table` over them and a failure line, as
+  launch/gpu_check.sh prints last."""
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
   bench.main(["step", *TINY, "--steps", "2", "--warmup", "1", "--reference", "torch"])
-  jax_row, torch_row = map(json.loads, capsys.readouterr().out.strip().splitlines())
+  lines = capsys.readouterr().out
+  jax_row, torch_row = map(json.loads, lines.strip().splitlines())
   assert FIELDS <= set(jax_row)
   assert jax_row["impl"] == "jax" and torch_row["impl"] == "torch"
   assert jax_row["gflop_per_clip"] == torch_row["gflop_per_clip"] > 0
@@ -75,11 +80,42 @@ def test_bench_step_prints_json_with_the_torch_reference(capsys):
   assert np.isfinite(jax_row["loss"]) and np.isfinite(torch_row["loss"])
   assert torch_row["jax_over_torch_step_s"] > 0
 
+  results = tmp_path / "results.jsonl"
+  results.write_text(lines + json.dumps({"label": "amd B/L", "error": "exit 137"}) + "\n")
+  bench.main(["table", str(results)])
+  header, rule, jax_line, torch_line, failed = capsys.readouterr().out.strip().splitlines()
+  assert header.split() == ["mode", "student/teacher", "dtype", "attention", "batch", "step_s",
+                            "clips/s", "MFU", "peak", "GiB", "compile_s"]
+  assert set(rule) == {"-", " "}
+  assert jax_line.split()[:5] == ["amd", "Mu/Mu", "float32", "blocked", "2"]
+  assert jax_line.split()[7].endswith("%") and jax_line.split()[8] == "-"  # CPU: no peak memory
+  assert torch_line.startswith("amd (torch)")
+  assert failed == "amd B/L: FAILED (exit 137)"
 
-def test_bench_step_refuses_finetune_with_one_line(capsys):
+
+def test_bench_step_finetune(capsys):
+  """The fine-tuning step: every token through the encoder, FLOPs by hand."""
+  bench.main(["step", "--mode", "finetune", "--student", "Mu/8x2", "--frames", "4", "--size",
+              "32", "--batch", "2", "--steps", "1", "--warmup", "1", "--devices", "1"])
+  row = json.loads(capsys.readouterr().out)
+  assert FIELDS <= set(row) and row["mode"] == "finetune" and row["teacher"] is None
+  n, d = 2 * 4 * 4, 64                                  # tokens, Mu's width; 4 blocks
+  encoder = 3 * (2 * n * 384 * d + 4 * (24 * n * d * d + 4 * n * n * d))
+  assert row["gflop_parts"]["encoder"] == pytest.approx(encoder / 1e9, abs=1e-3)
+  assert row["tokens"] == row["student_tokens"] == n
+  assert np.isfinite(row["loss"]) and row["step_s"] > 0
   with pytest.raises(SystemExit):
-    bench.main(["step", "--mode", "finetune"])
-  assert "no fine-tuning step yet" in capsys.readouterr().err
+    bench.main(["step", "--mode", "finetune", "--reference", "torch"])
+  assert "pre-training steps only" in capsys.readouterr().err
+
+
+def test_bench_checkpoint_prints_json(tmp_path, capsys):
+  bench.main(["checkpoint", *TINY, "--repeats", "1", "--dir", str(tmp_path)])
+  row = json.loads(capsys.readouterr().out)
+  assert row["bench"] == "checkpoint" and row["params"] > 0
+  assert row["state_bytes"] > 4 * 3 * row["params"]          # float32 params + two moments
+  assert 0 < row["async_save_s"] <= row["async_commit_s"] and row["sync_save_s"] > 0
+  assert os.listdir(tmp_path) == []                           # the checkpoints are deleted
 
 
 def test_step_compiles_once_and_consumes_its_donated_state():
@@ -118,6 +154,39 @@ def test_attention_equals_dot_product_attention(monkeypatch):
     np.testing.assert_allclose(np.float32(ours), np.float32(plain), atol=tol, rtol=tol)
     for a, b in zip(grads, plain_grads):
       np.testing.assert_allclose(a, b, atol=tol * np.abs(b).max(), rtol=tol)
+
+
+def test_attention_knob_reaches_every_attention_and_xla_equals_blocked():
+  """model.attention and teacher.attention reach every Attention (set after construction);
+  on CPU the teacher's features are the same with 'xla' as with 'blocked' (the CPU
+  default), float32 to 1e-5. Gradients: test_attention_equals_dot_product_attention."""
+  config = config_of(*TINY)
+  video = jax.random.normal(jax.random.key(1), (2, 4, 32, 32, 3))
+  features = []
+  for impl in ("blocked", "xla"):
+    config.model.attention = config.teacher.attention = impl
+    student = nnx.eval_shape(lambda: pretrain.build_student(config, nnx.Rngs(0)))
+    teacher = pretrain.build_teacher(config, nnx.Rngs(0))
+    found = [m.implementation for model in (student, teacher)
+             for _, m in nnx.iter_modules(model) if isinstance(m, vit.Attention)]
+    # Mu/8x2: 4 encoder blocks, 1 decoder block, 2 generators × 2 blocks; the teacher's 4.
+    assert found == [impl] * 13
+    features.append(nnx.jit(lambda m: m(video)[1])(teacher))
+  for a, b in zip(*features):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+def test_attention_backend_overlays_and_refusals():
+  cpu, gpu = (pretrain_config.get_config(f"runlocal,backend={b}") for b in ("cpu", "gpu"))
+  assert (cpu.model.attention, cpu.teacher.attention) == ("auto", "auto")
+  assert (gpu.model.attention, gpu.teacher.attention) == ("cudnn", "cudnn")
+  assert gpu.model.dtype == gpu.teacher.dtype == "bfloat16"   # what cuDNN needs
+  assert vit.auto_attention(jnp.bfloat16) == vit.auto_attention(jnp.float32) == "blocked"
+  with pytest.raises(errors.BadInput, match="unknown attention implementation 'flash'"):
+    vit.set_attention(vit.Attention(16, 2, dtype=jnp.float32, rngs=nnx.Rngs(0)), "flash")
+  q = jnp.zeros((1, 8, 2, 8))
+  with pytest.raises(errors.BadInput, match="needs bfloat16 or float16 inputs, got float32"):
+    vit.attention(q, q, q, "cudnn")
 
 
 def test_embedding_only_seen_tubelets_equals_embedding_all_then_dropping():

@@ -17,7 +17,8 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 
 COLUMNS = {"pretrain": ["data=k400,model=B", "data=ssv2,model=S"],
            "videomae": ["data=k400,model=L", "data=ssv2,model=B"],
            "finetune": ["data=k400,model=B", "data=ssv2,model=S", "data=ssv2,backend=gpu"],
-           "transfer": ["data=ucf101,model=B", "data=hmdb51,model=S"]}
+           "transfer": ["data=ucf101,model=B", "data=hmdb51,model=S"],
+           "image": ["model=B", "model=S,backend=gpu"]}
 PRETRAINING = ("pretrain", "videomae")
 
 
@@ -44,13 +45,13 @@ def test_pretraining_config_builds_its_models(name, arg):
 
 
 @pytest.mark.parametrize("name, arg", [(n, a) for n in CONFIGS if n not in PRETRAINING
-                                       for a in COLUMNS[n] + ["runlocal"]])
+                                       for a in COLUMNS[n] + ["runlocal"] * (n != "image")])
 def test_finetuning_config_builds_its_model(name, arg):
   config = importlib.import_module(f"configs.{name}").get_config(arg)
   assert config.mode == "finetune" and config.batch_size % config.data.num_sample == 0
   model = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
   assert model.head.kernel.shape[-1] == config.data.num_classes
-  assert config.data.test_clips * config.data.test_crops in (6, 15)
+  assert config.data.test_clips * config.data.test_crops in ((1,) if name == "image" else (6, 15))
   assert 0 < config.optim.layer_decay <= 1 and config.optim.b2 == 0.999
 
 

@@ -83,6 +83,7 @@ def test_test_crops_along_the_long_side():
   assert sampling.crop_offsets(298, 224) == [0, 37, 74]
   assert sampling.crop_offsets(299, 224) == [0, 37, 75]
   assert sampling.crop_offsets(224, 224) == [0, 0, 0]
+  assert sampling.crop_offsets(298, 224, crops=1) == [37]      # one crop: the centre
   video = np.arange(2 * 4 * 7 * 3).reshape(2, 4, 7, 3).astype(np.uint8)   # H 4 < W 7
   crops = transforms.three_crops(video, 4)
   assert crops.shape == (3, 2, 4, 4, 3)

@@ -117,6 +117,7 @@ class _ListBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   COLUMNS = 2                    # <path> <label>
   RECORD = "video"
   EXAMPLE = "abseiling/0wR5jVB-WPk_000417_000427.mp4 0"
+  OPTIONS = ("short_side", "keyint", "validate", "workers")     # the build flags that apply
 
   def __init__(self, *, short_side: int = 0, keyint: int = 16, validate: bool = False,
                workers: int = 1, **kwargs):

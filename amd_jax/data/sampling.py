@@ -92,6 +92,11 @@ def test_clips_segments(n: int, frames: int = 16, clips: int = 2) -> np.ndarray:
 
 
 def crop_offsets(long_side: int, crop: int, crops: int = 3) -> list[int]:
-  """Offsets of the test crops along the long side: int(c · (L − crop) / (crops − 1))."""
-  step = (long_side - crop) / max(crops - 1, 1)
+  """Offsets of the test crops along the long side: int(c · (L − crop) / (crops − 1)).
+
+  One crop is the centre one (the official formula divides by zero there).
+  """
+  if crops == 1:
+    return [(long_side - crop) // 2]
+  step = (long_side - crop) / (crops - 1)
   return [int(c * step) for c in range(crops)]

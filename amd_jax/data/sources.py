@@ -17,10 +17,11 @@ import os
 import tensorflow_datasets as tfds
 
 from amd_jax import errors
-from amd_jax.data import local, moving_digits
+from amd_jax.data import ava, images, local, moving_digits
 
 BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, local.K400, local.Ucf101,
-                                local.Hmdb51, local.Ssv2)}
+                                local.Hmdb51, local.Ssv2, ava.Ava,
+                                images.ImageFolder)}
 EMBEDDED = ("moving_digits",)     # need no manual dir: built on first use
 
 
@@ -70,7 +71,8 @@ def prepare(name: str, data_dir: str = "", manual_dir: str = "", **options
 
 
 def open_split(name: str, split: str, data_dir: str = ""):
-  """A random-access source of records ({'video' | 'frames', 'label', 'path'}) of one split.
+  """A random-access source of records ({'video' | 'frames', 'label', 'path'}; ava's in
+  amd_jax/data/ava.py) of one split.
 
   `split` takes TFDS slicing ('train[:64]'). The embedded dataset is built if
   missing; any other must have been prepared in `data_dir`.

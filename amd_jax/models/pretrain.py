@@ -68,13 +68,15 @@ class Pretrainer(nnx.Module):
 
 def build_student(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Pretrainer:
   amd = config.mode == "amd"
-  return Pretrainer(
+  model = Pretrainer(
       vit.decode_variant(config.model.variant), num_frames=config.data.frames,
       image_size=config.data.size, decoder_depth=config.model.decoder_depth,
       align=config.align if amd else None,
       teacher_variant=vit.decode_variant(config.teacher.variant) if amd else None,
       drop_path=config.model.drop_path, ln_eps=config.model.ln_eps,
       remat=config.model.remat, dtype=dtype_of(config.model.dtype), rngs=rngs)
+  vit.set_attention(model, config.model.attention)
+  return model
 
 
 def build_teacher(config: ml_collections.ConfigDict, rngs: nnx.Rngs,
@@ -93,7 +95,9 @@ def build_teacher(config: ml_collections.ConfigDict, rngs: nnx.Rngs,
   if (variant.patch, variant.tubelet) != (student.patch, student.tubelet):
     raise errors.BadInput(f"teacher {config.teacher.variant} and student {config.model.variant} "
                           "must share the tubelet size: they see the same tokens")
-  return vit.Encoder(variant, num_frames=config.data.frames, image_size=config.data.size,
-                     final_norm=False,
-                     ln_eps=config.teacher.ln_eps if ln_eps is None else ln_eps,
-                     dtype=dtype_of(config.teacher.dtype), rngs=rngs)
+  teacher = vit.Encoder(variant, num_frames=config.data.frames, image_size=config.data.size,
+                        final_norm=False,
+                        ln_eps=config.teacher.ln_eps if ln_eps is None else ln_eps,
+                        dtype=dtype_of(config.teacher.dtype), rngs=rngs)
+  vit.set_attention(teacher, config.teacher.attention)
+  return teacher

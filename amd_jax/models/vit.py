@@ -173,24 +173,52 @@ class PatchEmbed(nnx.Module):
     return y + self.bias[...].astype(self.dtype)
 
 
-# Queries per block of the CPU attention (see `attention`).
+# Queries per block of the blocked attention (see `attention`).
 CPU_QUERY_BLOCK = 256
 
+# config.model.attention / config.teacher.attention (configs/common.py).
+ATTENTION_IMPLEMENTATIONS = ("auto", "blocked", "xla", "cudnn")
+_CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
-def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+
+def auto_attention(dtype) -> str:
+  """The implementation "auto" stands for on the default backend, for inputs of `dtype`."""
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return "blocked"
+  if backend == "gpu" and jnp.dtype(dtype) in _CUDNN_DTYPES:
+    return "cudnn"
+  return "xla"
+
+
+def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
+              implementation: str = "auto") -> jnp.ndarray:
   """Softmax attention, (B, N, heads, head_dim) in and out, scale head_dim^-0.5.
 
-  jax.nn.dot_product_attention, except on CPU: there its XLA path (5-D batched
-  dots from a vmap over query groups, all N×N scores at once) is slower than
-  einsums over blocks of CPU_QUERY_BLOCK queries, each normalised after its
-  value product: forward + backward 2.1× faster over the decoder's 1568
-  tokens, 1.3× over 392 (docs/benchmarks.md). Same numerics: float32 logits
-  and softmax, the output in the value dtype.
+  implementation:
+    blocked  einsums over blocks of CPU_QUERY_BLOCK queries, each normalised
+             after its value product. On CPU, jax.nn.dot_product_attention's XLA
+             path (5-D batched dots from a vmap over query groups, all N×N scores
+             at once) is slower: forward + backward 2.1× over the decoder's 1568
+             tokens, 1.3× over 392 (docs/benchmarks.md). float32 logits and
+             softmax, the output in the value dtype, as the others.
+    xla      jax.nn.dot_product_attention(implementation="xla").
+    cudnn    cuDNN's fused flash attention (NVIDIA GPUs, bfloat16/float16 only):
+             the N×N scores never reach memory. jax.nn.dot_product_attention
+             uses XLA unless asked for it.
+    auto     `auto_attention`: blocked on CPU, cudnn on GPU for bfloat16/float16,
+             else xla; decided by the default backend when traced.
   """
-  if jax.default_backend() != "cpu":
-    return jax.nn.dot_product_attention(q, k, v)
-  blocks = jnp.array_split(q, -(-q.shape[1] // CPU_QUERY_BLOCK), axis=1)
-  return jnp.concatenate([_attention_block(x, k, v) for x in blocks], axis=1)
+  if implementation == "auto":
+    implementation = auto_attention(q.dtype)
+  if implementation == "blocked":
+    blocks = jnp.array_split(q, -(-q.shape[1] // CPU_QUERY_BLOCK), axis=1)
+    return jnp.concatenate([_attention_block(x, k, v) for x in blocks], axis=1)
+  if implementation == "cudnn" and q.dtype not in _CUDNN_DTYPES:
+    # cuDNN's own error names neither the cause nor the fix.
+    raise errors.BadInput(f"attention 'cudnn' needs bfloat16 or float16 inputs, got {q.dtype}: "
+                          "set the model dtype to bfloat16 (backend=gpu does) or use 'xla'")
+  return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
 
 
 def _attention_block(q, k, v):
@@ -203,11 +231,15 @@ def _attention_block(q, k, v):
 
 
 class Attention(nnx.Module):
-  """Fused qkv without a bias parameter; learnable q and v biases, k bias fixed at 0."""
+  """Fused qkv without a bias parameter; learnable q and v biases, k bias fixed at 0.
+
+  `implementation` is `attention`'s; `set_attention` sets it model-wide.
+  """
 
   def __init__(self, width: int, heads: int, *, dtype, rngs: nnx.Rngs):
     self.heads = heads
     self.dtype = dtype
+    self.implementation = "auto"
     self.qkv = dense(width, 3 * width, ("embed", "qkv"), use_bias=False,
                      dtype=dtype, rngs=rngs)
     self.q_bias = nnx.Param(sharded(zeros, "qkv")(rngs.params(), (width,)))
@@ -220,8 +252,21 @@ class Attention(nnx.Module):
     bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), self.v_bias[...]])
     qkv = self.qkv(x) + bias.astype(self.dtype)
     q, k, v = jnp.split(qkv.reshape(b, n, 3, self.heads, d // self.heads), 3, axis=2)
-    y = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+    y = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], self.implementation)
     return self.proj(y.reshape(b, n, d))
+
+
+def set_attention(model: nnx.Module, implementation: str) -> None:
+  """Sets the attention implementation of every Attention inside `model`.
+
+  Set after construction so that one config field reaches the encoder, the
+  decoder and the generators without threading it through every constructor.
+  The name is static (it lives in the graphdef).
+  """
+  if implementation not in ATTENTION_IMPLEMENTATIONS:
+    raise errors.BadInput(f"unknown attention implementation {implementation!r}: choose from "
+                          f"{'|'.join(ATTENTION_IMPLEMENTATIONS)}")
+  model.set_attributes(Attention, implementation=implementation)
 
 
 class Mlp(nnx.Module):
