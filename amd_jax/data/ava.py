@@ -42,7 +42,7 @@ pickle carrying code is refused (DESIGN.md: never unpickle untrusted code).
 
 Pipelines: `TrainSample` / `ava_train_batches` (ground-truth boxes, short side
 256, random 224 crop, HSV jitter, flip, box jitter) and `TestSample` /
-`ava_test_batches` (short side 256 on a fixed 256×464 canvas, proposals with
+`pipeline.eval_dataset` (short side 256 on a fixed 256×464 canvas, proposals with
 score ≥ 0.8 enlarged 10% × 5%), with boxes padded to `max_boxes` and a validity
 mask. Box geometry follows alphaction's BoxList on inclusive pixel boxes
 (x2_px = x2·W − 1) and is returned normalised on the clip's frame with the
@@ -603,7 +603,8 @@ class TestSample:
   box_threshold: float = 0.8
   bad_files: str | None = None
 
-  def __call__(self, record: dict) -> dict:
+  def __call__(self, record: dict, index: int | None = None) -> dict:
+    del index  # pipeline.eval_dataset passes the record's position; the clip ignores it
     height, width = (int(x) for x in record["size"])
     scores = record["proposal_scores"]
     order = np.argsort(-scores, kind="stable")
@@ -654,35 +655,3 @@ def ava_train_batches(records, sample: TrainSample, global_batch: int, seed: int
                           f"{process_count} processes")
   return pipeline.training_batches(records, sample, global_batch // process_count, seed,
                                    process_index=process_index, process_count=process_count)
-
-
-@dataclasses.dataclass(frozen=True)
-class _TestElement:
-  """Element i of a process's padded test pass: record process_index + i·processes, or
-  padding (valid False, no boxes) past the end of the split."""
-
-  records: Any
-  sample: TestSample
-  process_index: int
-  process_count: int
-
-  def __call__(self, i: int) -> dict:
-    index = self.process_index + i * self.process_count
-    out = self.sample(self.records[index]) if index < len(self.records) else self.sample.blank()
-    return dict(out, index=np.int64(index))
-
-
-def ava_test_batches(records, sample: TestSample, global_batch: int, *, process_index: int = 0,
-                     process_count: int = 1) -> grain.MapDataset:
-  """One pass over the split in batches of global_batch / process_count key frames per
-  process, every key of TestSample's output with a leading batch axis, plus index (the
-  record). Every process gets the same number of full batches; the tail is padding
-  with valid False and no valid box (it scores nothing)."""
-  if global_batch % process_count:
-    raise errors.BadInput(f"eval_batch_size {global_batch} must be a multiple of the "
-                          f"{process_count} processes")
-  local = global_batch // process_count
-  per_process = -(-len(records) // process_count)
-  length = -(-per_process // local) * local
-  element = _TestElement(records, sample, process_index, process_count)
-  return grain.MapDataset.range(length).map(element).batch(local)

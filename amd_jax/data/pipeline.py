@@ -203,7 +203,8 @@ class Views:
       return sampling.test_clips_dense(n, self.frames, self.rate, self.clips)
     return sampling.test_clips_segments(n, self.frames, self.clips)
 
-  def __call__(self, record: dict) -> dict:
+  def __call__(self, record: dict, index: int | None = None) -> dict:
+    del index  # the views are the same for every record position
     views = self.clips * self.crops
     try:
       clips = _frames(record, self.pick)
@@ -214,6 +215,9 @@ class Views:
                                   self.crops) for c in clips]
     return {"video": np.concatenate(out), "label": np.int32(record["label"]),
             "valid": np.bool_(True), "skipped": np.int32(0)}
+
+  def blank(self) -> dict:
+    return _invalid(None, self.clips * self.crops, self.frames, self.size)
 
 
 def _concat(elements):
@@ -283,6 +287,9 @@ class CentreClip:
     return {"video": clip[None], "label": np.int32(record["label"]), "valid": np.bool_(True),
             "skipped": np.int32(0)}
 
+  def blank(self) -> dict:
+    return _invalid(None, 1, self.frames, self.size)
+
 
 def _invalid(record: dict | None, views: int, frames: int, size: int) -> dict:
   """A placeholder element that metrics ignore: an undecodable video, or batch padding."""
@@ -293,31 +300,27 @@ def _invalid(record: dict | None, views: int, frames: int, size: int) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class _EvalElement:
-  """Element i of a process's padded evaluation pass: record process_index + i·processes,
-  or padding past the end of the split."""
+  """Element i of a process's padded evaluation pass: view(record, its index) for
+  record process_index + i·processes, or view.blank() past the end of the split."""
 
   records: Any
-  view: Any                   # Views | CentreClip
+  view: Any                   # Views | CentreClip | ava.TestSample
   process_index: int
   process_count: int
 
   def __call__(self, i: int) -> dict:
     index = self.process_index + i * self.process_count
-    if index >= len(self.records):
-      v = self.view
-      views = v.clips * v.crops if isinstance(v, Views) else 1
-      out = _invalid(None, views, v.frames, v.size)
-    elif isinstance(self.view, Views):
-      out = self.view(self.records[index])
-    else:
-      out = self.view(self.records[index], index)
+    out = (self.view(self.records[index], index) if index < len(self.records)
+           else self.view.blank())
     return dict(out, index=np.int64(index))
 
 
-def eval_dataset(records, view: Views | CentreClip, global_batch: int, *,
-                 process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+def eval_dataset(records, view, global_batch: int, *, process_index: int = 0,
+                 process_count: int = 1) -> grain.MapDataset:
   """One pass over the split in batches of global_batch / process_count videos per
-  process: video (b, V, T, H, W, 3) uint8, label, valid, skipped, index (the record).
+  process, with every key of `view`'s output (Views, CentreClip: video (b, V, T, H,
+  W, 3) uint8, label, valid, skipped; ava.TestSample: its clip and proposals) and
+  index (the record).
 
   Every process gets the same number of full batches (they meet in the
   collectives of the evaluation step): the tail is padded with `valid = False`
