@@ -233,9 +233,10 @@ def detections(keys: Iterable[Hashable], boxes: np.ndarray, box_valid: np.ndarra
 
   keys: the B frame keys; boxes (B, M, 4): the proposals normalised on the frame
   and not enlarged (amd_jax/data/ava.TestSample's `proposals`); box_valid
-  (B, M); logits (B, M, 80); box_scores (B, M): the person detector's scores. Every valid box is a detection of each of the 80
-  actions (id j + 1) with score sigmoid(logit_j) × box score; a frame without a
-  valid box (batch padding, an undecodable clip) adds nothing.
+  (B, M); logits (B, M, 80); box_scores (B, M): the person detector's scores.
+  Every valid box is a detection of each of the 80 actions (id j + 1) with score
+  sigmoid(logit_j) × box score; a frame without a valid box (batch padding, an
+  undecodable clip) adds nothing.
   """
   out = {}
   classes = np.arange(1, logits.shape[-1] + 1)

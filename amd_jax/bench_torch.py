@@ -1,6 +1,6 @@
 """The PyTorch reference of the benchmarked step, from transformers' VideoMAE modules.
 
-The same update as amd_jax's pre-training step, the way a PyTorch user would
+The same update as amd_jax's step, the way a PyTorch user would
 write it with `transformers`: the student is `VideoMAEForPreTraining` (encoder
 on the student-visible tokens, decoder over visible ++ mask tokens, normalised
 pixel MSE), the frozen teacher a `VideoMAEModel` without final norm on the
@@ -8,7 +8,10 @@ teacher-visible tokens (eval, no grad), AMD's bias-free projections and
 2-block generators of `VideoMAELayer`s, AdamW and global-norm clipping as in the
 config. Random weights, the same shapes, token counts and masks as the JAX
 step. Like the official code (and unlike amd_jax), HF embeds all tubelets and
-drops the masked ones afterwards.
+drops the masked ones afterwards. Fine-tuning: `VideoMAEForVideoClassification`
+with mean pooling, batch mixup (one λ, the batch reversed) on label-smoothed
+targets and soft-target cross entropy, AdamW; HF's VideoMAE has no stochastic
+depth, so drop path is off on both sides.
 
 torch and transformers are an optional extra: only this module imports them.
 """
@@ -22,7 +25,8 @@ import ml_collections
 import numpy as np
 import torch
 from torch import nn
-from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEModel
+from transformers import (VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification,
+                          VideoMAEModel)
 from transformers.models.videomae.modeling_videomae import VideoMAELayer
 
 from amd_jax import losses
@@ -37,7 +41,7 @@ def hf_config(variant: vit.Variant, config: ml_collections.ConfigDict, **kw) -> 
       num_attention_heads=variant.heads, intermediate_size=variant.mlp_dim,
       hidden_act="gelu", qv_bias=True, layer_norm_eps=1e-6,
       decoder_hidden_size=variant.decoder_width,
-      decoder_num_hidden_layers=config.model.decoder_depth,
+      decoder_num_hidden_layers=config.model.get("decoder_depth", 4),
       decoder_num_attention_heads=variant.decoder_heads,
       decoder_intermediate_size=4 * variant.decoder_width, norm_pix_loss=True,
       attn_implementation="sdpa", **kw)
@@ -67,6 +71,13 @@ class Reference(nn.Module):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__()
     s = vit.decode_variant(config.model.variant)
+    self.finetune = config.mode == "finetune"
+    if self.finetune:
+      self.classifier = VideoMAEForVideoClassification(hf_config(
+          s, config, use_mean_pooling=True, num_labels=config.data.num_classes))
+      self.mixup_alpha = config.mixup.mixup_alpha
+      self.smoothing = config.mixup.label_smoothing
+      return
     self.student = VideoMAEForPreTraining(hf_config(s, config))
     self.amd = config.mode == "amd"
     if not self.amd:
@@ -83,11 +94,15 @@ class Reference(nn.Module):
         Generator(t_config, config.align.generator_depth, num_tokens)
         for _ in self.student_layers])
 
-  def forward(self, video_uint8, codes):
-    """video uint8 (B, T, H, W, 3), codes int8 (B, N) (amd_jax.masking): the total loss."""
+  def forward(self, video_uint8, codes_or_labels):
+    """video uint8 (B, T, H, W, 3) and codes int8 (B, N) (amd_jax.masking), or labels
+    (B,) when fine-tuning: the total loss."""
     mean = torch.tensor(losses.IMAGENET_MEAN)
     std = torch.tensor(losses.IMAGENET_STD)
     video = ((video_uint8.float() / 255.0 - mean) / std).permute(0, 1, 4, 2, 3)  # B,T,C,H,W
+    if self.finetune:
+      return self._finetune_loss(video, codes_or_labels)
+    codes = codes_or_labels
     out = self.student(video, bool_masked_pos=codes > 0, output_hidden_states=self.amd)
     if not self.amd:
       return out.loss
@@ -112,6 +127,16 @@ class Reference(nn.Module):
                                          _take(target, at_diff))
     pairs = len(self.projections)
     return out.loss + direct / pairs + gen / pairs
+
+  def _finetune_loss(self, video, labels):
+    lam = float(np.random.default_rng().beta(self.mixup_alpha, self.mixup_alpha))
+    video = lam * video + (1 - lam) * video.flip(0)
+    classes = self.classifier.config.num_labels
+    targets = (nn.functional.one_hot(labels, classes) * (1 - self.smoothing)
+               + self.smoothing / classes)
+    targets = lam * targets + (1 - lam) * targets.flip(0)
+    logp = torch.log_softmax(self.classifier(video).logits.float(), dim=-1)
+    return -(targets * logp).sum(-1).mean()
 
 
 def _take(x, idx):
@@ -138,7 +163,8 @@ class Runner:
     self.clip_norm = config.optim.clip_norm
     self.bf16 = config.model.dtype == "bfloat16"
     self.video = torch.from_numpy(batch["video"])
-    self.codes = torch.from_numpy(batch["mask"].astype(np.int64))
+    self.second = torch.from_numpy(
+        batch["label" if config.mode == "finetune" else "mask"].astype(np.int64))
     self.loss = None
 
   def describe(self) -> dict:
@@ -147,7 +173,7 @@ class Runner:
 
   def step(self) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
-      loss = self.model(self.video, self.codes)
+      loss = self.model(self.video, self.second)
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     if self.clip_norm:

@@ -51,7 +51,8 @@ def test_finetuning_config_builds_its_model(name, arg):
   assert config.mode == "finetune" and config.batch_size % config.data.num_sample == 0
   model = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
   assert model.head.kernel.shape[-1] == config.data.num_classes
-  assert config.data.test_clips * config.data.test_crops in ((1,) if name == "image" else (6, 15))
+  views = config.data.test_clips * config.data.test_crops
+  assert views in ((1,) if name == "image" else (6, 15))
   assert 0 < config.optim.layer_decay <= 1 and config.optim.b2 == 0.999
 
 
