@@ -1,28 +1,46 @@
 #!/usr/bin/env bash
-# One-minute AMD pre-training demo on this machine (CPU is fine), on the embedded
-# dataset: launch/demo.sh [--workdir DIR] [--config.KEY=VALUE ...]
+# The embedded study on this machine (CPU is fine): a VideoMAE teacher, an AMD
+# student distilled from it and the same student pre-trained as plain VideoMAE,
+# both fine-tuned and tested, with plots (amd_jax/study.py).
+#
+#   launch/demo.sh [--workdir DIR] [--full] [--seeds N]
+#                  [--ablation alignment|teacher-ratio|rec-loss|student-ratio]
+#
+# Default: under 10 minutes on 2 CPU cores. --full: the long run with 3 seeds.
 # DIR defaults to $WORKDIR, else runs/demo (relative to the repository root);
-# rerunning with the same DIR resumes from its last checkpoint.
+# rerunning with the same DIR reuses every finished stage and resumes an
+# interrupted one.
 set -euo pipefail
 caller_pwd="$PWD"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source launch/_venv.sh
 
+usage="launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--ablation NAME]"
 workdir="${WORKDIR:-runs/demo}"
 workdir_from_args=0
+size=default
 rest=()
 while (($#)); do
   case "$1" in
     --workdir)
-      (($# >= 2)) || { echo "error: --workdir needs a directory: launch/demo.sh --workdir DIR" >&2; exit 2; }
+      (($# >= 2)) || { echo "error: --workdir needs a directory: $usage" >&2; exit 2; }
       workdir="$2"; workdir_from_args=1; shift 2 ;;
     --workdir=*)
       workdir="${1#--workdir=}"; workdir_from_args=1; shift ;;
-    *)
+    --full)
+      size=full; shift ;;
+    --seeds|--ablation)
+      (($# >= 2)) || { echo "error: $1 needs a value: $usage" >&2; exit 2; }
+      rest+=("$1" "$2"); shift 2 ;;
+    --seeds=*|--ablation=*)
       rest+=("$1"); shift ;;
+    -h|--help)
+      echo "$usage"; exit 0 ;;
+    *)
+      echo "error: unknown argument '$1': $usage" >&2; exit 2 ;;
   esac
 done
-[[ -n "$workdir" ]] || { echo "error: empty --workdir: launch/demo.sh --workdir DIR" >&2; exit 2; }
+[[ -n "$workdir" ]] || { echo "error: empty --workdir: $usage" >&2; exit 2; }
 # A relative --workdir given on the command line means relative to where you ran it.
 if ((workdir_from_args)) && [[ "$workdir" != /* ]]; then
   workdir="$caller_pwd/$workdir"
@@ -31,15 +49,16 @@ fi
 start=$SECONDS
 ensure_venv ""
 rc=0
-python -m amd_jax.main --config=configs/pretrain.py:runlocal --workdir="$workdir" ${rest[@]+"${rest[@]}"} || rc=$?
+python -m amd_jax.study --workdir "$workdir" --size "$size" ${rest[@]+"${rest[@]}"} || rc=$?
 elapsed=$((SECONDS - start))
 
 echo
 if ((rc != 0)); then
-  printf 'demo.sh: amd_jax.main failed (exit %d) after %dm%02ds; workdir %s\n' "$rc" $((elapsed / 60)) $((elapsed % 60)) "$workdir" >&2
+  printf 'demo.sh: the study failed (exit %d) after %dm%02ds; rerun the same command to resume (workdir %s)\n' \
+    "$rc" $((elapsed / 60)) $((elapsed % 60)) "$workdir" >&2
   exit "$rc"
 fi
 printf 'demo.sh: done in %dm%02ds. Outputs in %s:\n' $((elapsed / 60)) $((elapsed % 60)) "$workdir"
-echo "  metrics:       $workdir/metrics.jsonl   (one JSON object per logged step / evaluation)"
-echo "  checkpoints:   $workdir/checkpoints/     (rerun with the same --workdir to resume)"
-echo "  TensorBoard:   $workdir  (event files; view: pip install tensorboard && tensorboard --logdir $workdir)"
+echo "  results:   $workdir/results.json (or ablation_NAME.json)   plots: $workdir/*.png"
+echo "  runs:      $workdir/teacher/, $workdir/seed_*/{amd,videomae,scratch}_student/{pretrain,finetune}/"
+echo "             (each: metrics.jsonl, checkpoints/, config.json; TensorBoard events in tensorboard/)"

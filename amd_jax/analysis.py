@@ -1,0 +1,510 @@
+r"""Analyses of trained models, as plots (PNG) with the numbers behind them (JSON).
+
+  python -m amd_jax.analysis attention-distance --checkpoint [NAME=]PATH [...] --out DIR \
+      [--data moving_digits --split test --videos 64 --frame-spacing 0]
+  python -m amd_jax.analysis per-class --a RUN_A --b RUN_B --out DIR [--names A B] [--top K]
+  python -m amd_jax.analysis curves --run NAME=WORKDIR [...] --out DIR
+  python -m amd_jax.analysis reconstructions --run NAME=WORKDIR [...] --out DIR
+
+- attention distance (the supplementary's Figure S2, the ViT paper's "mean
+  attention distance"): per layer and head, for every query token the
+  attention-weighted mean distance to the key tokens, in pixels of the input,
+  averaged over queries and clips. Distance is *spatial* by default — between
+  the centres of the two tokens' patches in the frame, whatever their time
+  slices — so numbers compare with image ViTs. `--frame-spacing P` adds time:
+  tokens one frame apart are P pixels apart in a third axis (the
+  supplementary's caption, "frame spacing is calculated over the maximum
+  distance of each frame", reads as P = the frame's diagonal; unverified).
+  Clips are whole (every token visible), one test view per video.
+- per-class (Figure S3's form): two fine-tuned runs' per-class test accuracy
+  side by side, classes sorted by the difference, from each run's
+  test_results.json.
+- curves: pre-training losses (each term) and fine-tuning curves from metrics.jsonl.
+- reconstructions: a few test clips through pre-training checkpoints, one mask
+  for all of them.
+
+Any checkpoint `amd_jax.pretrained.load` reads works for attention distance
+(a training workdir of ours, a converted checkpoint, an official .pth, a
+Hugging Face folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import tqdm
+from flax import nnx
+
+matplotlib.use("Agg")   # files only: no display on servers and CI
+from matplotlib import pyplot as plt  # noqa: E402  (after the backend is chosen)
+
+from amd_jax import errors, losses, masking, pretrained  # noqa: E402
+from amd_jax.data import moving_digits, pipeline, sources  # noqa: E402
+from amd_jax.models import vit  # noqa: E402
+
+LOSS_TERMS = ("loss", "loss_rec", "loss_dir", "loss_gen")
+
+
+# ----------------------------------------------------------------- attention distance
+
+def token_centres(grid: tuple[int, int, int], patch: int, tubelet: int) -> np.ndarray:
+  """(N, 3) centres (frame, y, x) of the tokens in the encoder's (t, h, w) order.
+
+  Frames and pixels of the input clip: the token of tubelet slice t covers
+  frames [t·tubelet, (t+1)·tubelet), so its centre is at t·tubelet + (tubelet−1)/2.
+  """
+  t, h, w = np.meshgrid(*(np.arange(n) for n in grid), indexing="ij")
+  return np.stack([t * tubelet + (tubelet - 1) / 2, (h + 0.5) * patch, (w + 0.5) * patch],
+                  axis=-1).reshape(-1, 3).astype(np.float64)
+
+
+def distance_matrix(grid: tuple[int, int, int], patch: int, tubelet: int,
+                    frame_spacing: float = 0.0) -> np.ndarray:
+  """(N, N) float32 distances in pixels between token centres (see the module docstring).
+
+  frame_spacing: pixels per frame of time difference; 0 = spatial distance only.
+  """
+  c = token_centres(grid, patch, tubelet) * np.array([frame_spacing, 1.0, 1.0])
+  return np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)).astype(np.float32)
+
+
+def mean_distance(attn: jnp.ndarray, dist: jnp.ndarray) -> jnp.ndarray:
+  """attn (B, heads, Nq, Nk) rows summing to 1, dist (Nq, Nk) → (B, heads).
+
+  Per query the attention-weighted mean distance to the keys, averaged over queries.
+  """
+  return jnp.einsum("bhqk,qk->bh", attn.astype(jnp.float32), dist) / attn.shape[2]
+
+
+def attention_probs(block: vit.Block, x: jnp.ndarray) -> jnp.ndarray:
+  """The softmax attention (B, heads, N, N) of `block` on its input residual stream x (B, N, D).
+
+  Rebuilds what vit.Attention computes before its value product: norm1, the
+  fused qkv with the q and v biases (k bias 0), scale head_dim^-0.5, f32 softmax.
+  """
+  attn = block.attn
+  b, n, d = x.shape
+  q_bias = attn.q_bias[...]
+  bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), attn.v_bias[...]])
+  qkv = (attn.qkv(block.norm1(x)) + bias.astype(attn.dtype)).reshape(b, n, 3, attn.heads, -1)
+  q, k = qkv[:, :, 0], qkv[:, :, 1]
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  return jax.nn.softmax(logits * q.shape[-1] ** -0.5, axis=-1)
+
+
+@nnx.jit
+def _layer_distances(encoder: vit.Encoder, video: jnp.ndarray, dist: jnp.ndarray) -> jnp.ndarray:
+  """(layers, B, heads) mean attention distance of every block on a normalised video."""
+  _, hidden = encoder(video)
+  # Block l's input: the embedding for l = 1, else the residual stream after block l−1.
+  inputs = (encoder.embed(video),) + tuple(hidden[:-1])
+  return jnp.stack([mean_distance(attention_probs(block, x), dist)
+                    for block, x in zip(encoder.blocks.layers, inputs)])
+
+
+def attention_distance(encoder: vit.Encoder, videos: np.ndarray, *, frame_spacing: float = 0.0,
+                       batch: int = 8, desc: str = "attention distance") -> np.ndarray:
+  """(layers, heads) mean attention distance in pixels over uint8 videos (V, T, H, W, 3)."""
+  v = encoder.variant
+  dist = jnp.asarray(distance_matrix(encoder.grid, v.patch, v.tubelet, frame_spacing))
+  total = np.zeros((v.depth, v.heads))
+  for start in tqdm.trange(0, len(videos), batch, desc=desc, unit="batch", leave=False,
+                           dynamic_ncols=True):
+    x = losses.normalize(jnp.asarray(videos[start:start + batch]))
+    total += np.asarray(_layer_distances(encoder, x, dist)).sum(axis=1)
+  return total / len(videos)
+
+
+def test_clips(encoder_grid: tuple[int, int, int], patch: int, tubelet: int, *,
+               data: str = "moving_digits", data_dir: str = "", split: str = "test",
+               videos: int = 64, sampler: str = "dense", rate: int = 2) -> np.ndarray:
+  """The first view (first clip, first crop) of the first `videos` videos of a split,
+  sized for the encoder: uint8 (V, T, H, W, 3)."""
+  t, h, w = encoder_grid
+  if h != w:
+    raise errors.BadInput(f"a {h}×{w} token grid: only square clips are read here")
+  views = pipeline.Views(sampler, t * tubelet, rate, h * patch, clips=1, crops=1)
+  records = sources.open_split(data, split, data_dir)
+  out = [views(records[i]) for i in range(min(videos, len(records)))]
+  return np.stack([o["video"][0] for o in out if o["valid"]])
+
+
+def plot_attention_distance(results: dict[str, np.ndarray], path: str, note: str = "",
+                            uniform: dict[str, float] | None = None) -> None:
+  """One panel per model: a dot per head at each layer depth (Figure S2's form).
+
+  uniform: per model, the distance of uniform attention over all tokens (the
+  most global a head can be on average), drawn as a dashed line.
+  """
+  fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.4), sharey=True,
+                           squeeze=False)
+  for ax, (name, d) in zip(axes[0], results.items()):
+    layers, heads = d.shape
+    for head in range(heads):
+      ax.scatter(np.arange(1, layers + 1), d[:, head], s=14)
+    if uniform and name in uniform:
+      ax.axhline(uniform[name], color="grey", linestyle="--", linewidth=1,
+                 label="uniform attention")
+      ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylim(0, 1.08 * max([d.max(), *(uniform or {}).values()]))
+    ax.set_title(name)
+    ax.set_xlabel("layer depth")
+    ax.set_xticks(np.arange(1, layers + 1, max(1, layers // 6)))
+    ax.grid(alpha=0.3)
+  axes[0, 0].set_ylabel("mean attention distance (pixels)")
+  fig.suptitle("Average attention distance per head and layer" + (f"\n{note}" if note else ""),
+               fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def attention_distance_report(checkpoints: dict[str, str], out_dir: str, *,
+                              data: str = "moving_digits", data_dir: str = "",
+                              split: str = "test", videos: int = 64, sampler: str = "dense",
+                              rate: int = 2, frame_spacing: float = 0.0,
+                              batch: int = 8) -> dict:
+  """Attention distances of every checkpoint's encoder → out_dir/attention_distance.{png,json}."""
+  os.makedirs(out_dir, exist_ok=True)
+  results, numbers, clips, uniform = {}, {}, {}, {}
+  for name, path in checkpoints.items():
+    encoder = pretrained.load(path, part="encoder")
+    v = encoder.variant
+    key = (encoder.grid, v.patch, v.tubelet)
+    if key not in clips:       # models of one study share the clip layout: read it once
+      clips[key] = test_clips(*key, data=data, data_dir=data_dir, split=split, videos=videos,
+                              sampler=sampler, rate=rate)
+    d = attention_distance(encoder, clips[key], frame_spacing=frame_spacing, batch=batch,
+                           desc=f"attention distance: {name}")
+    results[name] = d
+    uniform[name] = float(distance_matrix(encoder.grid, v.patch, v.tubelet, frame_spacing).mean())
+    numbers[name] = dict(checkpoint=path, layers=v.depth, heads=v.heads, patch=v.patch,
+                         tubelet=v.tubelet, grid=list(encoder.grid),
+                         videos=len(clips[key]), distance=d.round(4).tolist(),
+                         mean_per_layer=d.mean(axis=1).round(4).tolist(),
+                         uniform_attention=round(uniform[name], 4))
+  space = ("spatial distance between patch centres" if frame_spacing == 0 else
+           f"distance with {frame_spacing:g} pixels per frame of time")
+  note = f"{space}; {data}:{split}, one view per video, whole clips"
+  plot_attention_distance(results, os.path.join(out_dir, "attention_distance.png"), note,
+                          uniform)
+  report = dict(units="pixels of the input clip", frame_spacing=frame_spacing, data=data,
+                split=split, note=note, models=numbers)
+  _write_json(os.path.join(out_dir, "attention_distance.json"), report)
+  return report
+
+
+# ----------------------------------------------------------------- per-class accuracy
+
+def class_names(workdir: str, num_classes: int) -> list[str]:
+  """Class names of a run's dataset: the motions for moving_digits, else 'class i'."""
+  config = _read_json(os.path.join(workdir, "config.json"), default={})
+  if config.get("data", {}).get("name") == "moving_digits":
+    return list(moving_digits.MOTIONS)
+  return [f"class {i}" for i in range(num_classes)]
+
+
+def per_class_report(run_a: str, run_b: str, out_dir: str, *, names: tuple[str, str] | None = None,
+                     top: int | None = None) -> dict:
+  """Per-class test accuracy of two fine-tuning runs → out_dir/per_class.{png,json}.
+
+  Classes are sorted by accuracy(b) − accuracy(a), largest first (top to
+  bottom in the plot); `top` keeps the `top` classes with the largest absolute
+  difference (Figure S3 shows 14 of SSV2's 174).
+  """
+  a, b = (_read_json(os.path.join(r, "test_results.json")) for r in (run_a, run_b))
+  os.makedirs(out_dir, exist_ok=True)
+  if len(a["per_class"]) != len(b["per_class"]):
+    raise errors.BadInput(f"{run_a} and {run_b} were tested on different class sets "
+                          f"({len(a['per_class'])} vs {len(b['per_class'])} classes)")
+  names = names or (os.path.basename(os.path.normpath(run_a)),
+                    os.path.basename(os.path.normpath(run_b)))
+  labels = class_names(run_a, len(a["per_class"]))
+  # A class without test videos has accuracy None: NaN here, sorted last, null in the JSON.
+  acc_a, acc_b = (np.asarray([np.nan if x is None else x for x in r["per_class"]], float)
+                  for r in (a, b))
+  diff = acc_b - acc_a
+  order = np.argsort(-np.nan_to_num(np.abs(diff), nan=-1.0), kind="stable")
+  order = sorted(order[:top] if top else order,
+                 key=lambda i: (np.isnan(diff[i]), -np.nan_to_num(diff[i])))
+  number = lambda x: None if np.isnan(x) else float(x)
+  rows = [dict(cls=labels[i], index=int(i), count=int(a["class_counts"][i]),
+               **{names[0]: number(acc_a[i]), names[1]: number(acc_b[i])},
+               difference=number(diff[i])) for i in order]
+
+  fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.4))
+  y = np.arange(len(rows))
+  for offset, acc, name, run in ((-0.2, acc_a, names[0], a), (0.2, acc_b, names[1], b)):
+    bars = ax.barh(y + offset, [acc[i] for i in order], height=0.4,
+                   label=f"{name} (top-1 {run['top1']:.3f})")
+    ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=2)   # zero bars are otherwise invisible
+  ax.set_yticks(y, [f"{labels[i]} (no test videos)" if np.isnan(diff[i]) else
+                    f"{labels[i]} ({diff[i]:+.2f})" for i in order])
+  ax.invert_yaxis()             # top to bottom as in the JSON
+  ax.set_xlabel("test accuracy")
+  ax.set_xlim(0, 1)
+  ax.legend(loc="lower right", fontsize=8)
+  ax.set_title(f"Per-class accuracy, sorted by {names[1]} − {names[0]}", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "per_class.png"), dpi=120)
+  plt.close(fig)
+  report = dict(a=run_a, b=run_b, names=list(names),
+                top1={names[0]: a["top1"], names[1]: b["top1"]}, classes=rows)
+  _write_json(os.path.join(out_dir, "per_class.json"), report)
+  return report
+
+
+# ----------------------------------------------------------------- curves
+
+def metric_rows(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_pretrain_losses(runs: dict[str, str], path: str) -> None:
+  """One panel per loss term, one line per run (training rows of metrics.jsonl)."""
+  rows = {name: [r for r in metric_rows(w) if "split" not in r] for name, w in runs.items()}
+  terms = [t for t in LOSS_TERMS if any(t in r for rs in rows.values() for r in rs)]
+  fig, axes = plt.subplots(1, len(terms), figsize=(3.6 * len(terms), 3.2), squeeze=False)
+  for ax, term in zip(axes[0], terms):
+    for i, (name, rs) in enumerate(rows.items()):
+      points = [(r["step"], r[term]) for r in rs if term in r]
+      if points:   # a run's colour is the same in every panel, also where others lack the term
+        ax.plot(*zip(*points), label=name, color=f"C{i}")
+    ax.set_title(term, fontsize=9)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")    # alignment terms start orders of magnitude above where they end
+    ax.grid(alpha=0.3, which="both")
+  axes[0, 0].legend(fontsize=7)
+  fig.suptitle("Pre-training losses (loss = weighted sum; rec: normalised pixels, "
+               "dir/gen: alignment with the teacher's features)", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_finetune_curves(runs: dict[str, str], path: str) -> None:
+  """Training loss, and validation top-1 with the final multi-view test top-1 as a star."""
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8.4, 3.2))
+  for i, (name, workdir) in enumerate(runs.items()):
+    rows = metric_rows(workdir)
+    train = [(r["step"], r["loss"]) for r in rows if "split" not in r and "loss" in r]
+    val = [(r["step"], r["top1"]) for r in rows if r.get("split") == "val"]
+    test = [(r["step"], r["top1"], r.get("views")) for r in rows if r.get("split") == "test"]
+    if train:
+      ax_loss.plot(*zip(*train), label=name, color=f"C{i}")
+    if val:
+      ax_acc.plot(*zip(*val), marker=".", label=f"{name} (val)", color=f"C{i}")
+    for step, top1, views in test:
+      ax_acc.scatter([step], [top1], marker="*", s=90, color=f"C{i}",
+                     label=f"{name} test, {views} views: {top1:.3f}")
+  ax_loss.set(title="fine-tuning loss", xlabel="step")
+  ax_acc.set(title="top-1", xlabel="step", ylim=(0, 1))
+  for ax in (ax_loss, ax_acc):
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------- reconstructions
+
+def unpatchify(tokens: np.ndarray, grid: tuple[int, int, int], patch: int,
+               tubelet: int) -> np.ndarray:
+  """Inverse of vit.patchify: (B, N, tubelet·patch²·C) → (B, T, H, W, C)."""
+  t, h, w = grid
+  b = tokens.shape[0]
+  x = tokens.reshape(b, t, h, w, tubelet, patch, patch, -1)
+  x = x.transpose(0, 1, 4, 2, 5, 3, 6, 7)
+  return x.reshape(b, t * tubelet, h * patch, w * patch, -1)
+
+
+def reconstruct(model, videos: np.ndarray, codes: np.ndarray, patch: int, tubelet: int
+                ) -> np.ndarray:
+  """RGB in [0, 1] (B, T, H, W, 3): visible tubes as they are, masked ones predicted.
+
+  model: a pre-training model (pretrain.Pretrainer), or None for a prediction of
+  0 everywhere; codes (B, N) masking codes with the same counts in every clip
+  (AMD models need teacher-only tokens). Models predict per-patch normalised
+  pixels; each prediction is mapped back with the true patch's per-channel mean
+  and std (the statistics pixel_targets normalised with).
+  """
+  t = videos.shape[1] // tubelet
+  grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
+  counts = masking.MaskCounts(tokens=codes.shape[1], student=int((codes[0] == 0).sum()),
+                              teacher=int((codes[0] <= 1).sum()))
+  idx = masking.indices(jnp.asarray(codes), counts)
+  rgb = np.asarray(vit.patchify(jnp.asarray(videos, jnp.float32) / 255.0, patch, tubelet))
+  b, n, _ = rgb.shape
+  rgb = rgb.reshape(b, n, -1, 3)
+  masked = np.asarray(idx.masked)
+  rows = np.arange(b)[:, None]
+  if model is None:
+    pred = np.zeros(rgb[rows, masked].shape, np.float32)
+  else:
+    pred = np.asarray(model(losses.normalize(jnp.asarray(videos)), idx)["pred"], np.float32)
+  mean = rgb.mean(axis=2, keepdims=True)
+  std = rgb.std(axis=2, ddof=1, keepdims=True) + 1e-6
+  out = rgb.copy()
+  out[rows, masked] = (pred.reshape(b, masked.shape[1], -1, 3) * std[rows, masked]
+                       + mean[rows, masked])
+  return np.clip(unpatchify(out.reshape(b, n, -1), grid, patch, tubelet), 0.0, 1.0)
+
+
+def masked_input(videos: np.ndarray, codes: np.ndarray, grid, patch: int, tubelet: int
+                 ) -> np.ndarray:
+  """What the student sees: its visible tubes, grey elsewhere; [0, 1] (B, T, H, W, 3)."""
+  tokens = vit.patchify(np.asarray(videos, np.float32) / 255.0, patch, tubelet)
+  tokens = np.where((codes == masking.STUDENT)[..., None], tokens, 0.5)
+  return unpatchify(np.asarray(tokens), grid, patch, tubelet)
+
+
+RECONSTRUCTION_CAPTION = (
+    "Masked tubes: each model's prediction of per-patch normalised pixels, re-scaled with the "
+    "TRUE patch's per-channel mean and std (the targets are normalised per patch, so the model "
+    "never predicts brightness or contrast). The 'zero prediction' row is what a model "
+    "predicting 0 everywhere would show: the blocky patch means; what a model adds is the "
+    "pattern inside each patch. Visible tubes are shown as they are.")
+
+
+def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 2,
+                           student_ratio: float = 0.9, teacher_ratio: float = 0.75,
+                           seed: int = 0, data: str = "moving_digits", data_dir: str = "",
+                           split: str = "test") -> str:
+  """A few test clips through every pre-training run, one tube mask → out_dir/reconstructions.png."""
+  models = {name: pretrained.load(w) for name, w in runs.items()}
+  first = next(iter(models.values())).encoder
+  v, grid = first.variant, first.grid
+  clips = test_clips(grid, v.patch, v.tubelet, data=data, data_dir=data_dir, split=split,
+                     videos=videos)
+  rng = np.random.default_rng(seed)
+  # One asymmetric mask for every model: the student-visible tubes are the same
+  # for all; teacher-only tokens matter to AMD students' alignment heads alone.
+  codes = np.stack([masking.tube_mask(rng, grid, student_ratio, teacher_ratio) for _ in clips])
+  panels = {"original": clips / 255.0,
+            f"input ({student_ratio:.0%} masked)": masked_input(clips, codes, grid, v.patch,
+                                                                v.tubelet),
+            "zero prediction": reconstruct(None, clips, codes, v.patch, v.tubelet)}
+  for name, model in models.items():
+    panels[name] = reconstruct(model, clips, codes, v.patch, v.tubelet)
+  frames = clips.shape[1]
+  fig, axes = plt.subplots(len(clips) * len(panels), frames,
+                           figsize=(1.1 * frames + 1.4, 1.1 * len(clips) * len(panels) + 0.8),
+                           squeeze=False)
+  for c in range(len(clips)):
+    for p, (name, video) in enumerate(panels.items()):
+      row = axes[c * len(panels) + p]
+      for f, ax in enumerate(row):
+        ax.imshow(video[c, f])
+        ax.set_xticks([])
+        ax.set_yticks([])
+      row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+  fig.tight_layout(rect=(0, 0.06, 1, 1))
+  fig.text(0.5, 0.005, textwrap.fill(RECONSTRUCTION_CAPTION, 150), ha="center", va="bottom",
+           fontsize=6.5)
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, "reconstructions.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ----------------------------------------------------------------- command line
+
+def _read_json(path: str, default=None):
+  if not os.path.isfile(path):
+    if default is not None:
+      return default
+    raise errors.BadInput(f"{path} does not exist (a fine-tuning run writes it after its test)")
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def named_paths(items: list[str]) -> dict[str, str]:
+  """'NAME=PATH' or 'PATH' (named after its folder) → {name: path}."""
+  out = {}
+  for item in items:
+    m = re.fullmatch(r"(\w+)=(.+)", item)
+    name, path = (m.group(1), m.group(2)) if m else (
+        os.path.basename(os.path.normpath(item)), item)
+    out[name] = path
+  return out
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog="python -m amd_jax.analysis", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  p = sub.add_parser("attention-distance", help="Figure S2: mean attention distance")
+  p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH")
+  p.add_argument("--data", default="moving_digits")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--split", default="test")
+  p.add_argument("--videos", type=int, default=64, help="test videos (one view each)")
+  p.add_argument("--sampler", default="dense", choices=("dense", "segments"))
+  p.add_argument("--rate", type=int, default=2, help="frame step of the dense sampler")
+  p.add_argument("--frame-spacing", type=float, default=0.0,
+                 help="pixels per frame of time difference (0: spatial distance only)")
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--out", required=True)
+  p = sub.add_parser("per-class", help="Figure S3: per-class accuracy of two fine-tuned runs")
+  p.add_argument("--a", required=True, help="fine-tuning workdir (has test_results.json)")
+  p.add_argument("--b", required=True)
+  p.add_argument("--names", nargs=2, metavar=("NAME_A", "NAME_B"))
+  p.add_argument("--top", type=int, help="only the classes with the largest differences")
+  p.add_argument("--out", required=True)
+  p = sub.add_parser("curves", help="pre-training losses and fine-tuning curves")
+  p.add_argument("--run", action="append", required=True, metavar="[NAME=]WORKDIR")
+  p.add_argument("--finetune", action="store_true", help="the runs are fine-tuning runs")
+  p.add_argument("--out", required=True)
+  p = sub.add_parser("reconstructions", help="test clips through pre-training checkpoints")
+  p.add_argument("--run", action="append", required=True, metavar="[NAME=]WORKDIR")
+  p.add_argument("--videos", type=int, default=2)
+  p.add_argument("--out", required=True)
+  args = parser.parse_args(argv)
+
+  try:
+    if args.command == "attention-distance":
+      report = attention_distance_report(
+          named_paths(args.checkpoint), args.out, data=args.data, data_dir=args.data_dir,
+          split=args.split, videos=args.videos, sampler=args.sampler, rate=args.rate,
+          frame_spacing=args.frame_spacing, batch=args.batch)
+      for name, m in report["models"].items():
+        print(f"{name}: mean distance per layer (px) "
+              + " ".join(f"{x:.1f}" for x in m["mean_per_layer"]))
+    elif args.command == "per-class":
+      report = per_class_report(args.a, args.b, args.out, names=args.names, top=args.top)
+      for row in report["classes"]:
+        print(f"{row['cls']:>16}: {row['difference']:+.3f}")
+    elif args.command == "curves":
+      os.makedirs(args.out, exist_ok=True)
+      plot = plot_finetune_curves if args.finetune else plot_pretrain_losses
+      plot(named_paths(args.run), os.path.join(
+          args.out, "finetune_curves.png" if args.finetune else "pretrain_losses.png"))
+    else:
+      reconstructions_report(named_paths(args.run), args.out, videos=args.videos)
+  except (errors.BadInput, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,120 @@
+"""Analyses on constructed inputs with hand-computed answers (amd_jax/analysis.py)."""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from amd_jax import analysis, masking
+from amd_jax.models import vit
+
+# A 2×2 grid of 16-pixel patches: centres (8, 8), (8, 24), (24, 8), (24, 24).
+GRID, PATCH, TUBELET = (1, 2, 2), 16, 2
+DIAG = 16 * math.sqrt(2)
+
+
+def test_distances_between_patch_centres():
+  d = analysis.distance_matrix(GRID, PATCH, TUBELET)
+  expected = np.array([[0, 16, 16, DIAG], [16, 0, DIAG, 16],
+                       [16, DIAG, 0, 16], [DIAG, 16, 16, 0]])
+  np.testing.assert_allclose(d, expected, rtol=1e-6)
+
+
+def test_time_counts_only_with_a_frame_spacing():
+  # Two tubelet slices of one patch: centres at frames 0.5 and 2.5, 2 frames apart.
+  grid = (2, 1, 1)
+  assert analysis.distance_matrix(grid, PATCH, TUBELET)[0, 1] == 0
+  assert analysis.distance_matrix(grid, PATCH, TUBELET, frame_spacing=10.0)[0, 1] == \
+      pytest.approx(20.0)
+
+
+def test_mean_distance_of_constructed_attention():
+  d = jnp.asarray(analysis.distance_matrix(GRID, PATCH, TUBELET))
+  itself = np.eye(4)
+  uniform = np.full((4, 4), 0.25)
+  opposite = np.eye(4)[[3, 2, 1, 0]]          # each token attends to the diagonal one
+  # Query 0 half on itself, half on its right neighbour; the others on themselves.
+  mixed = np.eye(4)
+  mixed[0] = [0.5, 0.5, 0, 0]
+  attn = jnp.asarray(np.stack([[itself, uniform], [opposite, mixed]]))   # (B=2, heads=2, 4, 4)
+  got = np.asarray(analysis.mean_distance(attn, d))
+  # uniform: every query sees distances 0, 16, 16, 16√2 → their mean; mixed: (0.5·16)/4.
+  np.testing.assert_allclose(got, [[0.0, (32 + DIAG) / 4], [DIAG, 8.0 / 4]], rtol=1e-6)
+
+
+def _block(key=0):
+  block = vit.Block(64, 2, 128, rngs=nnx.Rngs(key))
+  k1, k2 = jax.random.split(jax.random.key(key + 1))
+  block.attn.q_bias[...] = jax.random.normal(k1, (64,))
+  block.attn.v_bias[...] = jax.random.normal(k2, (64,))
+  return block
+
+
+def test_attention_probs_reproduce_the_block():
+  """probs @ v through proj equals the block's own attention: the rebuilt qkv is right."""
+  block = _block()
+  x = jax.random.normal(jax.random.key(3), (2, 10, 64))
+  probs = analysis.attention_probs(block, x)
+  assert probs.shape == (2, 2, 10, 10)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+  h = block.norm1(x)
+  v = (h @ block.attn.qkv.kernel[...][:, 128:] + block.attn.v_bias[...]).reshape(2, 10, 2, 32)
+  y = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(2, 10, 64)
+  np.testing.assert_allclose(block.attn.proj(y), block.attn(h), atol=1e-5)
+
+
+def test_uniform_attention_gives_the_mean_distance():
+  """Zero query weights: every head attends uniformly, at every layer."""
+  encoder = vit.Encoder(vit.decode_variant("Mu/16x2"), num_frames=2, image_size=32,
+                        rngs=nnx.Rngs(0))
+  for block in encoder.blocks.layers:
+    block.attn.qkv.kernel[...] = block.attn.qkv.kernel[...].at[:, :64].set(0.0)
+  videos = np.random.default_rng(0).integers(0, 256, (3, 2, 32, 32, 3), np.uint8)
+  d = analysis.attention_distance(encoder, videos, batch=2)
+  assert d.shape == (4, 2)                  # Mu: 4 layers, 2 heads
+  np.testing.assert_allclose(d, (32 + DIAG) / 4, rtol=1e-5)
+
+
+def test_unpatchify_inverts_patchify():
+  video = np.random.default_rng(0).random((2, 4, 16, 24, 3), np.float32)
+  tokens = np.asarray(vit.patchify(jnp.asarray(video), 8, 2))
+  np.testing.assert_array_equal(analysis.unpatchify(tokens, (2, 2, 3), 8, 2), video)
+
+
+def test_zero_prediction_shows_the_true_patch_means():
+  """De-normalisation: a prediction of 0 maps to the masked patch's own per-channel mean."""
+  rng = np.random.default_rng(0)
+  videos = rng.integers(0, 256, (1, 2, 16, 16, 3), np.uint8)
+  codes = masking.tube_mask(rng, (1, 2, 2), 0.5)[None]       # 2 of 4 tubes hidden
+  out = analysis.reconstruct(None, videos, codes, 8, 2)
+  rgb = videos / 255.0
+  for i, code in enumerate(codes[0]):
+    y, x = divmod(i, 2)
+    patch, got = (v[0, :, 8 * y:8 * y + 8, 8 * x:8 * x + 8] for v in (rgb, out))
+    if code == masking.STUDENT:
+      np.testing.assert_allclose(got, patch, atol=1e-6)
+    else:
+      np.testing.assert_allclose(got, np.broadcast_to(patch.mean((0, 1, 2)), patch.shape),
+                                 atol=1e-6)
+
+
+def test_per_class_report(tmp_path):
+  runs = {}
+  for name, per_class in (("a", [1.0, 0.5, 0.25, None]), ("b", [0.5, 0.75, 0.25, None])):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "test_results.json").write_text(json.dumps(dict(
+        top1=0.6, top5=1.0, views=6, per_class=per_class, class_counts=[4, 4, 4, 0])))
+    runs[name] = str(run)
+  report = analysis.per_class_report(runs["a"], runs["b"], str(tmp_path / "out"))
+  # Sorted by b − a, largest first: +0.25, 0, −0.5, then the class without videos.
+  assert [r["index"] for r in report["classes"]] == [1, 2, 0, 3]
+  assert [r["difference"] for r in report["classes"]] == [0.25, 0.0, -0.5, None]
+  assert os.path.getsize(tmp_path / "out" / "per_class.png") > 0
+  top = analysis.per_class_report(runs["a"], runs["b"], str(tmp_path / "out"), top=2)
+  assert [r["index"] for r in top["classes"]] == [1, 0]

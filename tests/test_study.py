@@ -1,0 +1,140 @@
+"""The embedded study (amd_jax/study.py): its smallest size end to end, a rerun that
+trains nothing, and the results table on constructed records."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from amd_jax import errors, study
+from runs import ROOT
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(root, env):
+  return subprocess.run([sys.executable, "-m", "amd_jax.study", "--workdir", str(root),
+                         "--size", "smoke"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, env):
+  root = tmp_path_factory.mktemp("study")
+  result = _run(root, env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return root
+
+
+def _training_files(root):
+  """path → mtime of every file a training stage writes (metrics, checkpoints, records)."""
+  out = {}
+  for folder, _, files in os.walk(root):
+    if os.sep + "pretrain" in folder or os.sep + "finetune" in folder:
+      for name in files:
+        path = os.path.join(folder, name)
+        out[path] = os.stat(path).st_mtime_ns
+  return out
+
+
+@pytest.mark.slow
+def test_smoke_study_writes_results_and_every_plot(smoke):
+  results = json.loads((smoke / "results.json").read_text())
+  models = results["models"]
+  assert set(models) == set(study.MODELS)
+  for name, method in study.STUDENTS.items():
+    m = models[name]
+    assert 0 <= m["top1"] <= m["top5"] <= 1, m
+    assert m["views"] > 1                                   # multi-view test
+    assert m["finetune_steps"] == 2 and m["finetune_time_s"] > 0
+    assert m["top1_std"] is None                            # one seed
+    if method:
+      assert m["pretrain_steps"] == 2 and m["pretrain_time_s"] > 0
+    else:                                                   # the control: no pre-training
+      assert m["pretrain_steps"] == 0 and m["pretrain_time_s"] is None
+  assert models["teacher"]["pretrain_steps"] == 2
+  assert models["teacher"]["top1"] is None and "note" in models["teacher"]
+  for name in study.PLOTS:
+    assert (smoke / name).read_bytes()[:8] == PNG_MAGIC, name
+  distances = json.loads((smoke / "attention_distance.json").read_text())["models"]
+  assert set(distances) == {"teacher", "amd_student", "videomae_student"}
+  assert len(distances["amd_student"]["distance"]) == 4      # Mu: 4 layers × 2 heads
+  assert len(distances["amd_student"]["distance"][0]) == 2
+  per_class = json.loads((smoke / "per_class.json").read_text())
+  assert len(per_class["classes"]) == 8
+
+
+@pytest.mark.slow
+def test_rerun_on_a_finished_dir_trains_nothing(smoke, env):
+  before = _training_files(smoke)
+  plots = {name: (smoke / name).stat().st_mtime_ns for name in study.PLOTS}
+  result = _run(smoke, env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  stage_lines = [l for l in result.stderr.splitlines() if l.startswith("  ")]
+  assert stage_lines and all(l.endswith("skipped") for l in stage_lines), stage_lines
+  assert _training_files(smoke) == before
+  assert plots == {name: (smoke / name).stat().st_mtime_ns for name in study.PLOTS}
+  assert "amd_student" in result.stdout                      # the table is printed again
+
+
+def test_another_size_on_a_study_dir_is_refused(tmp_path):
+  study._check_size(str(tmp_path), "smoke")
+  study._check_size(str(tmp_path), "smoke")                  # the same size resumes
+  with pytest.raises(errors.BadInput, match="holds a 'smoke' study"):
+    study._check_size(str(tmp_path), "full")
+
+
+def _record(top1, time_s=10.0):
+  return {"done": True, "time_s": time_s, "steps": 5, "top1": top1, "top5": 1.0, "views": 6}
+
+
+def test_results_over_seeds_are_mean_and_sample_std():
+  runs = [{"seed": s, "pretrain": {"done": True, "time_s": t, "steps": 7},
+           "finetune": _record(top1, time_s=2 * t)}
+          for s, top1, t in ((0, 0.5, 10.0), (1, 0.7, 20.0), (2, 0.6, 30.0))]
+  row = study.summarize(runs, "Mu/8x2")
+  assert row["top1"] == pytest.approx(0.6)
+  assert row["top1_std"] == pytest.approx(0.1)              # sample std of 0.5, 0.7, 0.6
+  assert row["pretrain_time_s"] == pytest.approx(20.0)
+  assert row["finetune_time_s"] == pytest.approx(40.0)
+  assert (row["pretrain_steps"], row["finetune_steps"], row["views"]) == (7, 5, 6)
+  assert [r["top1"] for r in row["runs"]] == [0.5, 0.7, 0.6]
+  text = study.table({"amd_student": row})
+  assert "0.600 ± 0.100" in text and "7 steps, 20 s" in text
+
+
+def test_schedules_make_the_requested_steps():
+  """Fractional epochs: the configs' schedule arithmetic lands on the size's step counts."""
+  size = study.SIZES["default"]
+  for config, steps, per_epoch in (
+      (study.teacher_config(size), size.teacher_steps, study.TRAIN_VIDEOS // 2 / 4),
+      (study.student_config(size, "amd", 0, teacher="t"), size.student_steps,
+       study.TRAIN_VIDEOS // 2 / 4),
+      (study.finetune_config_for(size, size.student, "init", 0), size.finetune_steps,
+       study.TRAIN_VIDEOS // 16)):
+    assert round(config.optim.epochs * per_epoch) == steps
+
+
+def test_ablation_settings_are_config_keys():
+  size = study.SIZES["smoke"]
+  for name, settings in study.ABLATIONS.items():
+    assert sum(not values for values in settings.values()) == 1, name   # one is the study's
+    for values in settings.values():
+      study.student_config(size, "amd", 0, overrides=values)
+  with pytest.raises(errors.BadInput, match="unknown config key"):
+    study.student_config(size, "amd", 0, overrides={"align.methd": "direct"})
+
+
+def test_a_stage_stopped_early_is_not_done(tmp_path, monkeypatch):
+  """SIGTERM: train() returns early with a checkpoint; the stage is neither done nor
+  skipped next time, and the time of the attempt is kept."""
+  def stopped_at_3(config, workdir):
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)))
+  monkeypatch.setattr(study.train, "train", stopped_at_3)
+  with pytest.raises(study.Stopped, match="step 3 of 5"):
+    study.run_training("stage", None, str(tmp_path), steps=5)
+  record = json.loads((tmp_path / study.STAGE_FILE).read_text())
+  assert record["done"] is False and record["time_s"] >= 0
