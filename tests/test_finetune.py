@@ -183,7 +183,7 @@ def test_init_loads_the_encoder_bit_identical(reference, caplog):
   head_before = np.asarray(state["params"]["head"]["kernel"][...])
   with caplog.at_level("INFO", logger="amd_jax"):
     state = train.load_init(config, state, state_sharding)
-  assert "final norm left out" in caplog.text
+  assert "without its final norm" in caplog.text
   saved = checkpoint.read_tree(os.path.join(checkpoint.find_step_dir(reference), "state"),
                                ("params",))
   source = spec_lib.flatten(saved["params"]["encoder"])
