@@ -136,7 +136,8 @@ def save_tree(directory: str | os.PathLike, tree) -> None:
 def tree_shapes(directory: str | os.PathLike) -> dict:
   """The saved tree with a jax.ShapeDtypeStruct per array, read from metadata only."""
   with ocp.PyTreeCheckpointer() as ckptr:
-    meta = ckptr.metadata(os.fspath(directory)).item_metadata.tree
+    # Absolute: orbax 0.12 finds no item metadata under a relative path (None here).
+    meta = ckptr.metadata(os.path.abspath(directory)).item_metadata.tree
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
 
 
@@ -146,7 +147,7 @@ def read_tree(directory: str | os.PathLike, subtrees: tuple[str, ...] | None = N
   Meant for taking weights out of another run or a converted checkpoint: no
   target structure is needed, and nothing is placed on devices.
   """
-  directory = os.fspath(directory)
+  directory = os.path.abspath(directory)    # see tree_shapes
   # Bounded reads in flight: tensorstore's buffers stay well under one more copy.
   with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1)) as ckptr:
     meta = ckptr.metadata(directory).item_metadata.tree

@@ -51,8 +51,6 @@ from configs import finetune as finetune_config
 from configs import pretrain as pretrain_config
 from configs import videomae as videomae_config
 
-log = logging.getLogger("amd_jax")
-
 STAGE_FILE = "stage.json"
 STUDY_FILE = "study.json"
 PLOTS = ("pretrain_losses.png", "finetune_curves.png", "reconstructions.png", "per_class.png",
@@ -95,7 +93,7 @@ SIZES = {
                   student_layers=(2, 4), image_size=32, teacher_steps=2, student_steps=2,
                   finetune_steps=2, finetune_teacher=False, val_split="val[:8]",
                   test_split="test[:8]", analysis_videos=2, seeds=1, log_every=1),
-    # launch/demo.sh: under 10 minutes on 2 CPU cores.
+    # launch/demo.sh: under 10 minutes on 2 CPU cores (5 measured, README).
     "default": Size(teacher="Ti/8x2", student="Mu/8x2", teacher_layers=(6, 12),
                     student_layers=(2, 4), image_size=64, teacher_steps=400,
                     student_steps=400, finetune_steps=128, finetune_teacher=False,
@@ -103,7 +101,8 @@ SIZES = {
                     seeds=1, log_every=20),
     # launch/demo.sh --full: long enough, and seeds enough, for the comparison to mean something.
     # The teacher trains twice the students' steps (the paper's teachers: 1600
-    # epochs, its students 800). About 70 minutes on an idle 2-core CPU.
+    # epochs, its students 800). 82 minutes on the 2-core dev VM beside other jobs
+    # (README), half of it the teacher's pre-training and fine-tuning.
     "full": Size(teacher="Ti/8x2", student="Mu/8x2", teacher_layers=(6, 12),
                  student_layers=(2, 4), image_size=64, teacher_steps=4000,
                  student_steps=2000, finetune_steps=384, finetune_teacher=True,
@@ -396,10 +395,10 @@ def machine() -> dict:
           "device": jax.devices()[0].device_kind, "jax": jax.__version__}
 
 
-def _cell(mean, std, fmt="{:.3f}") -> str:
+def _cell(mean: float | None, std: float | None) -> str:
   if mean is None:
     return "—"
-  return fmt.format(mean) + (f" ± {fmt.format(std)}" if std is not None else "")
+  return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
 
 def table(rows: dict[str, dict], first: str = "model") -> str:

@@ -174,3 +174,12 @@ def test_sigkill_during_save_keeps_previous_step(tmp_path):
     ckpt.wait()
     assert ckpt.latest_step() == 2
   ckpt.close()
+
+
+def test_trees_read_from_a_relative_path(tmp_path, monkeypatch):
+  """`pretrained.load("runs/x")`, `teacher.init=runs/x`: orbax alone finds no metadata there."""
+  from amd_jax import checkpoint
+  checkpoint.save_tree(tmp_path / "tree", {"a": np.arange(3, dtype=np.float32)})
+  monkeypatch.chdir(tmp_path)
+  assert checkpoint.tree_shapes("tree")["a"].shape == (3,)
+  np.testing.assert_array_equal(checkpoint.read_tree("tree")["a"], np.arange(3))
