@@ -199,7 +199,7 @@ def attention_distance_report(checkpoints: dict[str, str], out_dir: str, *,
                           uniform)
   report = dict(units="pixels of the input clip", frame_spacing=frame_spacing, data=data,
                 split=split, note=note, models=numbers)
-  _write_json(os.path.join(out_dir, "attention_distance.json"), report)
+  write_json(os.path.join(out_dir, "attention_distance.json"), report)
   return report
 
 
@@ -259,7 +259,7 @@ def per_class_report(run_a: str, run_b: str, out_dir: str, *, names: tuple[str, 
   plt.close(fig)
   report = dict(a=run_a, b=run_b, names=list(names),
                 top1={names[0]: a["top1"], names[1]: b["top1"]}, classes=rows)
-  _write_json(os.path.join(out_dir, "per_class.json"), report)
+  write_json(os.path.join(out_dir, "per_class.json"), report)
   return report
 
 
@@ -438,7 +438,8 @@ def _read_json(path: str, default=None):
     return json.load(f)
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
+  """Writes obj as JSON atomically (a reader never sees half a file)."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)

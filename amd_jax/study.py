@@ -227,13 +227,6 @@ def _read_json(path: str) -> dict:
     return json.load(f)
 
 
-def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
-
-
 def _say(text: str) -> None:
   print(text, file=sys.stderr, flush=True)
 
@@ -263,7 +256,7 @@ def run_training(title: str, config: ml_collections.ConfigDict, workdir: str,
     train.train(config, workdir)
   finally:
     record["time_s"] += time.perf_counter() - start
-    _write_json(path, record)
+    analysis.write_json(path, record)
   rows = analysis.metric_rows(workdir)
   done = max((r["step"] for r in rows if "split" not in r), default=0)
   if done < steps:   # train() returns early, checkpoint saved, after a SIGTERM
@@ -273,7 +266,7 @@ def run_training(title: str, config: ml_collections.ConfigDict, workdir: str,
   if os.path.isfile(results):
     test = _read_json(results)
     record.update(top1=test["top1"], top5=test["top5"], views=test["views"])
-  _write_json(path, record)
+  analysis.write_json(path, record)
   _say(f"  {title}: {record['time_s']:.0f} s, {record['steps']} steps"
        + (f", test top-1 {record['top1']:.3f}" if "top1" in record else ""))
   return record
@@ -430,7 +423,7 @@ def _check_size(root: str, size_name: str) -> None:
                             "accordingly) to resume it, or another --workdir")
   else:
     os.makedirs(root, exist_ok=True)
-    _write_json(path, {"size": size_name, **dataclasses.asdict(SIZES[size_name])})
+    analysis.write_json(path, {"size": size_name, **dataclasses.asdict(SIZES[size_name])})
 
 
 def run_study(root: str, size_name: str = "default", seeds: int | None = None) -> dict:
@@ -469,7 +462,7 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None) -
       "models": models,
       "plots": [os.path.relpath(p, root) for p in paths],
   }
-  _write_json(os.path.join(root, "results.json"), results)
+  analysis.write_json(os.path.join(root, "results.json"), results)
   return results
 
 
@@ -499,7 +492,7 @@ def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | 
   rows = {setting: dict(summarize(r, size.student), overrides=ABLATIONS[name][setting])
           for setting, r in runs.items()}
   out = {"ablation": name, "size": size_name, "settings": rows, "machine": machine()}
-  _write_json(os.path.join(root, f"ablation_{name}.json"), out)
+  analysis.write_json(os.path.join(root, f"ablation_{name}.json"), out)
   return out
 
 
