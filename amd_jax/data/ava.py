@@ -531,15 +531,8 @@ class TrainSample:
 
   def _decoded(self, record: dict, rng: np.random.Generator):
     from amd_jax.data import pipeline     # not at the top: pipeline → sources → this module
-    for skipped in range(pipeline.MAX_SUBSTITUTES + 1):
-      try:
-        return record, _clip(record), skipped
-      except decode.Undecodable as e:
-        _report(self.bad_files, record, e)
-        last = f"{_name(record)}: {e}"
-        record = self.source[int(rng.integers(len(self.source)))]
-    raise errors.BadInput(f"{pipeline.MAX_SUBSTITUTES + 1} undecodable AVA clips in a row "
-                          f"(the last, {last}); is the dataset intact?")
+    return pipeline.decode_or_substitute(self.source, record, rng, _clip,
+                                         lambda r, e: _report(self.bad_files, r, e), _name)
 
   def __call__(self, record: dict, rng: np.random.Generator) -> dict:
     record, clip, skipped = self._decoded(record, rng)

@@ -78,15 +78,27 @@ class Decoder:
   def __call__(self, record: dict, rng: np.random.Generator,
                pick: Callable[[np.random.Generator, int], np.ndarray]):
     """(frames, label, skipped): skipped counts the undecodable videos replaced."""
-    for skipped in range(MAX_SUBSTITUTES + 1):
-      try:
-        return _frames(record, lambda n: pick(rng, n)), np.int32(record["label"]), skipped
-      except decode.Undecodable as e:
-        _report(self.bad_files, record, e)
-        last = f"{_path(record)}: {e}"
-        record = self.source[int(rng.integers(len(self.source)))]
-    raise errors.BadInput(f"{MAX_SUBSTITUTES + 1} undecodable videos in a row (the last, "
-                          f"{last}); is the dataset intact?")
+    record, frames, skipped = decode_or_substitute(
+        self.source, record, rng, lambda r: _frames(r, lambda n: pick(rng, n)),
+        lambda r, e: _report(self.bad_files, r, e), _path)
+    return frames, np.int32(record["label"]), skipped
+
+
+def decode_or_substitute(source, record: dict, rng: np.random.Generator,
+                         read: Callable[[dict], Any], report: Callable[[dict, Exception], None],
+                         name: Callable[[dict], str]):
+  """(record, read(record), skipped): an undecodable record is reported and replaced by a
+  random other one of `source` drawn from `rng` (as the official loaders retry a random
+  index), at most MAX_SUBSTITUTES times in a row."""
+  for skipped in range(MAX_SUBSTITUTES + 1):
+    try:
+      return record, read(record), skipped
+    except decode.Undecodable as e:
+      report(record, e)
+      last = f"{name(record)}: {e}"
+      record = source[int(rng.integers(len(source)))]
+  raise errors.BadInput(f"{MAX_SUBSTITUTES + 1} undecodable videos in a row (the last, "
+                        f"{last}); is the dataset intact?")
 
 
 def temporal_rule(name: str, frames: int, rate: int
@@ -292,7 +304,8 @@ class CentreClip:
 
 
 def _invalid(record: dict | None, views: int, frames: int, size: int) -> dict:
-  """A placeholder element that metrics ignore: an undecodable video, or batch padding."""
+  """An element with valid False, which the metrics skip: an undecodable test video (its
+  skip counted) or the padding that fills a process's last evaluation batch."""
   return {"video": np.zeros((views, frames, size, size, 3), np.uint8),
           "label": np.int32(record["label"] if record is not None else 0),
           "valid": np.bool_(False), "skipped": np.int32(record is not None)}
