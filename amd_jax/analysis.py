@@ -5,6 +5,8 @@ r"""Analyses of trained models, as plots (PNG) with the numbers behind them (JSO
   python -m amd_jax.analysis per-class --a RUN_A --b RUN_B --out DIR [--names A B] [--top K]
   python -m amd_jax.analysis curves --run NAME=WORKDIR [...] --out DIR
   python -m amd_jax.analysis reconstructions --run NAME=WORKDIR [...] --out DIR
+  python -m amd_jax.analysis probe --checkpoint [NAME=]PATH [...] --out DIR \
+      [--data moving_digits --videos N]
 
 - attention distance (the supplementary's Figure S2, the ViT paper's "mean
   attention distance"): per layer and head, for every query token the
@@ -22,6 +24,8 @@ r"""Analyses of trained models, as plots (PNG) with the numbers behind them (JSO
 - curves: pre-training losses (each term) and fine-tuning curves from metrics.jsonl.
 - reconstructions: a few test clips through pre-training checkpoints, one mask
   for all of them.
+- probe: a linear probe on each checkpoint's frozen, mean-pooled encoder
+  features (train → test, L2 chosen on val; amd_jax/probe.py) → probe.json.
 
 Any checkpoint `amd_jax.pretrained.load` reads works for attention distance
 (a training workdir of ours, a converted checkpoint, an official .pth, a
@@ -47,8 +51,8 @@ from flax import nnx
 matplotlib.use("Agg")   # files only: no display on servers and CI
 from matplotlib import pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-from amd_jax import errors, losses, masking, pretrained  # noqa: E402
-from amd_jax.data import moving_digits, pipeline, sources  # noqa: E402
+from amd_jax import errors, losses, masking, pretrained, probe  # noqa: E402
+from amd_jax.data import moving_digits  # noqa: E402
 from amd_jax.models import vit  # noqa: E402
 
 LOSS_TERMS = ("loss", "loss_rec", "loss_dir", "loss_gen")
@@ -124,20 +128,6 @@ def attention_distance(encoder: vit.Encoder, videos: np.ndarray, *, frame_spacin
   return total / len(videos)
 
 
-def test_clips(encoder_grid: tuple[int, int, int], patch: int, tubelet: int, *,
-               data: str = "moving_digits", data_dir: str = "", split: str = "test",
-               videos: int = 64, sampler: str = "dense", rate: int = 2) -> np.ndarray:
-  """The first view (first clip, first crop) of the first `videos` videos of a split,
-  sized for the encoder: uint8 (V, T, H, W, 3)."""
-  t, h, w = encoder_grid
-  if h != w:
-    raise errors.BadInput(f"a {h}×{w} token grid: only square clips are read here")
-  views = pipeline.Views(sampler, t * tubelet, rate, h * patch, clips=1, crops=1)
-  records = sources.open_split(data, split, data_dir)
-  out = [views(records[i]) for i in range(min(videos, len(records)))]
-  return np.stack([o["video"][0] for o in out if o["valid"]])
-
-
 def plot_attention_distance(results: dict[str, np.ndarray], path: str, note: str = "",
                             uniform: dict[str, float] | None = None) -> None:
   """One panel per model: a dot per head at each layer depth (Figure S2's form).
@@ -181,8 +171,8 @@ def attention_distance_report(checkpoints: dict[str, str], out_dir: str, *,
     v = encoder.variant
     key = (encoder.grid, v.patch, v.tubelet)
     if key not in clips:       # models of one study share the clip layout: read it once
-      clips[key] = test_clips(*key, data=data, data_dir=data_dir, split=split, videos=videos,
-                              sampler=sampler, rate=rate)
+      clips[key], _ = probe.labelled_clips(*key, data=data, data_dir=data_dir, split=split,
+                                           videos=videos, sampler=sampler, rate=rate)
     d = attention_distance(encoder, clips[key], frame_spacing=frame_spacing, batch=batch,
                            desc=f"attention distance: {name}")
     results[name] = d
@@ -365,6 +355,51 @@ def reconstruct(model, videos: np.ndarray, codes: np.ndarray, patch: int, tubele
   return np.clip(unpatchify(out.reshape(b, n, -1), grid, patch, tubelet), 0.0, 1.0)
 
 
+def neighbour_copy(targets: np.ndarray, codes: np.ndarray, grid: tuple[int, int, int]
+                   ) -> np.ndarray:
+  """The trivial predictor that copies, for every student-masked token, the target
+  of the nearest student-visible token of the same time slice (the first on a
+  tie): (B, n_masked, D) in the order of masking.indices' masked tokens."""
+  t, h, w = grid
+  yx = np.stack(np.unravel_index(np.arange(t * h * w), grid), axis=1)   # (N, 3): t, y, x
+  out = []
+  for target, code in zip(targets, codes):
+    visible = np.flatnonzero(code == masking.STUDENT)
+    masked = np.flatnonzero(code != masking.STUDENT)
+    # Masked tokens in masking.indices' order: teacher-visible first, then the rest.
+    masked = masked[np.argsort(code[masked], kind="stable")]
+    d = np.square(yx[masked, None, 1:] - yx[None, visible, 1:]).sum(-1).astype(float)
+    d[yx[masked, None, 0] != yx[None, visible, 0]] = np.inf
+    out.append(target[visible[np.argmin(d, axis=1)]])
+  return np.stack(out)
+
+
+def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, patch: int,
+                        tubelet: int, batch: int = 16) -> dict[str, float]:
+  """The pre-training reconstruction loss (MSE of per-patch normalised pixels on the
+  student-masked tokens) of every model on uint8 `videos` under masking `codes`,
+  beside two trivial predictors: 0 everywhere (`zero`) and the nearest visible
+  token's target copied (`neighbour_copy`)."""
+  t = videos.shape[1] // tubelet
+  grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
+  counts = masking.MaskCounts(tokens=codes.shape[1], student=int((codes[0] == 0).sum()),
+                              teacher=int((codes[0] <= 1).sum()))
+  sums = {name: 0.0 for name in ("zero", "neighbour_copy", *models)}
+  for start in range(0, len(videos), batch):
+    video = losses.normalize(jnp.asarray(videos[start:start + batch]))
+    code = codes[start:start + batch]
+    idx = masking.indices(jnp.asarray(code), counts)
+    all_targets = np.asarray(losses.pixel_targets(video, patch, tubelet))
+    target = np.asarray(vit.gather_tokens(jnp.asarray(all_targets), idx.masked))
+    preds = {"zero": np.zeros_like(target),
+             "neighbour_copy": neighbour_copy(all_targets, code, grid)}
+    preds.update({name: np.asarray(m(video, idx)["pred"], np.float32)
+                  for name, m in models.items()})
+    for name, pred in preds.items():
+      sums[name] += float(np.square(pred - target).mean()) * len(code)
+  return {name: s / len(videos) for name, s in sums.items()}
+
+
 def masked_input(videos: np.ndarray, codes: np.ndarray, grid, patch: int, tubelet: int
                  ) -> np.ndarray:
   """What the student sees: its visible tubes, grey elsewhere; [0, 1] (B, T, H, W, 3)."""
@@ -382,19 +417,25 @@ RECONSTRUCTION_CAPTION = (
 
 
 def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 2,
-                           student_ratio: float = 0.9, teacher_ratio: float = 0.75,
-                           seed: int = 0, data: str = "moving_digits", data_dir: str = "",
-                           split: str = "test") -> str:
-  """A few test clips through every pre-training run, one tube mask → out_dir/reconstructions.png."""
+                           loss_videos: int = 64, student_ratio: float = 0.9,
+                           teacher_ratio: float = 0.75, seed: int = 0,
+                           data: str = "moving_digits", data_dir: str = "",
+                           split: str = "test") -> dict:
+  """A few test clips through every pre-training run, one tube mask per clip shared
+  by all runs → out_dir/reconstructions.png; the reconstruction loss of every run
+  and of the trivial predictors on `loss_videos` test clips → reconstructions.json."""
   models = {name: pretrained.load(w) for name, w in runs.items()}
   first = next(iter(models.values())).encoder
   v, grid = first.variant, first.grid
-  clips = test_clips(grid, v.patch, v.tubelet, data=data, data_dir=data_dir, split=split,
-                     videos=videos)
+  all_clips, _ = probe.labelled_clips(grid, v.patch, v.tubelet, data=data, data_dir=data_dir,
+                                      split=split, videos=max(videos, loss_videos))
   rng = np.random.default_rng(seed)
-  # One asymmetric mask for every model: the student-visible tubes are the same
-  # for all; teacher-only tokens matter to AMD students' alignment heads alone.
-  codes = np.stack([masking.tube_mask(rng, grid, student_ratio, teacher_ratio) for _ in clips])
+  # One asymmetric mask per clip for every model: the student-visible tubes are the
+  # same for all; teacher-only tokens matter to AMD students' alignment heads alone.
+  all_codes = np.stack([masking.tube_mask(rng, grid, student_ratio, teacher_ratio)
+                        for _ in all_clips])
+  pixel_losses = masked_pixel_losses(models, all_clips, all_codes, v.patch, v.tubelet)
+  clips, codes = all_clips[:videos], all_codes[:videos]
   panels = {"original": clips / 255.0,
             f"input ({student_ratio:.0%} masked)": masked_input(clips, codes, grid, v.patch,
                                                                 v.tubelet),
@@ -424,7 +465,15 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   path = os.path.join(out_dir, "reconstructions.png")
   fig.savefig(path, dpi=100)
   plt.close(fig)
-  return path
+  report = dict(
+      loss=pixel_losses, videos=len(all_clips), data=data, split=split,
+      student_ratio=student_ratio, seed=seed,
+      note=("MSE of per-patch normalised pixels on the student-masked tokens (the "
+            "pre-training loss_rec), one tube mask per clip shared by every model; "
+            "zero: a prediction of 0; neighbour_copy: the nearest visible token's target "
+            "of the same time slice"))
+  write_json(os.path.join(out_dir, "reconstructions.json"), report)
+  return report
 
 
 # ----------------------------------------------------------------- command line
@@ -487,6 +536,15 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--run", action="append", required=True, metavar="[NAME=]WORKDIR")
   p.add_argument("--videos", type=int, default=2)
   p.add_argument("--out", required=True)
+  p = sub.add_parser("probe", help="linear probe on frozen encoder features")
+  p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH")
+  p.add_argument("--data", default="moving_digits")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--splits", nargs=3, default=("train", "val", "test"),
+                 metavar=("TRAIN", "VAL", "TEST"))
+  p.add_argument("--videos", type=int, help="at most this many videos per split (default: all)")
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--out", required=True)
   args = parser.parse_args(argv)
 
   try:
@@ -507,6 +565,15 @@ def main(argv: list[str] | None = None) -> None:
       plot = plot_finetune_curves if args.finetune else plot_pretrain_losses
       plot(named_paths(args.run), os.path.join(
           args.out, "finetune_curves.png" if args.finetune else "pretrain_losses.png"))
+    elif args.command == "probe":
+      report = probe.probe_report(named_paths(args.checkpoint), data=args.data,
+                                  data_dir=args.data_dir, splits=tuple(args.splits),
+                                  videos=args.videos, batch=args.batch)
+      os.makedirs(args.out, exist_ok=True)
+      write_json(os.path.join(args.out, "probe.json"), report)
+      for name, m in report["models"].items():
+        print(f"{name}: probe test top-1 {m['test_top1']:.3f} (val {m['val_top1']:.3f}, "
+              f"L2 {m['l2']:g})")
     else:
       reconstructions_report(named_paths(args.run), args.out, videos=args.videos)
   except (errors.BadInput, FileNotFoundError) as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -20,6 +21,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 AVA_MEAN = (122.7717 / 255, 115.9465 / 255, 102.9801 / 255)
 AVA_STD = (57.375 / 255,) * 3
 ALIGN_LOSSES = ("l2", "l1", "smooth_l1")
+ALIGN_TARGET_NORMS = ("none", "layernorm")
 
 
 def normalize(video_uint8: jnp.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> jnp.ndarray:
@@ -55,6 +57,24 @@ def align_loss(pred: jnp.ndarray, target: jnp.ndarray, kind: str = "l2") -> jnp.
   if kind == "smooth_l1":
     return jnp.mean(optax.huber_loss(diff, delta=1.0))
   raise errors.BadInput(f"unknown alignment loss {kind!r}: choose from {'|'.join(ALIGN_LOSSES)}")
+
+
+def align_target(features: jnp.ndarray, norm: str = "none") -> jnp.ndarray:
+  """A teacher layer's residual stream as an alignment target.
+
+  none: raw, as the official AMD code (its targets grow with depth and training).
+  layernorm: standardised per token without scale or bias (eps 1e-6), as MVD
+  normalises its teacher features; an opt-in deviation for ablations.
+  """
+  if norm == "none":
+    return features
+  if norm == "layernorm":
+    x = features.astype(jnp.float32)
+    mean = x.mean(axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + 1e-6)
+  raise errors.BadInput(f"unknown align.target_norm {norm!r}: choose from "
+                        f"{'|'.join(ALIGN_TARGET_NORMS)}")
 
 
 def layer_mean(preds: Sequence[jnp.ndarray], targets: Sequence[jnp.ndarray],

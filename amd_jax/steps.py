@@ -35,6 +35,7 @@ class PretrainTask:
   tubelet: int
   teacher_layers: tuple[int, ...] = ()
   align_loss: str = "l2"
+  target_norm: str = "none"
   rec_weight: float = 1.0
   dir_weight: float = 1.0
   gen_weight: float = 1.0
@@ -61,7 +62,8 @@ def pretrain_loss(params: nnx.State, frozen: nnx.State, teacher_params: nnx.Stat
   if task.teacher is not None:
     teacher = nnx.merge(task.teacher, teacher_params)
     _, hidden = teacher(video, idx.teacher)
-    features = [jax.lax.stop_gradient(hidden[l - 1]) for l in task.teacher_layers]
+    features = [losses.align_target(jax.lax.stop_gradient(hidden[l - 1]), task.target_norm)
+                for l in task.teacher_layers]
     n = task.counts.student
     if out["direct"]:
       terms["loss_dir"] = losses.layer_mean(out["direct"], [f[:, :n] for f in features],

@@ -2,41 +2,58 @@ r"""The embedded study: an AMD student against the same student pre-trained as p
 VideoMAE, on the embedded moving_digits videos, in one command.
 
   python -m amd_jax.study [--workdir runs/demo] [--size smoke|default|full] [--seeds N]
-                          [--ablation alignment|teacher-ratio|rec-loss|student-ratio]
+                          [--teacher DIR] [--ablation NAME]
+  python -m amd_jax.study --make-teacher OUT [--workdir runs/teacher] [--size default]
 
-(launch/demo.sh wraps it; its --full is --size full.) Stages, each skipped when
-its outputs exist and resumed from its last checkpoint when it was interrupted:
+(launch/demo.sh wraps it; its --full is --size full.) As in the paper, the
+teacher is a released checkpoint, trained once and far longer than its
+students: the one in amd_jax/assets/teacher (made by the --make-teacher
+command above, see its card.json), or --teacher DIR for another release.
+Stages, each skipped when its outputs exist and resumed from its last
+checkpoint when it was interrupted:
 
-  1. teacher           VideoMAE pre-training of the teacher (seed 0, shared by all seeds)
-  2. amd_student       AMD pre-training of the student, distilled from 1
-  3. videomae_student  the same student as plain VideoMAE: same steps, batch, lr, data
-  4. fine-tuning       both students, the same student from random weights
-                       (scratch_student, the control: what pre-training adds) and,
-                       where the size says so, the teacher, all with one recipe;
-                       then the multi-view test
-  5. DIR/results.json  top-1, top-5, times and steps per model (mean ± std over seeds)
-  6. plots             DIR/*.png with their numbers in DIR/*.json (seed 0's runs)
+  1. amd_student       AMD pre-training of the student, distilled from the teacher
+  2. videomae_student  the same student as plain VideoMAE: same steps, batch, lr, data
+  3. fine-tuning       both students and the same student from random weights
+                       (scratch_student, the control: what pre-training adds),
+                       all with one recipe; then the multi-view test
+     (1–3 once per seed)
+  4. probes            a linear probe on the frozen encoder of every pre-trained
+                       model, the teacher's included (amd_jax/probe.py)
+  5. plots             DIR/*.png with their numbers in DIR/*.json (seed 0's runs)
+  6. DIR/results.json  top-1, top-5, probe top-1, times and steps per model
+                       (mean ± std over seeds); the teacher's fine-tuned top-1 is
+                       its release's, measured with the same recipe and test
+
+--make-teacher OUT pre-trains the teacher in --workdir, fine-tunes and tests it
+with the protocol of every size that uses this teacher, probes it, measures its
+reconstruction loss against trivial predictors and writes the release to OUT:
+checkpoint/ (converted, weights only), card.json, metrics.jsonl,
+reconstructions.png.
 
 With --ablation the AMD student is pre-trained and fine-tuned once per setting
-of one factor of the supplementary's Sections B–E (the other factors as the
-study's AMD student, which is reused for the default setting) and the table
-goes to DIR/ablation_NAME.json.
+of one factor (the supplementary's Sections B–E, and two opt-in deviations: the
+alignment targets' normalisation and loss); the other factors are the study's
+AMD student, which is reused for the default setting, and the table goes to
+DIR/ablation_NAME.json.
 
-Layout: DIR/teacher/{pretrain,finetune}, DIR/seed_S/{amd_student,videomae_student}/
-{pretrain,finetune}, DIR/seed_S/scratch_student/finetune,
-DIR/ablation/NAME/seed_S/SETTING/{pretrain,finetune}; each is a
-training workdir (metrics.jsonl, checkpoints/, config.json) with a stage.json
-written when it completes.
+Layout: DIR/seed_S/{amd_student,videomae_student}/{pretrain,finetune},
+DIR/seed_S/scratch_student/finetune, DIR/ablation/NAME/seed_S/SETTING/
+{pretrain,finetune}; each is a training workdir (metrics.jsonl, checkpoints/,
+config.json) with a stage.json written when it completes. DIR/probe.json holds
+the probes.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 
@@ -45,7 +62,7 @@ import ml_collections
 import numpy as np
 from absl import logging as absl_logging
 
-from amd_jax import analysis, errors, train
+from amd_jax import analysis, convert, errors, probe, train
 from amd_jax.data import moving_digits
 from configs import finetune as finetune_config
 from configs import pretrain as pretrain_config
@@ -53,65 +70,87 @@ from configs import videomae as videomae_config
 
 STAGE_FILE = "stage.json"
 STUDY_FILE = "study.json"
+CARD_FILE = "card.json"
+PROBE_FILE = "probe.json"
+# The released teacher the study distils from unless --teacher says otherwise.
+RELEASED_TEACHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "teacher")
 PLOTS = ("pretrain_losses.png", "finetune_curves.png", "reconstructions.png", "per_class.png",
          "attention_distance.png")
 # The students: name → pre-training method (None: fine-tuned from random weights).
 STUDENTS = {"amd_student": "amd", "videomae_student": "videomae", "scratch_student": None}
+PRETRAINED = ("teacher", "amd_student", "videomae_student")
 MODELS = (*STUDENTS, "teacher")
-# Fine-tuning recipe of every model: configs/finetune.py:runlocal with a 10× base
-# lr and no mixup/cutmix. Its base lr 2e-3 (1.25e-4 peak at 16 videos per
-# step) barely moves in the default's 128 steps; measured from the default's
-# VideoMAE student (128 steps, test top-1, 2-core CPU): base lr 2e-3 → 0.21;
-# 2e-2 → 0.35 with mixup/cutmix, 0.42 without; 5e-2 → 0.45 without.
+# Fine-tuning recipe of every student: configs/finetune.py:runlocal with a 10×
+# base lr and no mixup/cutmix. Its base lr 2e-3 (1.25e-4 peak at 16 videos per
+# step) barely moves in the default's 128 steps; measured on moving_digits 1.0.0
+# from the VideoMAE student (128 steps, test top-1, 2-core CPU): base lr 2e-3 →
+# 0.21; 2e-2 → 0.35 with mixup/cutmix, 0.42 without; 5e-2 → 0.45 without.
 FINETUNE_OVERRIDES = {"optim.base_lr": 2e-2, "mixup.prob": 0.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """How the teacher is made: VideoMAE pre-training of `variant` (configs/videomae.py:
+  runlocal otherwise). A release records it; a study refuses a release made otherwise."""
+
+  variant: str                     # ViT variant (vit.decode_variant)
+  image_size: int
+  steps: int                       # updates of `batch_size` clips (4 repeated samples per video)
+  batch_size: int
+  base_lr: float                   # × videos per update / 256
+  finetune_base_lr: float          # its fine-tuning recipe: FINETUNE_OVERRIDES but this lr
+
+
+# The released teacher: Mi (8 blocks × 128, twice the students' depth and width
+# as ViT-L over ViT-B and ViT-B over ViT-S; 8× their parameters) for 2048 steps
+# of 32 clips (65,536 clips, 32 passes over the train split at 4 samples per
+# video), against the students' 400 (default) or 1600 (full) steps of 8 clips:
+# 20× and 5× the clips (the paper: 1600–2400 teacher epochs vs 800).
+RELEASE = Teacher(variant="Mi/8x2", image_size=64, steps=2048, batch_size=32, base_lr=0.05,
+                  finetune_base_lr=2e-2)
 
 
 @dataclasses.dataclass(frozen=True)
 class Size:
   """How big and how long: every number the study's runs take from it."""
 
-  teacher: str                     # ViT variants (vit.decode_variant)
-  student: str
+  teacher: Teacher
+  student: str                     # ViT variant
   teacher_layers: tuple[int, ...]  # aligned layer pairs (1-indexed)
   student_layers: tuple[int, ...]
   image_size: int                  # clip side in pixels (8 frames, patch 8, tubelet 2)
-  teacher_steps: int               # pre-training updates of 8 clips (2 videos × 4 samples)
-  student_steps: int               # both students
+  student_steps: int               # pre-training updates of 8 clips (2 videos × 4 samples), both
   finetune_steps: int              # updates of 32 clips (16 videos × 2 samples)
-  finetune_teacher: bool           # the teacher's fine-tune costs ~8 students' (12 blocks
-                                   # of width 192 vs 4 of 64 over all 256 tokens)
   val_split: str
   test_split: str
+  probe_videos: int | None         # at most this many videos per split for the probe (None: all)
   analysis_videos: int             # test videos for the attention distances
   seeds: int                       # default --seeds
   log_every: int
 
 
 SIZES = {
-    # The test suite's: every code path, seconds of compute.
-    "smoke": Size(teacher="Mu/8x2", student="Mu/8x2", teacher_layers=(2, 4),
-                  student_layers=(2, 4), image_size=32, teacher_steps=2, student_steps=2,
-                  finetune_steps=2, finetune_teacher=False, val_split="val[:8]",
-                  test_split="test[:8]", analysis_videos=2, seeds=1, log_every=1),
-    # launch/demo.sh: under 10 minutes on 2 CPU cores (5 measured, README).
-    "default": Size(teacher="Ti/8x2", student="Mu/8x2", teacher_layers=(6, 12),
-                    student_layers=(2, 4), image_size=64, teacher_steps=400,
-                    student_steps=400, finetune_steps=128, finetune_teacher=False,
-                    val_split="val[:64]", test_split="test[:128]", analysis_videos=32,
-                    seeds=1, log_every=20),
-    # launch/demo.sh --full: long enough, and seeds enough, for the comparison to mean something.
-    # The teacher trains twice the students' steps (the paper's teachers: 1600
-    # epochs, its students 800). 82 minutes on the 2-core dev VM beside other jobs
-    # (README), half of it the teacher's pre-training and fine-tuning.
-    "full": Size(teacher="Ti/8x2", student="Mu/8x2", teacher_layers=(6, 12),
-                 student_layers=(2, 4), image_size=64, teacher_steps=4000,
-                 student_steps=2000, finetune_steps=384, finetune_teacher=True,
-                 val_split="val", test_split="test", analysis_videos=64, seeds=3,
-                 log_every=50),
+    # The test suite's: every code path, seconds of compute, with a teacher of its own.
+    "smoke": Size(teacher=Teacher("Mu/8x2", 32, steps=2, batch_size=8, base_lr=0.1,
+                                  finetune_base_lr=2e-2),
+                  student="Mu/8x2", teacher_layers=(2, 4), student_layers=(2, 4), image_size=32,
+                  student_steps=2, finetune_steps=2, val_split="val[:8]", test_split="test[:8]",
+                  probe_videos=16, analysis_videos=2, seeds=1, log_every=1),
+    # launch/demo.sh: under 10 minutes on 2 CPU cores (README).
+    "default": Size(teacher=RELEASE, student="Mu/8x2", teacher_layers=(4, 8),
+                    student_layers=(2, 4), image_size=64, student_steps=400, finetune_steps=128,
+                    val_split="val[:64]", test_split="test[:128]", probe_videos=1024,
+                    analysis_videos=32, seeds=3, log_every=20),
+    # launch/demo.sh --full: longer pre-training and fine-tuning, every test video.
+    "full": Size(teacher=RELEASE, student="Mu/8x2", teacher_layers=(4, 8),
+                 student_layers=(2, 4), image_size=64, student_steps=1600, finetune_steps=256,
+                 val_split="val", test_split="test", probe_videos=None, analysis_videos=64,
+                 seeds=3, log_every=50),
 }
 
 # One factor of the AMD student per ablation: setting → config overrides. The
-# study's AMD student is the setting without overrides (supplementary B–E).
+# study's AMD student is the setting without overrides (supplementary B–E; the
+# last two are deviations from the official recipe, opt-in).
 ABLATIONS = {
     "alignment": {"serial": {}, "parallel": {"align.method": "parallel"},
                   "direct": {"align.method": "direct"},
@@ -121,6 +160,8 @@ ABLATIONS = {
                       "0.0": {"masking.teacher_ratio": 0.0}},
     "rec-loss": {"with": {}, "without": {"loss.rec": 0.0}},
     "student-ratio": {"0.9": {}, "0.8": {"masking.student_ratio": 0.8}},
+    "target-norm": {"none": {}, "layernorm": {"align.target_norm": "layernorm"}},
+    "align-loss": {"l2": {}, "smooth_l1": {"align.loss": "smooth_l1"}},
 }
 
 TRAIN_VIDEOS = moving_digits.SPLITS["train"]
@@ -168,11 +209,17 @@ def _set_epochs(config: ml_collections.ConfigDict, epochs: float) -> None:
 
 
 def teacher_config(size: Size) -> ml_collections.ConfigDict:
+  """VideoMAE pre-training of the teacher (configs/videomae.py:runlocal, Size.teacher)."""
+  t = size.teacher
   config = videomae_config.get_config("runlocal")
-  config.model.variant = size.teacher
-  config.data.size = size.image_size
-  _pretrain_schedule(config, size.teacher_steps)
+  config.model.variant = t.variant
+  config.data.size = t.image_size
+  config.batch_size = t.batch_size
+  config.optim.base_lr = t.base_lr
+  _pretrain_schedule(config, t.steps)
   _runtime(config, size, seed=0)
+  config.log_every = max(size.log_every, 50)
+  config.ckpt_every = 10 * config.log_every
   return config
 
 
@@ -186,7 +233,7 @@ def student_config(size: Size, method: str, seed: int, teacher: str = "",
   """
   if method == "amd":
     config = pretrain_config.get_config("runlocal")
-    config.teacher.variant = size.teacher
+    config.teacher.variant = size.teacher.variant
     config.teacher.init = teacher
     config.align.student_layers = size.student_layers
     config.align.teacher_layers = size.teacher_layers
@@ -199,10 +246,10 @@ def student_config(size: Size, method: str, seed: int, teacher: str = "",
   return override(config, overrides or {})
 
 
-def finetune_config_for(size: Size, variant: str, init: str, seed: int
-                        ) -> ml_collections.ConfigDict:
+def finetune_config_for(size: Size, variant: str, init: str, seed: int,
+                        base_lr: float | None = None) -> ml_collections.ConfigDict:
   """configs/finetune.py:runlocal for `variant` from the pre-training run `init`
-  ('' = random weights), with FINETUNE_OVERRIDES.
+  ('' = random weights), with FINETUNE_OVERRIDES (base_lr: another lr).
 
   A fine-tuning epoch is one pass (V // v steps), so `finetune_steps` updates
   are finetune_steps / (V // v) epochs; validation four times along the way.
@@ -217,7 +264,10 @@ def finetune_config_for(size: Size, variant: str, init: str, seed: int
   _set_epochs(config, size.finetune_steps / per_epoch)
   config.eval_every = max(size.finetune_steps // 4, 1)
   _runtime(config, size, seed)
-  return override(config, FINETUNE_OVERRIDES)
+  override(config, FINETUNE_OVERRIDES)
+  if base_lr is not None:
+    config.optim.base_lr = base_lr
+  return config
 
 
 # ----------------------------------------------------------------- stages
@@ -278,9 +328,6 @@ class Layout:
 
   root: str
 
-  def teacher(self, part: str) -> str:
-    return os.path.join(self.root, "teacher", part)
-
   def student(self, name: str, seed: int, part: str) -> str:
     return os.path.join(self.root, f"seed_{seed}", name, part)
 
@@ -290,20 +337,15 @@ class Layout:
     return os.path.join(self.root, "ablation", name, f"seed_{seed}", setting, part)
 
 
-def pretrain_teacher(layout: Layout, size: Size) -> dict:
-  return run_training("teacher: VideoMAE pre-training (seed 0)", teacher_config(size),
-                      layout.teacher("pretrain"), size.teacher_steps)
-
-
-def students(layout: Layout, size: Size, seed: int) -> dict[str, dict]:
+def students(layout: Layout, size: Size, seed: int, teacher: str) -> dict[str, dict]:
   """Every student pre-trained (but the scratch one) and fine-tuned with `seed`:
-  {name: {pretrain: record | None, finetune: record}}."""
+  {name: {pretrain: record | None, finetune: record}}. teacher: the release's checkpoint."""
   out = {}
   for name, method in STUDENTS.items():
     pre = layout.student(name, seed, "pretrain")
     out[name] = {"pretrain": run_training(
         f"{name}: {method} pre-training (seed {seed})",
-        student_config(size, method, seed, teacher=layout.teacher("pretrain")), pre,
+        student_config(size, method, seed, teacher=teacher), pre,
         size.student_steps) if method else None}
   for name, method in STUDENTS.items():
     init = layout.student(name, seed, "pretrain") if method else ""
@@ -314,24 +356,42 @@ def students(layout: Layout, size: Size, seed: int) -> dict[str, dict]:
   return out
 
 
-def finetune_teacher(layout: Layout, size: Size) -> dict:
-  config = finetune_config_for(size, size.teacher, layout.teacher("pretrain"), seed=0)
-  return run_training("teacher: fine-tuning + test (seed 0)", config, layout.teacher("finetune"),
+def probes(path: str, checkpoints: dict[str, str], size: Size) -> dict:
+  """The linear probe of every checkpoint → `path` (probe.json); checkpoints already
+  in it are not probed again."""
+  done = _read_json(path) if os.path.isfile(path) else {"models": {}}
+  todo = {name: p for name, p in checkpoints.items() if name not in done["models"]}
+  if not todo:
+    _say("  probes: done, skipped")
+    return done
+  _say(f"  probes: {', '.join(todo)}")
+  report = probe.probe_report(todo, splits=("train", "val", "test"), videos=size.probe_videos)
+  report["models"] = {**done["models"], **report["models"]}
+  analysis.write_json(path, report)
+  for name in todo:
+    _say(f"  probe {name}: test top-1 {report['models'][name]['test_top1']:.3f}")
+  return report
+
+
+def finetune_teacher(size: Size, checkpoint: str, workdir: str) -> dict:
+  """The teacher fine-tuned and tested with the size's protocol and its own lr."""
+  config = finetune_config_for(size, size.teacher.variant, checkpoint, seed=0,
+                               base_lr=size.teacher.finetune_base_lr)
+  return run_training("teacher: fine-tuning + test (seed 0)", config, workdir,
                       size.finetune_steps)
 
 
-def plots(layout: Layout, size: Size) -> list[str]:
+def plots(layout: Layout, size: Size, teacher: str) -> list[str]:
   """The PNGs (and their JSON numbers) from seed 0's runs; each drawn only if missing."""
   root = layout.root
-  pre = {"teacher": layout.teacher("pretrain"),
+  pre = {"teacher": teacher,
          "amd_student": layout.student("amd_student", 0, "pretrain"),
          "videomae_student": layout.student("videomae_student", 0, "pretrain")}
+  students_pre = {k: v for k, v in pre.items() if k != "teacher"}
   fine = {name: layout.student(name, 0, "finetune") for name in STUDENTS}
-  if size.finetune_teacher:
-    fine["teacher"] = layout.teacher("finetune")
   draw = {
       "pretrain_losses.png": lambda: analysis.plot_pretrain_losses(
-          pre, os.path.join(root, "pretrain_losses.png")),
+          students_pre, os.path.join(root, "pretrain_losses.png")),
       "finetune_curves.png": lambda: analysis.plot_finetune_curves(
           fine, os.path.join(root, "finetune_curves.png")),
       "reconstructions.png": lambda: analysis.reconstructions_report(pre, root),
@@ -351,6 +411,71 @@ def plots(layout: Layout, size: Size) -> list[str]:
   return [os.path.join(root, name) for name in PLOTS]
 
 
+# ----------------------------------------------------------------- the teacher release
+
+def read_release(path: str, size_name: str) -> dict:
+  """The card of the teacher release at `path`, checked against the size's recipe."""
+  card_path = os.path.join(path, CARD_FILE)
+  if not os.path.isfile(card_path):
+    raise errors.BadInput(f"{path} is not a teacher release (no {CARD_FILE}); make one with "
+                          f"`python -m amd_jax.study --make-teacher {path}`")
+  card = _read_json(card_path)
+  want = dataclasses.asdict(SIZES[size_name].teacher)
+  if card["recipe"] != want:
+    raise errors.BadInput(f"the teacher at {path} was made with {card['recipe']}; the "
+                          f"'{size_name}' study needs {want}")
+  if card["data"] != _data_id():
+    raise errors.BadInput(f"the teacher at {path} was trained on {card['data']}, this study "
+                          f"reads {_data_id()}: make a new one with --make-teacher")
+  return card
+
+
+def _data_id() -> str:
+  return f"moving_digits {moving_digits.MovingDigits.VERSION}"
+
+
+def make_teacher(workdir: str, out: str, size_name: str = "default") -> dict:
+  """Pre-trains the teacher of `size_name` in workdir/pretrain, fine-tunes and tests
+  it with that size's protocol (workdir/finetune_SIZE), probes it and writes the
+  release to `out`; returns its card. (Longer sizes fine-tune it themselves.)"""
+  if os.path.exists(out):
+    raise errors.BadInput(f"{out} exists: a teacher release goes to a new directory")
+  size = SIZES[size_name]
+  pre_dir = os.path.join(workdir, "pretrain")
+  _say(f"[1/3] teacher: VideoMAE pre-training of {size.teacher.variant}")
+  pre = run_training(f"teacher: {size.teacher.steps} steps", teacher_config(size), pre_dir,
+                     size.teacher.steps)
+  _say(f"[2/3] teacher: fine-tuning + test with the '{size_name}' protocol")
+  record = finetune_teacher(size, pre_dir, os.path.join(workdir, f"finetune_{size_name}"))
+  finetune = {size_name: {k: record.get(k) for k in ("top1", "top5", "views", "steps", "time_s")}}
+  _say("[3/3] teacher: probe, reconstruction loss, release")
+  staging = out.rstrip(os.sep) + ".partial"
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  convert.convert(pre_dir, os.path.join(staging, "checkpoint"), progress=False)
+  shutil.copy(os.path.join(pre_dir, "metrics.jsonl"), staging)
+  recon = analysis.reconstructions_report({"teacher": pre_dir}, staging)
+  probed = probe.probe_report({"teacher": pre_dir}, videos=size.probe_videos)["models"]["teacher"]
+  rows = [r for r in analysis.metric_rows(pre_dir) if "loss" in r]
+  card = dict(
+      recipe=dataclasses.asdict(size.teacher), data=_data_id(),
+      command=f"python -m amd_jax.study --make-teacher {out} --workdir {workdir}"
+              + ("" if size_name == "default" else f" --size {size_name}"),
+      config=json.loads(teacher_config(size).to_json()),
+      pretrain=dict(steps=pre["steps"], time_s=pre["time_s"],
+                    final_loss=rows[-1]["loss"] if rows else None),
+      reconstruction_loss=recon["loss"], reconstruction_videos=recon["videos"],
+      finetune=finetune, finetune_recipe=dict(FINETUNE_OVERRIDES,
+                                              **{"optim.base_lr": size.teacher.finetune_base_lr}),
+      probe={k: probed[k] for k in ("test_top1", "val_top1", "train_top1", "l2", "videos")},
+      made=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      machine=machine())
+  analysis.write_json(os.path.join(staging, CARD_FILE), card)
+  os.replace(staging, out)
+  _say(f"teacher release: {out}")
+  return card
+
+
 # ----------------------------------------------------------------- results
 
 def _stats(values: list) -> tuple[float | None, float | None]:
@@ -363,7 +488,8 @@ def _stats(values: list) -> tuple[float | None, float | None]:
 
 
 def summarize(runs: list[dict], variant: str) -> dict:
-  """One model's row from its runs ({seed, pretrain: record | None, finetune: record | None}).
+  """One model's row from its runs ({seed, pretrain: record | None, finetune: record |
+  None, probe_top1: float | None}).
 
   Times and top-k are means over the runs (std: the sample std, None for one run).
   """
@@ -372,13 +498,15 @@ def summarize(runs: list[dict], variant: str) -> dict:
   fine = [r["finetune"] or {} for r in runs]
   for key in ("top1", "top5"):
     row[key], row[f"{key}_std"] = _stats([f.get(key) for f in fine])
+  row["probe_top1"], row["probe_top1_std"] = _stats([r.get("probe_top1") for r in runs])
   row["views"] = fine[0].get("views")
   row["pretrain_time_s"], _ = _stats([p.get("time_s") for p in pre])
   row["finetune_time_s"], _ = _stats([f.get("time_s") for f in fine])
   row["pretrain_steps"] = pre[0].get("steps", 0)
   row["finetune_steps"] = fine[0].get("steps")
   row["runs"] = [{"seed": r["seed"], "top1": f.get("top1"), "top5": f.get("top5"),
-                  "pretrain_time_s": p.get("time_s"), "finetune_time_s": f.get("time_s")}
+                  "probe_top1": r.get("probe_top1"), "pretrain_time_s": p.get("time_s"),
+                  "finetune_time_s": f.get("time_s")}
                  for r, p, f in zip(runs, pre, fine)]
   return row
 
@@ -396,11 +524,12 @@ def _cell(mean: float | None, std: float | None) -> str:
 
 def table(rows: dict[str, dict], first: str = "model") -> str:
   """A plain-text table of result rows (also valid Markdown)."""
-  head = [first, "variant", "top-1", "top-5", "pre-train", "fine-tune"]
+  head = [first, "variant", "top-1", "top-5", "probe top-1", "pre-train", "fine-tune"]
   lines = [head]
   for name, r in rows.items():
     lines.append([name, r["variant"], _cell(r["top1"], r["top1_std"]),
                   _cell(r["top5"], r["top5_std"]),
+                  _cell(r.get("probe_top1"), r.get("probe_top1_std")),
                   "—" if r["pretrain_time_s"] is None else
                   f"{r['pretrain_steps']} steps, {r['pretrain_time_s']:.0f} s",
                   "—" if r["finetune_time_s"] is None else
@@ -426,37 +555,48 @@ def _check_size(root: str, size_name: str) -> None:
     analysis.write_json(path, {"size": size_name, **dataclasses.asdict(SIZES[size_name])})
 
 
-def run_study(root: str, size_name: str = "default", seeds: int | None = None) -> dict:
+def run_study(root: str, size_name: str = "default", seeds: int | None = None,
+              teacher: str = RELEASED_TEACHER) -> dict:
   """Every stage of the study into `root`; returns (and writes) results.json's content."""
   size = SIZES[size_name]
   seeds = seeds or size.seeds
+  card = read_release(teacher, size_name)
   _check_size(root, size_name)
   layout = Layout(root)
+  ckpt = os.path.join(teacher, "checkpoint")
   start = time.perf_counter()
-  stages = 4 + (seeds > 1)
-  _say(f"[1/{stages}] teacher pre-training")
-  teacher = {"seed": 0, "pretrain": pretrain_teacher(layout, size), "finetune": None}
-  _say(f"[2/{stages}] students, seed 0: pre-training, fine-tuning, test")
-  by_seed = {0: students(layout, size, 0)}
-  if size.finetune_teacher:
-    teacher["finetune"] = finetune_teacher(layout, size)
-  _say(f"[3/{stages}] plots (seed 0)")
-  paths = plots(layout, size)
-  if seeds > 1:
-    _say(f"[4/{stages}] students, seeds 1–{seeds - 1}")
-    for seed in range(1, seeds):
-      by_seed[seed] = students(layout, size, seed)
-  _say(f"[{stages}/{stages}] results")
-  models = {name: summarize([{"seed": s, **by_seed[s][name]} for s in sorted(by_seed)],
-                            size.student) for name in STUDENTS}
-  models["teacher"] = summarize([teacher], size.teacher)
-  if not size.finetune_teacher:
-    models["teacher"]["note"] = (f"not fine-tuned at size '{size_name}': its fine-tune costs "
-                                 "about 8 students' (run --full)")
+  by_seed = {}
+  for seed in range(seeds):
+    _say(f"[{seed + 1}/{seeds + 2}] students, seed {seed}: pre-training, fine-tuning, test")
+    by_seed[seed] = students(layout, size, seed, ckpt)
+  _say(f"[{seeds + 1}/{seeds + 2}] probes and plots (seed 0)")
+  pre = {f"{name}/seed_{s}": layout.student(name, s, "pretrain")
+         for s in by_seed for name, method in STUDENTS.items() if method}
+  probed = probes(os.path.join(root, PROBE_FILE), {"teacher": ckpt, **pre}, size)["models"]
+  paths = plots(layout, size, ckpt)
+  _say(f"[{seeds + 2}/{seeds + 2}] results")
+  if size_name in card["finetune"]:
+    teacher_finetune, source = card["finetune"][size_name], "from its release's card"
+  else:   # not measured when the release was made: fine-tune it here
+    teacher_finetune = finetune_teacher(size, ckpt, os.path.join(root, "teacher", "finetune"))
+    source = "measured here"
+  models = {}
+  for name, method in STUDENTS.items():
+    runs = [{"seed": s, **by_seed[s][name],
+             "probe_top1": probed[f"{name}/seed_{s}"]["test_top1"] if method else None}
+            for s in sorted(by_seed)]
+    models[name] = summarize(runs, size.student)
+  models["teacher"] = summarize(
+      [{"seed": 0, "pretrain": card["pretrain"], "finetune": teacher_finetune,
+        "probe_top1": probed["teacher"]["test_top1"]}], size.teacher.variant)
+  models["teacher"]["note"] = (
+      f"released teacher ({teacher}): pre-trained once ({card['command']}); its fine-tuned "
+      f"top-1 ('{size_name}' protocol, base lr {size.teacher.finetune_base_lr:g}) is "
+      f"{source}; its probe is measured here")
   results = {
-      "study": dict(size=size_name, seeds=sorted(by_seed), data="moving_digits",
-                    frames=8, image_size=size.image_size, teacher=size.teacher,
-                    student=size.student, teacher_of_every_seed="teacher/pretrain (seed 0)",
+      "study": dict(size=size_name, seeds=sorted(by_seed), data=_data_id(), frames=8,
+                    image_size=size.image_size, teacher=size.teacher.variant,
+                    student=size.student, teacher_release=dict(path=teacher, made=card["made"]),
                     times="wall clock of each stage, compilation included",
                     this_call_s=time.perf_counter() - start, machine=machine()),
       "models": models,
@@ -466,21 +606,20 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None) -
   return results
 
 
-def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | None = None
-                 ) -> dict:
+def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | None = None,
+                 teacher: str = RELEASED_TEACHER) -> dict:
   """The AMD student under each setting of ablation `name` → DIR/ablation_NAME.json."""
   size = SIZES[size_name]
   seeds = seeds or size.seeds
+  read_release(teacher, size_name)
   _check_size(root, size_name)
   layout = Layout(root)
-  _say(f"ablation {name}: teacher")
-  pretrain_teacher(layout, size)
+  ckpt = os.path.join(teacher, "checkpoint")
   runs = {setting: [] for setting in ABLATIONS[name]}
   for seed in range(seeds):
     for setting, values in ABLATIONS[name].items():
       pre = layout.ablation(name, setting, seed, "pretrain")
-      config = student_config(size, "amd", seed, teacher=layout.teacher("pretrain"),
-                              overrides=values)
+      config = student_config(size, "amd", seed, teacher=ckpt, overrides=values)
       record = {"seed": seed,
                 "pretrain": run_training(f"{name}={setting}: AMD pre-training (seed {seed})",
                                          config, pre, size.student_steps)}
@@ -499,24 +638,39 @@ def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog="python -m amd_jax.study", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", default="runs/demo")
+  parser.add_argument("--workdir", help="default: runs/demo (runs/teacher with --make-teacher)")
   parser.add_argument("--size", default="default", choices=tuple(SIZES))
-  parser.add_argument("--seeds", type=int, help="students' seeds (default: 1, 3 with --size full)")
+  parser.add_argument("--seeds", type=int, help="students' seeds (default: 1 at smoke, else 3)")
+  parser.add_argument("--teacher", default=RELEASED_TEACHER,
+                      help="the teacher release to distil from (default: the shipped one)")
   parser.add_argument("--ablation", choices=tuple(ABLATIONS))
+  parser.add_argument("--make-teacher", metavar="OUT",
+                      help="pre-train, fine-tune and probe the teacher; its release → OUT")
   args = parser.parse_args(argv)
   if args.seeds is not None and args.seeds < 1:
     parser.error("--seeds must be at least 1")
   # Stage lines and progress bars, not every checkpoint save (orbax logs through absl).
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-  root = os.path.abspath(args.workdir)
+  workdir = args.workdir or ("runs/teacher" if args.make_teacher else "runs/demo")
+  root = os.path.abspath(workdir)
+  # Every seed's programs are seed 0's (the seed is data, not code): a persistent
+  # compilation cache in DIR spares the later seeds (and reruns) their compiles.
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", os.path.join(root, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  teacher = os.path.abspath(args.teacher)
   try:
-    if args.ablation:
-      out = run_ablation(root, args.ablation, args.size, args.seeds)
+    if args.make_teacher:
+      card = make_teacher(root, os.path.abspath(args.make_teacher), args.size)
+      print(json.dumps({k: card[k] for k in ("finetune", "probe", "reconstruction_loss")},
+                       indent=2))
+    elif args.ablation:
+      out = run_ablation(root, args.ablation, args.size, args.seeds, teacher)
       print(table(out["settings"], first=args.ablation))
       print(f"\n{os.path.join(root, f'ablation_{args.ablation}.json')}")
     else:
-      out = run_study(root, args.size, args.seeds)
+      out = run_study(root, args.size, args.seeds, teacher)
       print(table(out["models"]))
       print(f"\nresults: {os.path.join(root, 'results.json')}; plots: "
             + ", ".join(out["plots"]))

@@ -26,7 +26,7 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from amd_jax import (ava_map, checkpoint, convert, errors, evaluate, masking, metrics, mixup,
+from amd_jax import (ava_map, checkpoint, convert, errors, evaluate, losses, masking, metrics, mixup,
                      optim, pretrained, sharding, steps)
 from amd_jax.convert import spec as spec_lib
 from amd_jax.data import ava, pipeline, sources
@@ -66,6 +66,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        f"{config.align.student_layers} vs {config.align.teacher_layers}")
     if not config.align.student_layers:
       raise errors.BadInput("align.student_layers is empty: AMD aligns at least one layer pair")
+    for key, choices in (("loss", losses.ALIGN_LOSSES), ("target_norm", losses.ALIGN_TARGET_NORMS)):
+      if config.align[key] not in choices:
+        raise errors.BadInput(f"unknown align.{key} {config.align[key]!r}: choose from "
+                              f"{'|'.join(choices)}")
     if config.teacher.init and not os.path.exists(config.teacher.init):
       raise errors.BadInput(f"teacher.init {config.teacher.init} does not exist")
   if not pretraining:
@@ -416,6 +420,7 @@ def make_task(config: ml_collections.ConfigDict, model_def, teacher_def,
       patch=variant.patch, tubelet=variant.tubelet,
       teacher_layers=tuple(config.align.teacher_layers) if amd else (),
       align_loss=config.align.loss if amd else "l2",
+      target_norm=config.align.target_norm if amd else "none",
       rec_weight=config.loss.rec, dir_weight=config.loss.get("dir", 0.0),
       gen_weight=config.loss.get("gen", 0.0), stochastic=config.model.drop_path > 0)
 

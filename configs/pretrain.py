@@ -72,9 +72,12 @@ def get_config(arg=None):
       method="serial",                # direct | generation | parallel | serial (Supp. B)
       student_layers=(6, 12), teacher_layers=(12, 24),
       generator_depth=2, loss="l2",   # l2 | l1 | smooth_l1
-      # The official generator mask tokens are never registered, so they stay at
-      # their random init; True trains them (the evident intent, spec §11.1).
-      learnable_mask_tokens=True))
+      # Teacher features as targets: none = raw residual stream (the official
+      # code); layernorm = MVD's non-affine LayerNorm, an opt-in deviation.
+      target_norm="none",
+      # The official generator mask tokens are never registered as parameters, so
+      # they stay at their random init; True trains them (an opt-in deviation).
+      learnable_mask_tokens=False))
   config.loss = ml_collections.ConfigDict(dict(rec=1.0, dir=1.0, gen=1.0))
   config.masking = ml_collections.ConfigDict(dict(student_ratio=0.9, teacher_ratio=0.75))
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The embedded study on this machine (CPU is fine): a VideoMAE teacher, an AMD
-# student distilled from it and the same student pre-trained as plain VideoMAE,
-# both fine-tuned and tested, with plots (amd_jax/study.py).
+# The embedded study on this machine (CPU is fine): an AMD student distilled from
+# the released VideoMAE teacher (amd_jax/assets/teacher) and the same student
+# pre-trained as plain VideoMAE, both fine-tuned and tested beside a student
+# trained from scratch, with linear probes and plots, over 3 seeds (amd_jax/study.py).
 #
-#   launch/demo.sh [--workdir DIR] [--full] [--seeds N]
-#                  [--ablation alignment|teacher-ratio|rec-loss|student-ratio]
+#   launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--ablation NAME]
+#     NAME: alignment | teacher-ratio | rec-loss | student-ratio | target-norm | align-loss
 #
-# Default: under 10 minutes on 2 CPU cores. --full: the long run with 3 seeds.
+# Default: under 10 minutes on 2 CPU cores. --full: longer runs, every test video.
 # DIR defaults to $WORKDIR, else runs/demo (relative to the repository root);
 # rerunning with the same DIR reuses every finished stage and resumes an
 # interrupted one.
@@ -60,5 +61,5 @@ if ((rc != 0)); then
 fi
 printf 'demo.sh: done in %dm%02ds. Outputs in %s:\n' $((elapsed / 60)) $((elapsed % 60)) "$workdir"
 echo "  results:   $workdir/results.json (or ablation_NAME.json)   plots: $workdir/*.png"
-echo "  runs:      $workdir/teacher/, $workdir/seed_*/{amd,videomae,scratch}_student/{pretrain,finetune}/"
+echo "  runs:      $workdir/seed_*/{amd,videomae,scratch}_student/{pretrain,finetune}/, probes: $workdir/probe.json"
 echo "             (each: metrics.jsonl, checkpoints/, config.json; TensorBoard events in tensorboard/)"

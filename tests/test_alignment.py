@@ -163,7 +163,7 @@ def test_parameter_structure_per_method(method):
 
 
 def _alignment(method, seed=0):
-  return decoders.Alignment(method, 2, 64, 192, teacher_heads=3, generator_depth=1,
+  return decoders.Alignment(method, 2, 64, 192, generator_depth=1,
                             num_tokens=N, rngs=nnx.Rngs(seed))
 
 
@@ -542,3 +542,92 @@ def test_frozen_mask_tokens_are_used(frozen_jacobians):
   assert float(m2["loss_gen"]) != pytest.approx(float(m["loss_gen"]), rel=1e-6)
   assert float(m2["loss_rec"]) == float(m["loss_rec"])
   assert float(m2["loss_dir"]) == float(m["loss_dir"])
+
+
+# ----------------------------------------------------------------------------- official defaults
+
+
+@pytest.mark.parametrize("teacher_width, heads", [(64, 1), (128, 2), (192, 3), (1280, 20)])
+def test_generator_heads_are_teacher_width_over_64(teacher_width, heads):
+  """The official generator has teacher width / 64 heads whatever the teacher's own
+  head count (ViT-H: 16 heads of 80, its generator 20 of 64)."""
+  a = decoders.Alignment("serial", 1, 64, teacher_width, generator_depth=1, num_tokens=N,
+                         rngs=nnx.Rngs(0))
+  assert a.generators[0].blocks.layers[0].attn.heads == heads
+
+
+def test_drop_path_reaches_decoder_and_generators():
+  """model.drop_path > 0 turns on stochastic depth in the encoder, the pixel decoder
+  and the generators alike, each linearly from 0 at its first block to the rate."""
+  model = pretrain.Pretrainer(STUDENT, num_frames=FRAMES, image_size=SIZE, decoder_depth=2,
+                              align=_align(), teacher_variant=TEACHER, drop_path=0.2,
+                              rngs=nnx.Rngs(0))
+  rates = lambda blocks: [b.drop_path for b in blocks.layers]
+  assert rates(model.encoder.blocks) == pytest.approx([0.0, 0.2 / 3, 0.4 / 3, 0.2])
+  assert rates(model.decoder.blocks) == pytest.approx([0.0, 0.2])
+  for g in model.alignment.generators:
+    assert rates(g.blocks) == pytest.approx([0.2])      # depth 1: the rate itself
+  # With an rng the alignment outputs are stochastic; without one, deterministic.
+  feats, idx = _features_and_idx()
+  model.alignment.generators[0].blocks.layers[0].drop_path = 0.9
+  _, gen_a = model.alignment(feats, idx.student, idx.diff, jax.random.key(0))
+  _, gen_b = model.alignment(feats, idx.student, idx.diff, jax.random.key(1))
+  _, gen_c = model.alignment(feats, idx.student, idx.diff)
+  _, gen_d = model.alignment(feats, idx.student, idx.diff)
+  assert not np.allclose(np.asarray(gen_a[0]), np.asarray(gen_b[0]))
+  np.testing.assert_array_equal(np.asarray(gen_c[0]), np.asarray(gen_d[0]))
+
+
+def test_table_s1_config_freezes_generator_mask_tokens():
+  """The official generator mask tokens are never trained: the default config's are
+  FrozenTokens, outside the parameters and the optimiser state."""
+  from amd_jax import optim, sharding, train
+  from configs import pretrain as pretrain_config
+  for arg in ("data=ssv2,model=S", "runlocal"):
+    assert pretrain_config.get_config(arg).align.learnable_mask_tokens is False
+  config = pretrain_config.get_config("runlocal")
+  config.data.frames, config.data.size = 4, 32
+  config.teacher.variant, config.align.teacher_layers = "Mu/8x2", (2, 4)
+  mesh = sharding.make_mesh(config, jax.devices()[:1])
+  schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=10)
+  state, _, _, _ = train.create_state(config, mesh, schedule)
+  frozen = _flat(state["frozen"])
+  assert set(frozen) == {("alignment", "generators", "0", "mask_token"),
+                         ("alignment", "generators", "1", "mask_token")}
+  assert not any(p[0] == "alignment" and p[-1] == "mask_token" for p in _flat(state["params"]))
+  # Adam's moments mirror the parameters only: as many leaves, none of width-64 tokens
+  # beyond the decoder's.
+  n_params = len(jax.tree.leaves(state["params"]))
+  moments = [x for x in jax.tree.leaves(state["opt_state"]) if getattr(x, "ndim", 0) > 0]
+  assert len(moments) == 2 * n_params
+
+
+def test_target_norm_trains_the_same_modules():
+  """align.target_norm=layernorm changes the targets, not which modules learn:
+  the student's encoder, projections and generators get gradients, the teacher none."""
+  s = _student("serial", learnable=False)
+  t = _teacher()
+  task = dict(student=nnx.graphdef(s), teacher=nnx.graphdef(t), counts=COUNTS, patch=PATCH,
+              tubelet=TUBELET, teacher_layers=TEACHER_LAYERS)
+  batch = {"video": jnp.asarray(np.random.default_rng(2).integers(0, 256, (B, FRAMES, SIZE,
+                                                                          SIZE, 3)), jnp.uint8),
+           "mask": jnp.asarray(_codes(3))}
+  params, frozen, tparams = (nnx.state(s, nnx.Param), nnx.state(s, decoders.FrozenToken),
+                             nnx.state(t, nnx.Param))
+  out = {}
+  for norm in ("none", "layernorm"):
+    pt = steps.PretrainTask(**task, target_norm=norm)
+    fn = jax.grad(lambda p, tp: steps.pretrain_loss(p, frozen, tp, batch, jax.random.key(0),
+                                                    pt)[0], argnums=(0, 1))
+    (loss, m) = steps.pretrain_loss(params, frozen, tparams, batch, jax.random.key(0), pt)
+    out[norm] = (m, fn(params, tparams))
+  (m_raw, (g_raw, gt_raw)), (m_ln, (g_ln, gt_ln)) = out["none"], out["layernorm"]
+  assert float(m_raw["loss_rec"]) == float(m_ln["loss_rec"])
+  assert float(m_raw["loss_dir"]) != float(m_ln["loss_dir"])
+  for grads in (g_raw, g_ln):
+    flat = _flat(grads)
+    for prefix in (("encoder",), ("alignment", "projection_heads"), ("alignment", "generators")):
+      assert any(np.abs(np.asarray(v)).max() > 0 for k, v in flat.items()
+                 if k[:len(prefix)] == prefix), prefix
+  for grads in (gt_raw, gt_ln):
+    assert all(np.abs(np.asarray(v)).max() == 0 for v in jax.tree.leaves(grads))

@@ -195,8 +195,7 @@ def amd_student(tmp_path_factory) -> str:
   tmp_path = tmp_path_factory.mktemp("amd")
   student, teacher = vit.decode_variant("Mu/8x2"), vit.decode_variant("Ti/8x2")
   align = dict(method="serial", student_layers=[2, 4], generator_depth=2,
-               learnable_mask_tokens=False, teacher_width=teacher.width,
-               teacher_heads=teacher.heads)
+               learnable_mask_tokens=False, teacher_width=teacher.width)
   spec = spec_lib.ModelSpec(task="pretrainer", variant=student, num_frames=4, image_size=(32, 32),
                             norm_eps=1e-6, decoder_norm_eps=1e-6, decoder_depth=2, align=align)
   rng = np.random.default_rng(9)

@@ -178,20 +178,61 @@ def test_moving_digits_clips():
   a = moving_digits.render(digit, 0, np.random.default_rng([0, 1]))
   np.testing.assert_array_equal(a, moving_digits.render(digit, 0, np.random.default_rng([0, 1])))
   assert a.shape == (16, 64, 64, 3) and a.dtype == np.uint8
-  # The texture is finer than a patch: every 8×8 patch of the first frame varies.
-  patches = a[0].reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, -1)
-  assert (patches.std(-1) > 3).all()
-  # The label is the motion: left moves the digit's mass left, zoom in grows it.
-  def centre_and_mass(video):
-    bright = video.astype(float).mean(-1) > 150
-    xs = np.nonzero(bright)[-1]
-    return xs.mean(), bright.sum()
-  def by_frame(video):
-    return [centre_and_mass(video[t:t + 1]) for t in (0, 15)]
-  (x0, _), (x1, _) = by_frame(moving_digits.render(digit, 0, np.random.default_rng(1)))
-  assert x1 < x0 - 10
-  (_, m0), (_, m1) = by_frame(moving_digits.render(digit, 4, np.random.default_rng(1)))
-  assert m1 > 2 * m0
+  # The label is the motion: left moves the digit's mass left (around the torus:
+  # the shortest signed shift of the bright columns), zoom in grows it.
+  def bright(video):
+    return video.astype(float).mean(-1) > 150
+  def shift(video):
+    cols = [bright(video[t]).sum(0) for t in (0, 15)]
+    best = min(range(-32, 32), key=lambda d: np.abs(np.roll(cols[0], d) - cols[1]).sum())
+    return best
+  assert shift(moving_digits.render(digit, 0, np.random.default_rng(1))) < -15
+  assert shift(moving_digits.render(digit, 1, np.random.default_rng(1))) > 15
+  zoom = moving_digits.render(digit, 4, np.random.default_rng(1))
+  assert bright(zoom[15]).sum() > 2 * bright(zoom[0]).sum()
+
+
+def test_moving_digits_background_is_a_faint_grating_that_patches_share():
+  """The background is faint beside the digit, no 8×8 patch of it is flat (so
+  per-patch normalised targets are its pattern, not amplified noise), and it
+  is one sine grating: a least-squares fit of a sinusoid at the true frequency
+  to a quarter of its pixels predicts the other three quarters."""
+  for seed in range(5):
+    back = moving_digits.background(np.random.default_rng(seed))
+    assert back.max() - back.min() < 2 * 16 + 50 + 1          # grating ± base spread
+    grey = back[..., 0]
+    assert np.ptp(grey) < 33                                 # ±16 grey levels at most
+    patches = grey.reshape(8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(64, -1)
+    assert (patches.std(-1) > 0.5).all()
+    # The frequency from the spectrum's peak (zero-padded for resolution), then a
+    # fit of a·sin + b·cos + c on 25% of the pixels.
+    spec = np.abs(np.fft.fft2(grey - grey.mean(), s=(512, 512)))
+    fy, fx = np.unravel_index(np.argmax(spec), spec.shape)
+    fy, fx = [(f if f < 256 else f - 512) / 512 for f in (fy, fx)]
+    yy, xx = np.mgrid[0:64, 0:64]
+    phase = 2 * np.pi * (fx * xx + fy * yy)
+    design = np.stack([np.sin(phase), np.cos(phase), np.ones_like(phase)], -1).reshape(-1, 3)
+    seen = np.random.default_rng(seed).random(64 * 64) < 0.25
+    coef, *_ = np.linalg.lstsq(design[seen], grey.ravel()[seen], rcond=None)
+    error = design[~seen] @ coef - grey.ravel()[~seen]
+    assert np.sqrt(np.mean(error ** 2)) < 0.2 * grey.std()   # i.i.d. texture: ~1
+
+
+def test_one_frame_does_not_tell_the_motion():
+  """A linear probe on one frame's pixels stays near chance (0.125), while the same
+  probe on the difference of two frames (motion, crudely) does better."""
+  from amd_jax import probe
+  def frames(split, n):
+    x, y = probe.labelled_clips((4, 8, 8), 8, 2, split=split, videos=n)
+    small = x.reshape(len(x), 8, 16, 4, 16, 4, 3).mean((3, 5)).astype(np.float32)
+    return small, y
+  data = {k: frames(split, n) for k, split, n in (("train", "train", 1024), ("val", "val", 256),
+                                                 ("test", "test", 256))}
+  one = probe.fit({k: (x[:, 3].reshape(len(x), -1), y) for k, (x, y) in data.items()}, 8)
+  diff = probe.fit({k: ((x[:, 7] - x[:, 0]).reshape(len(x), -1), y)
+                    for k, (x, y) in data.items()}, 8)
+  assert one["test_top1"] < 0.22, one
+  assert diff["test_top1"] > one["test_top1"], (diff, one)
 
 
 def test_moving_digits_bytes_are_deterministic():

@@ -165,3 +165,31 @@ def test_normalize_uint8():
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
   assert float(got[0, 0, 0]) == pytest.approx(-2.117904, abs=1e-6)
   assert float(got[0, 0, 1]) == pytest.approx(2.428571, abs=1e-6)
+
+
+def test_align_target_none_is_the_raw_stream():
+  x = jnp.asarray(np.random.default_rng(0).normal(3.0, 40.0, (2, 5, 8)), jnp.float32)
+  np.testing.assert_array_equal(np.asarray(losses.align_target(x, "none")), np.asarray(x))
+
+
+def test_align_target_layernorm_by_hand():
+  """MVD's teacher-feature norm: per token, subtract the mean and divide by
+  sqrt(biased variance + 1e-6); no scale, no bias."""
+  token = np.array([1.0, 2.0, 3.0, 6.0])        # mean 3, biased variance 3.5
+  want = (token - 3.0) / math.sqrt(3.5 + 1e-6)
+  got = np.asarray(losses.align_target(jnp.asarray(token[None, None], jnp.float32),
+                                       "layernorm"))[0, 0]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # A constant token has variance 0: the epsilon keeps it finite (all zeros).
+  flat = losses.align_target(jnp.full((1, 1, 4), 7.0), "layernorm")
+  np.testing.assert_array_equal(np.asarray(flat), np.zeros((1, 1, 4)))
+  # Large raw features (a trained teacher's stream grows to std ~40) come out unit-scale.
+  big = jnp.asarray(np.random.default_rng(1).normal(5.0, 45.0, (3, 7, 64)), jnp.float32)
+  out = np.asarray(losses.align_target(big, "layernorm"))
+  np.testing.assert_allclose(out.mean(-1), 0.0, atol=1e-5)
+  np.testing.assert_allclose(out.std(-1), 1.0, rtol=1e-4)
+
+
+def test_align_target_refuses_unknown_norm():
+  with pytest.raises(errors.BadInput, match="target_norm 'batchnorm'.*none|layernorm"):
+    losses.align_target(jnp.zeros((1, 1, 4)), "batchnorm")

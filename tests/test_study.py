@@ -1,5 +1,6 @@
-"""The embedded study (amd_jax/study.py): its smallest size end to end, a rerun that
-trains nothing, and the results table on constructed records."""
+"""The embedded study (amd_jax/study.py): a smoke-size teacher release and its
+smallest study end to end, a rerun that trains nothing, the release checks, and
+the results table on constructed records."""
 
 import json
 import os
@@ -14,16 +15,25 @@ from runs import ROOT
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(root, env):
+def _study(root, env, *extra):
   return subprocess.run([sys.executable, "-m", "amd_jax.study", "--workdir", str(root),
-                         "--size", "smoke"], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=900)
+                         "--size", "smoke", *extra], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, env):
+def release(tmp_path_factory, env):
+  """A smoke-size teacher made by the documented command."""
+  root = tmp_path_factory.mktemp("teacher")
+  result = _study(root / "work", env, "--make-teacher", str(root / "release"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return root / "release"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, env, release):
   root = tmp_path_factory.mktemp("study")
-  result = _run(root, env)
+  result = _study(root, env, "--teacher", str(release))
   assert result.returncode == 0, result.stderr[-3000:]
   return root
 
@@ -40,8 +50,26 @@ def _training_files(root):
 
 
 @pytest.mark.slow
+def test_teacher_release_has_its_card_and_weights(release):
+  card = json.loads((release / study.CARD_FILE).read_text())
+  assert card["recipe"] == {"variant": "Mu/8x2", "image_size": 32, "steps": 2, "batch_size": 8,
+                            "base_lr": 0.1, "finetune_base_lr": 2e-2}
+  assert card["data"].startswith("moving_digits 2.")
+  assert "--make-teacher" in card["command"] and card["pretrain"]["steps"] == 2
+  assert set(card["finetune"]) == {"smoke"} and card["finetune"]["smoke"]["views"] > 1
+  assert 0 <= card["probe"]["test_top1"] <= 1
+  loss = card["reconstruction_loss"]
+  assert set(loss) == {"zero", "neighbour_copy", "teacher"} and 0.9 < loss["zero"] < 1.0
+  assert (release / "checkpoint" / "model.json").is_file()
+  assert (release / "metrics.jsonl").is_file()
+  assert (release / "reconstructions.png").read_bytes()[:8] == PNG_MAGIC
+  assert not (release.parent / "release.partial").exists()
+
+
+@pytest.mark.slow
 def test_smoke_study_writes_results_and_every_plot(smoke):
   results = json.loads((smoke / "results.json").read_text())
+  assert results["study"]["seeds"] == [0]
   models = results["models"]
   assert set(models) == set(study.MODELS)
   for name, method in study.STUDENTS.items():
@@ -52,10 +80,13 @@ def test_smoke_study_writes_results_and_every_plot(smoke):
     assert m["top1_std"] is None                            # one seed
     if method:
       assert m["pretrain_steps"] == 2 and m["pretrain_time_s"] > 0
+      assert 0 <= m["probe_top1"] <= 1
     else:                                                   # the control: no pre-training
       assert m["pretrain_steps"] == 0 and m["pretrain_time_s"] is None
-  assert models["teacher"]["pretrain_steps"] == 2
-  assert models["teacher"]["top1"] is None and "note" in models["teacher"]
+      assert m["probe_top1"] is None
+  teacher = models["teacher"]
+  assert teacher["pretrain_steps"] == 2 and 0 <= teacher["top1"] <= 1
+  assert 0 <= teacher["probe_top1"] <= 1 and "card" in teacher["note"]
   for name in study.PLOTS:
     assert (smoke / name).read_bytes()[:8] == PNG_MAGIC, name
   distances = json.loads((smoke / "attention_distance.json").read_text())["models"]
@@ -64,19 +95,43 @@ def test_smoke_study_writes_results_and_every_plot(smoke):
   assert len(distances["amd_student"]["distance"][0]) == 2
   per_class = json.loads((smoke / "per_class.json").read_text())
   assert len(per_class["classes"]) == 8
+  recon = json.loads((smoke / "reconstructions.json").read_text())["loss"]
+  assert set(recon) == {"zero", "neighbour_copy", "teacher", "amd_student", "videomae_student"}
+  probes = json.loads((smoke / study.PROBE_FILE).read_text())["models"]
+  assert set(probes) == {"teacher", "amd_student/seed_0", "videomae_student/seed_0"}
 
 
 @pytest.mark.slow
-def test_rerun_on_a_finished_dir_trains_nothing(smoke, env):
+def test_rerun_on_a_finished_dir_trains_nothing(smoke, env, release):
   before = _training_files(smoke)
   plots = {name: (smoke / name).stat().st_mtime_ns for name in study.PLOTS}
-  result = _run(smoke, env)
+  result = _study(smoke, env, "--teacher", str(release))
   assert result.returncode == 0, result.stderr[-3000:]
   stage_lines = [l for l in result.stderr.splitlines() if l.startswith("  ")]
   assert stage_lines and all(l.endswith("skipped") for l in stage_lines), stage_lines
   assert _training_files(smoke) == before
   assert plots == {name: (smoke / name).stat().st_mtime_ns for name in study.PLOTS}
   assert "amd_student" in result.stdout                      # the table is printed again
+
+
+@pytest.mark.slow
+def test_a_release_made_otherwise_is_refused(release, tmp_path, env):
+  with pytest.raises(errors.BadInput, match="'default' study needs"):
+    study.read_release(str(release), "default")
+  with pytest.raises(errors.BadInput, match="not a teacher release"):
+    study.read_release(str(tmp_path), "smoke")
+  result = _study(tmp_path / "again", env, "--make-teacher", str(release))
+  assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_the_shipped_teacher_serves_default_and_full():
+  """The release in the package fits both long sizes; its card holds its fine-tuned
+  top-1 with the default protocol (--full measures its own) and its probe."""
+  for size in ("default", "full"):
+    card = study.read_release(study.RELEASED_TEACHER, size)
+  assert card["finetune"]["default"]["top1"] is not None
+  assert card["probe"]["test_top1"] is not None
+  assert os.path.isfile(os.path.join(study.RELEASED_TEACHER, "checkpoint", "model.json"))
 
 
 def test_another_size_on_a_study_dir_is_refused(tmp_path):
@@ -109,7 +164,7 @@ def test_schedules_make_the_requested_steps():
   """Fractional epochs: the configs' schedule arithmetic lands on the size's step counts."""
   size = study.SIZES["default"]
   for config, steps, per_epoch in (
-      (study.teacher_config(size), size.teacher_steps, study.TRAIN_VIDEOS // 2 / 4),
+      (study.teacher_config(size), size.teacher.steps, study.TRAIN_VIDEOS // 8 / 4),
       (study.student_config(size, "amd", 0, teacher="t"), size.student_steps,
        study.TRAIN_VIDEOS // 2 / 4),
       (study.finetune_config_for(size, size.student, "init", 0), size.finetune_steps,

@@ -395,11 +395,9 @@ def _workdir_meta(path: str, step_dir: str) -> dict:
   if config.get("mode") in ("finetune", "test"):
     meta["task"] = "classifier"
   if config.get("mode") == "amd":
-    align, teacher = config.get("align", {}), config.get("teacher", {})
+    align = config.get("align", {})
     meta.update(student_layers=align.get("student_layers"),
                 learnable_mask_tokens=align.get("learnable_mask_tokens", True))
-    if "variant" in teacher:
-      meta["teacher_heads"] = vit.decode_variant(teacher["variant"]).heads
   return meta
 
 

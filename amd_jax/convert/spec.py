@@ -33,7 +33,7 @@ class ModelSpec:
   generators); `norm_eps` the encoder's final norm (None: the encoder has none);
   `fc_norm_eps` the classifier's; `decoder_norm_eps` the pixel decoder's.
   `align` (AMD students only): method, student_layers, generator_depth,
-  learnable_mask_tokens, teacher_width, teacher_heads."""
+  learnable_mask_tokens, teacher_width."""
   task: str
   variant: vit.Variant
   num_frames: int = 16
@@ -63,9 +63,8 @@ class ModelSpec:
           method=a["method"], student_layers=tuple(a["student_layers"]),
           generator_depth=a["generator_depth"],
           learnable_mask_tokens=a["learnable_mask_tokens"]))
-      # The student reads only the teacher's width and heads.
-      teacher = dataclasses.replace(v, width=a["teacher_width"], heads=a["teacher_heads"],
-                                    mlp_dim=4 * a["teacher_width"])
+      # The student reads only the teacher's width.
+      teacher = dataclasses.replace(v, width=a["teacher_width"], mlp_dim=4 * a["teacher_width"])
     return pretrain.Pretrainer(v, num_frames=self.num_frames, image_size=self.image_size,
                                decoder_depth=self.decoder_depth, align=align,
                                teacher_variant=teacher, ln_eps=self.ln_eps,
@@ -246,5 +245,4 @@ def _infer_align(shapes: dict, variant: vit.Variant, meta: dict) -> dict | None:
   layers = meta.get("student_layers") or [variant.depth * (i + 1) // pairs for i in range(pairs)]
   return dict(method=method, student_layers=list(layers), generator_depth=generator_depth,
               learnable_mask_tokens=meta.get("learnable_mask_tokens", True),
-              teacher_width=teacher_width,
-              teacher_heads=meta.get("teacher_heads") or default_heads(teacher_width))
+              teacher_width=teacher_width)

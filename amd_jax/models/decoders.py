@@ -51,16 +51,17 @@ class PixelDecoder(nnx.Module):
   """
 
   def __init__(self, encoder_width: int, width: int, depth: int, heads: int, out_dim: int,
-               num_tokens: int, *, ln_eps: float = 1e-6, norm_eps: float | None = None,
-               remat: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
+               num_tokens: int, *, drop_path: float = 0.0, ln_eps: float = 1e-6,
+               norm_eps: float | None = None, remat: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.num_tokens = num_tokens
     self.encoder_to_decoder = vit.dense(
         encoder_width, width, ("embed", "decoder"), use_bias=False, dtype=dtype, rngs=rngs,
         init=vit.torch_default_uniform(encoder_width))
     self.mask_token = nnx.Param(vit.sharded(vit.truncated_normal_1sigma(0.02), "embed")(
         rngs.params(), (width,)))
-    self.blocks = vit.Blocks(depth, width, heads, 4 * width, ln_eps=ln_eps, remat=remat,
-                             dtype=dtype, rngs=rngs)
+    self.blocks = vit.Blocks(depth, width, heads, 4 * width, drop_path=drop_path,
+                             ln_eps=ln_eps, remat=remat, dtype=dtype, rngs=rngs)
     self.norm = vit.layer_norm(width, ln_eps if norm_eps is None else norm_eps, dtype, rngs)
     self.head = vit.dense(width, out_dim, ("embed", "pixels"), dtype=dtype, rngs=rngs)
 
@@ -81,17 +82,17 @@ class Generator(nnx.Module):
   """
 
   def __init__(self, width: int, depth: int, heads: int, num_tokens: int, *,
-               learnable_mask_token: bool = True, ln_eps: float = 1e-6,
-               remat: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
+               learnable_mask_token: bool = False, drop_path: float = 0.0,
+               ln_eps: float = 1e-6, remat: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
     self.num_tokens = num_tokens
     self.mask_token = _token(width, learnable_mask_token, rngs)
-    self.blocks = vit.Blocks(depth, width, heads, 4 * width, ln_eps=ln_eps, remat=remat,
-                             dtype=dtype, rngs=rngs)
+    self.blocks = vit.Blocks(depth, width, heads, 4 * width, drop_path=drop_path,
+                             ln_eps=ln_eps, remat=remat, dtype=dtype, rngs=rngs)
 
-  def __call__(self, f: jnp.ndarray, idx_visible: jnp.ndarray, idx_diff: jnp.ndarray
-               ) -> jnp.ndarray:
+  def __call__(self, f: jnp.ndarray, idx_visible: jnp.ndarray, idx_diff: jnp.ndarray,
+               rng: jax.Array | None = None) -> jnp.ndarray:
     seq = _with_mask_tokens(f, self.mask_token[...], self.num_tokens, idx_visible, idx_diff)
-    y, _ = self.blocks(seq)
+    y, _ = self.blocks(seq, rng)
     return y[:, idx_visible.shape[1]:]
 
 
@@ -116,16 +117,18 @@ class Alignment(nnx.Module):
   parallel    P_dir(z)                       Generator(P_gen(z))
   serial      P(z)                           Generator(P(z)), P shared (default)
 
-  Projections P are bias-free Linear maps to the teacher width. Called with the
+  Projections P are bias-free Linear maps to the teacher width. Each generator
+  has teacher width / 64 heads, as the official code (not the teacher's own
+  head count, which differs for a ViT-H teacher or a miniature one). Called with the
   student's features at the aligned layers (each (B, n_student, D_s)), it returns
   (direct, generated): tuples of (B, n_student, D_t) and (B, n_diff, D_t), empty
   when the method has no such branch.
   """
 
   def __init__(self, method: str, num_pairs: int, width: int, teacher_width: int, *,
-               teacher_heads: int, generator_depth: int, num_tokens: int,
-               learnable_mask_tokens: bool = True, ln_eps: float = 1e-6,
-               remat: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
+               generator_depth: int, num_tokens: int, learnable_mask_tokens: bool = False,
+               drop_path: float = 0.0, ln_eps: float = 1e-6, remat: bool = False,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     if method not in ALIGNMENT_METHODS:
       raise errors.BadInput(f"unknown alignment method {method!r}: choose from "
                        f"{'|'.join(ALIGNMENT_METHODS)}")
@@ -141,13 +144,14 @@ class Alignment(nnx.Module):
                          if method == "direct" else None)
     self.generator_projections = projections() if method in ("parallel", "generation") else None
     self.generators = (nnx.List([
-        Generator(teacher_width, generator_depth, teacher_heads, num_tokens,
-                  learnable_mask_token=learnable_mask_tokens, ln_eps=ln_eps, remat=remat,
-                  dtype=dtype, rngs=rngs) for _ in range(num_pairs)])
+        Generator(teacher_width, generator_depth, max(teacher_width // 64, 1), num_tokens,
+                  learnable_mask_token=learnable_mask_tokens, drop_path=drop_path,
+                  ln_eps=ln_eps, remat=remat, dtype=dtype, rngs=rngs)
+        for _ in range(num_pairs)])
                        if method != "direct" else None)
 
   def __call__(self, features: Sequence[jnp.ndarray], idx_visible: jnp.ndarray,
-               idx_diff: jnp.ndarray):
+               idx_diff: jnp.ndarray, rng: jax.Array | None = None):
     direct, generated = (), ()
     if self.method == "direct":
       direct = tuple(h(z) for h, z in zip(self.direct_heads, features))
@@ -156,5 +160,8 @@ class Alignment(nnx.Module):
     if self.generators is not None:
       inputs = (direct if self.method == "serial" else
                 tuple(p(z) for p, z in zip(self.generator_projections, features)))
-      generated = tuple(g(f, idx_visible, idx_diff) for g, f in zip(self.generators, inputs))
+      rngs = ([None] * len(inputs) if rng is None
+              else list(jax.random.split(rng, len(inputs))))
+      generated = tuple(g(f, idx_visible, idx_diff, r)
+                        for g, f, r in zip(self.generators, inputs, rngs))
     return direct, generated

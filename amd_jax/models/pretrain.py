@@ -42,8 +42,8 @@ class Pretrainer(nnx.Module):
     out_dim = variant.tubelet * variant.patch ** 2 * 3
     self.decoder = decoders.PixelDecoder(
         variant.width, variant.decoder_width, decoder_depth, variant.decoder_heads, out_dim,
-        num_tokens, ln_eps=ln_eps, norm_eps=decoder_norm_eps, remat=remat, dtype=dtype,
-        rngs=rngs)
+        num_tokens, drop_path=drop_path, ln_eps=ln_eps, norm_eps=decoder_norm_eps,
+        remat=remat, dtype=dtype, rngs=rngs)
     self.student_layers = tuple(align.student_layers) if align is not None else ()
     for layer in self.student_layers:
       if not 1 <= layer <= variant.depth:
@@ -51,18 +51,20 @@ class Pretrainer(nnx.Module):
                          f"1..{variant.depth}")
     self.alignment = None if align is None else decoders.Alignment(
         align.method, len(self.student_layers), variant.width, teacher_variant.width,
-        teacher_heads=teacher_variant.heads, generator_depth=align.generator_depth,
-        num_tokens=num_tokens, learnable_mask_tokens=align.learnable_mask_tokens,
+        generator_depth=align.generator_depth, num_tokens=num_tokens,
+        learnable_mask_tokens=align.learnable_mask_tokens, drop_path=drop_path,
         ln_eps=ln_eps, remat=remat, dtype=dtype, rngs=rngs)
 
   def __call__(self, video: jnp.ndarray, idx: masking.MaskIndices, *,
                rng: jax.Array | None = None) -> dict:
-    enc_rng, dec_rng = (None, None) if rng is None else tuple(jax.random.split(rng))
+    # Stochastic depth (when drop_path > 0) in the encoder, the pixel decoder and
+    # the generators alike, as the official code builds all three with the rate.
+    enc_rng, dec_rng, gen_rng = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
     x, hidden = self.encoder(video, idx.student, rng=enc_rng)
     out = {"pred": self.decoder(x, idx.student, idx.masked, dec_rng)}
     if self.alignment is not None:
       features = [hidden[layer - 1] for layer in self.student_layers]
-      out["direct"], out["generated"] = self.alignment(features, idx.student, idx.diff)
+      out["direct"], out["generated"] = self.alignment(features, idx.student, idx.diff, gen_rng)
     return out
 
 

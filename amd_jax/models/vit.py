@@ -24,9 +24,12 @@ from amd_jax import errors
 from amd_jax.models import posemb
 
 # name: (width, depth, heads, decoder width, decoder heads). MLP ratio 4, head
-# dim 64 except "Mu", the tiny test/runlocal size.
+# dim 64 except "Mu" (32). "Mu" and "Mi" are the embedded study's student and
+# teacher: Mi has twice Mu's width (as ViT-B over ViT-S) and twice its depth (as
+# ViT-L over ViT-B).
 _SIZES = {
     "Mu": (64, 4, 2, 32, 1),
+    "Mi": (128, 8, 2, 64, 1),
     "Ti": (192, 12, 3, 96, 3),
     "S": (384, 12, 6, 192, 3),
     "B": (768, 12, 12, 384, 6),

@@ -1,0 +1,160 @@
+"""Linear probe: what a pre-trained encoder's frozen features know of the labels.
+
+  python -m amd_jax.analysis probe --checkpoint NAME=PATH [...] --out DIR \
+      [--data moving_digits --train-split train --val-split val --test-split test]
+
+Every video's centre clip (one view, the test views' dense rule) goes through
+the frozen encoder; its output tokens (after the final norm, when the encoder
+has one) are mean-pooled into one feature vector, the input the fine-tuned
+classifier's head gets. Features are standardised with the train split's mean
+and std; a multinomial logistic regression is fitted on the train split with
+L-BFGS to convergence, once per L2 strength of `L2_GRID`; the strength with the
+best validation top-1 is kept (the stronger on a tie) and its test top-1
+reported. Nothing of the encoder is trained, so the number compares what
+pre-training put into the features, without a fine-tuning recipe in between.
+
+Any checkpoint `amd_jax.pretrained.load` reads works but a fine-tuned one (its
+features were trained on the labels).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from flax import nnx
+
+from amd_jax import errors, losses, pretrained
+from amd_jax.data import pipeline, sources
+from amd_jax.models import heads, pretrain, roi, vit
+
+# L2 strengths tried (on the mean cross-entropy, times ½‖W‖²).
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+LBFGS_STEPS = 300
+
+
+def load_encoder(path: str) -> vit.Encoder:
+  """The encoder of a pre-training or encoder checkpoint; a fine-tuned one is refused."""
+  model = pretrained.load(path)
+  if isinstance(model, (heads.Classifier, roi.Detector)):
+    raise errors.BadInput(f"{path} is a fine-tuned {type(model).__name__.lower()}: the probe "
+                          "measures pre-trained encoders, whose features never saw the labels")
+  return model.encoder if isinstance(model, pretrain.Pretrainer) else model
+
+
+def labelled_clips(encoder_grid: tuple[int, int, int], patch: int, tubelet: int, *,
+                   data: str = "moving_digits", data_dir: str = "", split: str = "test",
+                   videos: int | None = None, sampler: str = "dense", rate: int = 2,
+                   desc: str = "") -> tuple[np.ndarray, np.ndarray]:
+  """The first view (first clip, centre crop) of the first `videos` videos of a
+  split (None: all), sized for the encoder: uint8 (V, T, H, W, 3) and labels (V,).
+  Undecodable videos are left out."""
+  t, h, w = encoder_grid
+  if h != w:
+    raise errors.BadInput(f"a {h}×{w} token grid: only square clips are read here")
+  views = pipeline.Views(sampler, t * tubelet, rate, h * patch, clips=1, crops=1)
+  records = sources.open_split(data, split, data_dir)
+  n = len(records) if videos is None else min(videos, len(records))
+  out = [views(records[i]) for i in tqdm.trange(n, desc=desc or f"reading {data}:{split}",
+                                                 unit="video", leave=False, dynamic_ncols=True)]
+  out = [o for o in out if o["valid"]]
+  return (np.stack([o["video"][0] for o in out]),
+          np.asarray([o["label"] for o in out], np.int32))
+
+
+@nnx.jit
+def _pooled(encoder: vit.Encoder, video: jnp.ndarray) -> jnp.ndarray:
+  x, _ = encoder(losses.normalize(video))
+  return x.astype(jnp.float32).mean(axis=1)
+
+
+def features(encoder: vit.Encoder, videos: np.ndarray, *, batch: int = 32,
+             desc: str = "features") -> np.ndarray:
+  """Mean-pooled output tokens of uint8 videos (V, T, H, W, 3): float32 (V, D)."""
+  out = []
+  for start in tqdm.trange(0, len(videos), batch, desc=desc, unit="batch", leave=False,
+                           dynamic_ncols=True):
+    chunk = videos[start:start + batch]
+    pad = batch - len(chunk)            # one compiled shape for every batch
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+    out.append(np.asarray(_pooled(encoder, jnp.asarray(chunk)))[:batch - pad])
+  return np.concatenate(out)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def fit_logistic(x: jnp.ndarray, y: jnp.ndarray, l2: float, num_classes: int):
+  """Multinomial logistic regression by L-BFGS: (W (D, C), b (C,)), final loss.
+
+  Loss: mean softmax cross-entropy + l2 · ½‖W‖² (the bias is not penalised).
+  """
+  def loss(params):
+    logits = x @ params["w"] + params["b"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return ce + 0.5 * l2 * jnp.sum(params["w"] ** 2)
+
+  params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
+  opt = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(loss)
+
+  def step(carry, _):
+    params, state = carry
+    value, grad = value_and_grad(params, state=state)
+    updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
+    return (optax.apply_updates(params, updates), state), value
+
+  (params, _), values = jax.lax.scan(step, (params, opt.init(params)), length=LBFGS_STEPS)
+  return params, values[-1]
+
+
+def top1(params, x: np.ndarray, y: np.ndarray) -> float:
+  logits = np.asarray(x @ params["w"] + params["b"])
+  return float(np.mean(logits.argmax(axis=1) == y))
+
+
+def fit(splits: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:
+  """The probe on features {train, val, test: (x (V, D), y (V,))}: the L2 strength
+  with the best val top-1 (the stronger on a tie) and its train/val/test top-1."""
+  x_train, y_train = splits["train"]
+  mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+  norm = {k: ((x - mean) / std, y) for k, (x, y) in splits.items()}
+  runs = []
+  for l2 in L2_GRID:
+    params, final = fit_logistic(jnp.asarray(norm["train"][0]), jnp.asarray(y_train), l2,
+                                 num_classes)
+    runs.append(dict(l2=l2, loss=float(final),
+                     **{f"{k}_top1": top1(params, *norm[k]) for k in ("train", "val", "test")}))
+  best = max(reversed(runs), key=lambda r: r["val_top1"])
+  return dict(best, grid=runs, videos={k: len(y) for k, (_, y) in splits.items()},
+              dim=int(x_train.shape[1]))
+
+
+def probe_report(checkpoints: dict[str, str], *, data: str = "moving_digits", data_dir: str = "",
+                 splits: tuple[str, str, str] = ("train", "val", "test"),
+                 videos: int | None = None, batch: int = 32) -> dict:
+  """The probe of every checkpoint's encoder (what `analysis probe` writes to probe.json).
+
+  videos: at most this many videos of each split (None: all). Checkpoints of one
+  clip layout share the decoded clips.
+  """
+  encoders = {name: load_encoder(path) for name, path in checkpoints.items()}
+  clips, report = {}, {}
+  for name, encoder in encoders.items():
+    v = encoder.variant
+    key = (encoder.grid, v.patch, v.tubelet)
+    if key not in clips:
+      clips[key] = {role: labelled_clips(*key, data=data, data_dir=data_dir, split=split,
+                                         videos=videos)
+                    for role, split in zip(("train", "val", "test"), splits)}
+    num_classes = int(max(y.max() for _, y in clips[key].values())) + 1
+    feats = {role: (features(encoder, x, batch=batch, desc=f"probe features: {name} {role}"), y)
+             for role, (x, y) in clips[key].items()}
+    report[name] = dict(checkpoint=checkpoints[name], **fit(feats, num_classes))
+  return dict(data=data, splits=dict(zip(("train", "val", "test"), splits)),
+             method=("mean-pooled final tokens, standardised; multinomial logistic regression "
+                     f"(L-BFGS, {LBFGS_STEPS} steps), L2 from {list(L2_GRID)} by val top-1"),
+             models=report)

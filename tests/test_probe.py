@@ -1,0 +1,89 @@
+"""The linear probe (amd_jax/probe.py): the regression on hand-made features, the
+refusal of fine-tuned checkpoints, and a probe of a real pre-training checkpoint
+on the embedded videos."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from amd_jax import errors, probe
+from amd_jax.convert import formats
+from amd_jax.convert import spec as spec_lib
+from amd_jax.models import vit
+from runs import ROOT
+
+
+def _separable(rng, n_per_class, classes=3, dim=5):
+  """Class c: a cluster around 4·e_c plus unit noise in every dimension."""
+  y = np.repeat(np.arange(classes), n_per_class)
+  x = rng.normal(0, 0.5, (len(y), dim)) + 4.0 * np.eye(dim)[y]
+  return x.astype(np.float32), y.astype(np.int32)
+
+
+def test_fit_learns_a_separable_case_exactly():
+  rng = np.random.default_rng(0)
+  splits = {k: _separable(rng, n) for k, n in (("train", 20), ("val", 10), ("test", 10))}
+  out = probe.fit(splits, num_classes=3)
+  assert out["train_top1"] == out["val_top1"] == out["test_top1"] == 1.0
+  assert out["videos"] == {"train": 60, "val": 30, "test": 30} and out["dim"] == 5
+  assert [r["l2"] for r in out["grid"]] == list(probe.L2_GRID)
+  # Every strength separates it: the tie goes to the strongest.
+  assert out["l2"] == max(probe.L2_GRID)
+
+
+def test_fit_picks_the_strength_by_validation():
+  """Labels independent of the features: nothing generalises, and a stronger L2
+  fits the train split less (the grid really changes the fit)."""
+  rng = np.random.default_rng(1)
+  splits = {k: (rng.normal(size=(n, 40)).astype(np.float32),
+                rng.integers(0, 4, n).astype(np.int32))
+            for k, n in (("train", 80), ("val", 200), ("test", 200))}
+  out = probe.fit(splits, num_classes=4)
+  grid = {r["l2"]: r for r in out["grid"]}
+  assert grid[1e-4]["train_top1"] > grid[1e-1]["train_top1"]
+  assert out["val_top1"] == max(r["val_top1"] for r in out["grid"])
+  assert out["test_top1"] < 0.45                       # chance is 0.25
+
+
+def _write(tmp_path, task, **kw):
+  variant = vit.decode_variant("Mu/8x2")
+  spec = spec_lib.ModelSpec(task=task, variant=variant, num_frames=8, image_size=(32, 32),
+                            norm_eps=1e-6, **kw)
+  rng = np.random.default_rng(3)
+  weights = {k: (0.02 * rng.standard_normal(shape)).astype(np.float32)
+             for k, shape in spec.shapes().items()}
+  path = str(tmp_path / task)
+  formats.write_orbax(path, spec, weights, source="test")
+  return path
+
+
+def test_probe_refuses_a_fine_tuned_checkpoint(tmp_path):
+  path = _write(tmp_path, "classifier", num_classes=8, fc_norm_eps=1e-6)
+  with pytest.raises(errors.BadInput, match="fine-tuned classifier"):
+    probe.load_encoder(path)
+  result = subprocess.run([sys.executable, "-m", "amd_jax.analysis", "probe", "--checkpoint",
+                           f"ft={path}", "--out", str(tmp_path / "out")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert lines[-1].startswith("error: ") and "fine-tuned classifier" in lines[-1]
+  assert "Traceback" not in result.stderr
+
+
+def test_probe_of_a_pretraining_checkpoint_from_the_command_line(tmp_path):
+  """A random-weight pre-training checkpoint on 16 videos per split: the whole path
+  (clips sized for the encoder, features, fit, probe.json) runs; numbers are sane."""
+  path = _write(tmp_path, "pretrainer", decoder_depth=1, decoder_norm_eps=1e-6)
+  out = tmp_path / "out"
+  result = subprocess.run([sys.executable, "-m", "amd_jax.analysis", "probe", "--checkpoint",
+                           f"random={path}", "--videos", "16", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads((out / "probe.json").read_text())
+  m = report["models"]["random"]
+  assert m["videos"] == {"train": 16, "val": 16, "test": 16} and m["dim"] == 64
+  assert 0.0 <= m["test_top1"] <= 1.0 and m["l2"] in probe.L2_GRID
+  assert "random: probe test top-1" in result.stdout
