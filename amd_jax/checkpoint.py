@@ -9,6 +9,10 @@ so a process killed mid-save leaves the previous step as the latest one.
 
 Converted checkpoints (amd_jax.convert) hold one tree of weights, written and
 read with `save_tree` / `read_tree`, beside their model.json.
+
+Every path reaches orbax through `_absolute`: orbax refuses a relative path to
+save to ("Checkpoint path should be absolute") and finds no metadata under a
+relative one, while users type relative workdirs and checkpoints.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+
+def _absolute(path: str | os.PathLike) -> str:
+  return os.path.abspath(os.fspath(path))
 
 
 class Checkpointer:
@@ -47,7 +55,7 @@ class Checkpointer:
             primary_host=None),
     )
     self._mngr = ocp.CheckpointManager(
-        os.fspath(directory),
+        _absolute(directory),
         options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": data_handler},
@@ -130,14 +138,13 @@ def save_tree(directory: str | os.PathLike, tree) -> None:
       (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)))
   handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
   with ocp.Checkpointer(handler) as ckptr:
-    ckptr.save(os.fspath(directory), args=ocp.args.PyTreeSave(tree))
+    ckptr.save(_absolute(directory), args=ocp.args.PyTreeSave(tree))
 
 
 def tree_shapes(directory: str | os.PathLike) -> dict:
   """The saved tree with a jax.ShapeDtypeStruct per array, read from metadata only."""
   with ocp.PyTreeCheckpointer() as ckptr:
-    # Absolute: orbax 0.12 finds no item metadata under a relative path (None here).
-    meta = ckptr.metadata(os.path.abspath(directory)).item_metadata.tree
+    meta = ckptr.metadata(_absolute(directory)).item_metadata.tree
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
 
 
@@ -147,7 +154,7 @@ def read_tree(directory: str | os.PathLike, subtrees: tuple[str, ...] | None = N
   Meant for taking weights out of another run or a converted checkpoint: no
   target structure is needed, and nothing is placed on devices.
   """
-  directory = os.path.abspath(directory)    # see tree_shapes
+  directory = _absolute(directory)
   # Bounded reads in flight: tensorstore's buffers stay well under one more copy.
   with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1)) as ckptr:
     meta = ckptr.metadata(directory).item_metadata.tree

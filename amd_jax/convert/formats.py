@@ -452,7 +452,7 @@ def write_orbax(dst: str, spec: spec_lib.ModelSpec, weights: dict[str, np.ndarra
                 source: str) -> None:
   tmp = _staging(dst)
   os.makedirs(tmp)
-  checkpoint.save_tree(os.path.join(os.path.abspath(tmp), PARAMS), spec_lib.unflatten(weights))
+  checkpoint.save_tree(os.path.join(tmp, PARAMS), spec_lib.unflatten(weights))
   with open(os.path.join(tmp, MODEL_JSON), "w") as f:
     json.dump({**spec.to_json(), "converted_from": source}, f, indent=2)
   os.rename(tmp, dst)
