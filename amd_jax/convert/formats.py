@@ -154,10 +154,12 @@ def torch_load(path: str):
       return torch.load(path, map_location="cpu", weights_only=True,
                         mmap=zipfile.is_zipfile(path))
   except pickle.UnpicklingError as e:
-    if "Weights only load failed" not in str(e):
-      raise errors.BadInput(f"{path} is truncated or not a PyTorch checkpoint ({e})") from None
     lines = [l.strip() for l in str(e).splitlines()]
     culprit = next((l for l in lines if "GLOBAL" in l or "Unsupported" in l), lines[0])
+    # An unknown opcode is a file that is no pickle at all, not one that asks to run code.
+    if "Weights only load failed" not in str(e) or "Unsupported operand" in culprit:
+      raise errors.BadInput(f"{path} is truncated or not a PyTorch checkpoint "
+                            f"({culprit})") from None
     raise errors.BadInput(
         f"{path} refused: unpickling it would run code or build objects other than "
         f"tensors ({culprit}); nothing in it was executed. Only plain weight files are "
@@ -433,8 +435,16 @@ def open_source(path: str, kind: str | None = None, options: dict | None = None)
 
 # ----------------------------------------------------------------- writers
 def check_free(dst: str) -> None:
+  """Refuses a destination that exists or cannot be created, before the work."""
   if os.path.exists(dst):
     raise errors.BadInput(f"{dst} exists: choose another destination or remove it")
+  parent = os.path.dirname(os.path.abspath(dst))
+  while not os.path.exists(parent):     # missing folders are created on the way
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise errors.BadInput(f"{dst} cannot be created: {parent} is a file")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise errors.BadInput(f"{dst} cannot be created: {parent} is not writable")
 
 
 def _staging(dst: str) -> str:
