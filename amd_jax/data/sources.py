@@ -57,9 +57,13 @@ def _locked(data_dir: str, name: str):
 def prepare(name: str, data_dir: str = "", manual_dir: str = "", **options
             ) -> tfds.core.DatasetBuilder:
   """Builds the dataset unless it is already there; returns its builder."""
+  if name not in BUILDERS:
+    raise errors.BadInput(f"unknown dataset {name!r}: choose from {', '.join(BUILDERS)}")
   if name not in EMBEDDED and not (manual_dir and os.path.isdir(manual_dir)):
     raise errors.BadInput(f"{name} is built from local files: --manual_dir "
                           f"{manual_dir or '(none)'} is not a folder; " + BUILDERS[name].layout())
+  if name not in EMBEDDED and not os.listdir(manual_dir):
+    raise errors.BadInput(f"--manual_dir {manual_dir} is empty; " + BUILDERS[name].layout())
   with _locked(data_dir or cache_dir(), name):
     # Made under the lock: a builder made before another process finished
     # building would keep the empty info it read then.
