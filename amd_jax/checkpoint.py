@@ -17,11 +17,17 @@ relative one, while users type relative workdirs and checkpoints.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from amd_jax import errors
+
+log = logging.getLogger("amd_jax")
+DAMAGED = ".damaged"     # suffix of a step moved aside: not a number, so orbax ignores it
 
 
 def _absolute(path: str | os.PathLike) -> str:
@@ -36,6 +42,7 @@ class Checkpointer:
     if save_every <= 0:
       raise ValueError(f"save_every must be positive, got {save_every}")
     self._save_every = save_every
+    self._directory = _absolute(directory)
     self._pending: int | None = None  # step of the last async save
     options = ocp.CheckpointManagerOptions(
         # Interval 1: `should_save` below decides; orbax then only refuses a
@@ -55,7 +62,7 @@ class Checkpointer:
             primary_host=None),
     )
     self._mngr = ocp.CheckpointManager(
-        _absolute(directory),
+        self._directory,
         options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": data_handler},
@@ -104,11 +111,60 @@ class Checkpointer:
     )
     return out.state, dict(out.data)
 
+  def restore_newest(self, abstract_state) -> tuple[int, object, dict] | None:
+    """(step, state, data state) of the newest step that restores; None without steps.
+
+    A step that does not fit `abstract_state` (another model) is refused: that
+    is the config's fault, not the checkpoint's. A step that fits but fails to
+    read (a truncated or missing file, a corrupt _METADATA or iterator JSON) is
+    damaged: one line says which and why, it is moved aside to STEP.damaged
+    (never deleted) and the next older step is tried.
+    """
+    steps = sorted(self._mngr.all_steps(), reverse=True)
+    for step in steps:
+      step_dir = os.path.join(self._directory, str(step))
+      try:
+        fits = _by_path(tree_shapes(os.path.join(step_dir, "state"))) == _by_path(
+            abstract_state)
+      except Exception as e:  # noqa: BLE001 -- whatever reading a damaged step raises
+        why = e
+      else:
+        if not fits:
+          raise errors.BadInput(f"checkpoint {step_dir} holds another model than the config "
+                                "builds (different parameters or shapes)")
+        try:
+          state, data = self.restore(step, abstract_state)
+          return step, state, data
+        except Exception as e:  # noqa: BLE001 -- tensorstore, json, orbax: all mean damage
+          why = e
+      reason = (str(why).strip().splitlines() or [type(why).__name__])[0][:200]
+      aside, n = step_dir + DAMAGED, 1
+      while os.path.exists(aside):      # the same step damaged before, by another run
+        aside, n = f"{step_dir}{DAMAGED}{n}", n + 1
+      if jax.process_index() == 0:
+        os.rename(step_dir, aside)
+      log.warning("checkpoint step %d is damaged (%s: %s); moved to %s, trying the one "
+                  "before", step, type(why).__name__, reason, aside)
+      self._mngr.reload()
+    if steps:
+      raise errors.BadInput(f"no checkpoint in {self._directory} restores (steps "
+                            f"{', '.join(map(str, steps))} damaged, moved aside to "
+                            f"STEP{DAMAGED}); remove the workdir's checkpoints to start over")
+    return None
+
   def wait(self) -> None:
     self._mngr.wait_until_finished()
 
   def close(self) -> None:
     self._mngr.close()
+
+
+def _by_path(tree) -> dict[str, tuple]:
+  """'params/encoder/.../kernel/value' → (shape, dtype), whatever containers hold the
+  leaves (a tree read back has dicts where the live state has nnx states and tuples)."""
+  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+  return {"/".join(map(name, path)): (tuple(x.shape), np.dtype(x.dtype))
+          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def find_step_dir(path: str | os.PathLike) -> str:

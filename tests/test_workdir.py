@@ -1,0 +1,106 @@
+"""A workdir's integrity, as a user meets it: one run at a time, no silent config change."""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
+from runs import ROOT, command, committed_steps, run
+from test_train import wait_for
+
+
+def one_error(result):
+  lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  return lines[0]
+
+
+def test_a_held_workdir_is_refused_and_a_dead_holder_does_not_block(tmp_path, env):
+  workdir = str(tmp_path)
+  first = subprocess.Popen(command(workdir), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+  lock = os.path.join(workdir, "run.lock")
+  wait_for(lambda: os.path.exists(lock) and f"pid {first.pid}" in open(lock).read(), first,
+           "the lock")
+  try:
+    line = one_error(run(workdir, env))
+    assert f"in use by pid {first.pid} on host {socket.gethostname()}" in line, line
+  finally:
+    first.send_signal(signal.SIGKILL)       # leaves run.lock behind, naming a dead pid
+    first.wait()
+  again = run(workdir, env)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert committed_steps(workdir)[-1] == 32
+
+
+def test_resuming_with_another_config_is_refused_unless_allowed(tmp_path, env, reference):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference, workdir)
+  saved = open(os.path.join(workdir, "config.json")).read()
+  changed = ["--config.optim.base_lr=0.2", "--config.seed=3"]
+  line = one_error(run(workdir, env, extra=changed))
+  assert "optim.base_lr (0.1 → 0.2)" in line and "seed (0 → 3)" in line, line
+  assert "--allow_config_change" in line
+  assert open(os.path.join(workdir, "config.json")).read() == saved   # nothing overwritten
+  # Where and how often a run logs is free; the finished run just ends again.
+  assert run(workdir, env, extra=["--config.log_every=4"]).returncode == 0
+  allowed = run(workdir, env, extra=[*changed, "--allow_config_change"])
+  assert allowed.returncode == 0, allowed.stderr[-3000:]
+  assert "resuming with a changed config" in allowed.stderr
+  assert '"seed": 3' in open(os.path.join(workdir, "config.json")).read()
+
+
+def data_file(step):
+  """The largest tensor data file of a step (orbax's OCDBT layout, one folder per process)."""
+  files = glob.glob(os.path.join(step, "state", "ocdbt.process_*", "d", "*"))
+  return max(files, key=os.path.getsize)
+
+
+def truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+DAMAGE = {
+    "truncated data file": lambda step: truncate(data_file(step)),
+    "truncated _METADATA": lambda step: truncate(os.path.join(step, "state", "_METADATA")),
+    "corrupt iterator JSON": lambda step: open(os.path.join(step, "data", "process_0.json"),
+                                               "w").write("{not json"),
+    "missing state": lambda step: shutil.rmtree(os.path.join(step, "state")),
+}
+
+
+def test_damaged_checkpoints_are_moved_aside_and_none_left_is_one_line(tmp_path, env, reference):
+  """A kind of damage on each step: each is named and moved aside; with none left, exit 2."""
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference, workdir)
+  ckpts = os.path.join(workdir, "checkpoints")
+  newest = committed_steps(workdir)         # e.g. [16, 24, 32]: one step per damage below
+  kinds = ["corrupt iterator JSON", "missing state", "truncated _METADATA"]
+  assert len(newest) >= len(kinds), newest
+  for kind, step in zip(kinds, reversed(newest)):
+    DAMAGE[kind](os.path.join(ckpts, str(step)))
+  result = run(workdir, env)
+  # Every step damaged: one line, exit 2, all of them kept aside.
+  line = one_error(result)
+  assert "no checkpoint" in line and "restores" in line, line
+  warned = [x for x in result.stderr.splitlines() if "is damaged" in x]
+  assert len(warned) == len(kinds), result.stderr[-3000:]
+  assert sorted(d for d in os.listdir(ckpts) if d.endswith(".damaged")) == sorted(
+      f"{s}.damaged" for s in newest)
+
+
+def test_a_truncated_data_file_falls_back_one_step(tmp_path, env, reference):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference, workdir)
+  steps = committed_steps(workdir)
+  DAMAGE["truncated data file"](os.path.join(workdir, "checkpoints", str(steps[-1])))
+  result = run(workdir, env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"checkpoint step {steps[-1]} is damaged" in result.stderr
+  assert f"resumed from step {steps[-2]}" in result.stderr
+  assert committed_steps(workdir)[-1] == steps[-1]          # trained again up to the end
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", f"{steps[-1]}.damaged"))
