@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import jax
 import numpy as np
@@ -88,12 +89,15 @@ class Checkpointer:
     # run); orbax would raise StepAlreadyExistsError.
     if step in self._mngr.all_steps():
       return False
-    saved = self._mngr.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                data=ocp.args.JsonSave(data_state)),
-        force=force,
-    )
+    try:
+      saved = self._mngr.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=ocp.args.JsonSave(data_state)),
+          force=force,
+      )
+    except Exception as e:  # noqa: BLE001 -- this save's, or an earlier async save's, failure
+      raise self._failure(step, e) from None
     if saved:
       self._pending = step
     return saved
@@ -153,7 +157,28 @@ class Checkpointer:
     return None
 
   def wait(self) -> None:
-    self._mngr.wait_until_finished()
+    try:
+      self._mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 -- the async save's failure
+      raise self._failure(None, e) from None
+
+  def _failure(self, step: int | None, e: Exception) -> errors.SaveFailed:
+    """One line for a failed save: which step, where, and the OS error when there is one."""
+    committed = sorted(int(d) for d in os.listdir(self._directory) if d.isdigit())
+    # A failure surfacing in a later call is the pending async save's, unless that committed.
+    if self._pending is not None and self._pending not in committed:
+      step = self._pending
+    # tensorstore reports OS errors inside its message: "... File too large [os_error_code='27']"
+    found = re.search(r"\[os_error_code='(\d+)'\]", str(e))
+    if found:
+      why = f"{os.strerror(int(found[1]))} (errno {found[1]})"
+    elif isinstance(e, OSError) and e.errno:
+      why = f"{e.strerror} (errno {e.errno})"
+    else:
+      why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    kept = f"step {committed[-1]}" if committed else "none yet"
+    return errors.SaveFailed(f"saving checkpoint step {step} in {self._directory} failed: {why}; "
+                             f"the last committed checkpoint is intact ({kept})")
 
   def close(self) -> None:
     self._mngr.close()

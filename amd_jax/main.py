@@ -46,6 +46,14 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
+class _NoOrbaxThreadTracebacks(logging.Filter):
+  """orbax logs a failed background write with its traceback from each writer thread,
+  then raises the error in the next save or wait, where it becomes one line."""
+
+  def filter(self, record):
+    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
 def _exit_at_once(signum, frame):
   print("interrupted: exiting at once (the last committed checkpoint is kept)",
         file=sys.stderr, flush=True)
@@ -60,6 +68,7 @@ def _main(argv):
   signal.signal(signal.SIGINT, _exit_at_once)
   # Our own lines at INFO; orbax and friends log every save through absl at INFO.
   absl_logging.set_verbosity(absl_logging.WARNING)
+  absl_logging.get_absl_handler().addFilter(_NoOrbaxThreadTracebacks())
   logging.getLogger("amd_jax").setLevel(logging.INFO)
   from amd_jax import distributed, errors, train  # after flag parsing: usage errors need no jax
   try:
@@ -74,6 +83,11 @@ def _main(argv):
   except (errors.BadInput, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except errors.SaveFailed as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    # At once: the failed save's writer threads, still running, would print
+    # tracebacks while the interpreter shuts down ("sys.meta_path is None").
+    os._exit(1)
 
 
 if __name__ == "__main__":

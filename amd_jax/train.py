@@ -328,11 +328,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
     if evaluator is not None and step == total_steps:
       rows.append(evaluator.log(writer, "test", state, step, workdir=workdir))
   finally:
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    progress.close()
-    stop.restore()
+    try:
+      ckpt.wait()
+    finally:
+      ckpt.close()
+      writer.close()
+      progress.close()
+      stop.restore()
   log.info("%s at step %d; outputs in %s", "stopped" if step < total_steps else "finished",
            step, workdir)
   return rows
@@ -557,7 +559,8 @@ class Evaluator:
                                     process_index=jax.process_index(),
                                     process_count=jax.process_count())
     parts = []
-    for batch in pipeline.iterator(dataset, self.config.data.worker_count):
+    for batch in _progress(self.config, pipeline.iterator(dataset, self.config.data.worker_count),
+                           len(dataset), split):
       batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
       parts.append(self.scores(state["params"], state["frozen"], batch))
     out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
@@ -623,7 +626,8 @@ class DetectionEvaluator:
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count())
     found, frames, skipped = {}, set(), 0
-    for batch in pipeline.iterator(dataset, d.worker_count):
+    for batch in _progress(self.config, pipeline.iterator(dataset, d.worker_count),
+                           len(dataset), split):
       batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
       out = jax.tree.map(np.asarray, self.scores(state["params"], state["frozen"], batch))
       real = out["index"] < len(records)
@@ -651,6 +655,12 @@ class DetectionEvaluator:
         per_class = {c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()}
         json.dump(dict(row, per_class=per_class), f, indent=1)
     return row
+
+
+def _progress(config: ml_collections.ConfigDict, batches, total: int, split: str):
+  """An evaluation's batches with a progress bar (count and ETA: a K400 test runs for hours)."""
+  return tqdm.tqdm(batches, total=total, desc=split, unit="batch", dynamic_ncols=True,
+                   leave=False, disable=not (jax.process_index() == 0 and config.progress))
 
 
 def optax_state_sharding(tx, abstract_opt_state, param_sharding, replicated):

@@ -1,13 +1,17 @@
-"""A workdir's integrity, as a user meets it: one run at a time, no silent config change."""
+"""A workdir's integrity, as a user meets it: one run at a time, no silent config change,
+damaged checkpoints set aside, a failed save stopping in one line."""
 
 import glob
 import os
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 
-from runs import ROOT, command, committed_steps, run
+import numpy as np
+
+from runs import ROOT, command, committed_steps, losses, run
 from test_train import wait_for
 
 
@@ -104,3 +108,33 @@ def test_a_truncated_data_file_falls_back_one_step(tmp_path, env, reference):
   assert f"resumed from step {steps[-2]}" in result.stderr
   assert committed_steps(workdir)[-1] == steps[-1]          # trained again up to the end
   assert os.path.isdir(os.path.join(workdir, "checkpoints", f"{steps[-1]}.damaged"))
+
+
+def small_files_only():
+  """Files over 4 MB cannot be written (EFBIG: Python ignores SIGXFSZ): a disk that fills
+  up at the first checkpoint tensor, which a full disk's ENOSPC would hit the same way."""
+  resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+
+def test_a_failed_save_stops_the_run_in_one_line_and_a_restart_resumes_exactly(
+    tmp_path, env, reference):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference, workdir)
+  *later, first = sorted(committed_steps(workdir), reverse=True)
+  for step in later:
+    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
+  full = subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600, preexec_fn=small_files_only)
+  assert full.returncode == 1, full.stderr[-3000:]
+  lines = [x for x in full.stderr.splitlines() if x.startswith("error:")]
+  assert len(lines) == 1, full.stderr[-3000:]
+  assert (f"saving checkpoint step {first + 8}" in lines[0] and "File too large (errno 27)"
+          in lines[0] and f"intact (step {first})" in lines[0]), lines[0]
+  assert committed_steps(workdir) == [first]
+  freed = run(workdir, env)
+  assert freed.returncode == 0, freed.stderr[-3000:]
+  assert f"resumed from step {first}" in freed.stderr
+  got, want = losses(workdir), losses(reference)
+  assert sorted(got) == sorted(want)
+  for step in want:
+    np.testing.assert_allclose(got[step], want[step], rtol=1e-5, err_msg=f"step {step}")
