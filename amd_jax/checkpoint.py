@@ -31,6 +31,20 @@ log = logging.getLogger("amd_jax")
 DAMAGED = ".damaged"     # suffix of a step moved aside: not a number, so orbax ignores it
 
 
+class _NoItemMetadataWarning(logging.Filter):
+  """Reading one item of a step (tree_shapes, read_tree: a workdir's state) makes orbax
+  warn, on every load, that the item folder lacks _CHECKPOINT_METADATA: only a step
+  folder has one."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not (message.startswith("Metadata file does not exist")
+                and message.endswith("_CHECKPOINT_METADATA"))
+
+
+logging.getLogger("absl").addFilter(_NoItemMetadataWarning())
+
+
 def _absolute(path: str | os.PathLike) -> str:
   return os.path.abspath(os.fspath(path))
 
