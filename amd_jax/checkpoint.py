@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 
 import jax
 import numpy as np
@@ -43,6 +44,20 @@ class _NoItemMetadataWarning(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_NoItemMetadataWarning())
+
+
+def _without_closed_loops(hook):
+  """sys.unraisablehook without orbax's echo of a failed read or write: orbax closes
+  that operation's event loop, and each tensorstore request still in flight then
+  reports RuntimeError('Event loop is closed') from its callback (hundreds at a time)."""
+
+  def unraisable(u):
+    if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
+      hook(u)
+  return unraisable
+
+
+sys.unraisablehook = _without_closed_loops(sys.unraisablehook)
 
 
 def _absolute(path: str | os.PathLike) -> str:
@@ -206,21 +221,30 @@ def _by_path(tree) -> dict[str, tuple]:
           for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def find_step_dir(path: str | os.PathLike) -> str:
-  """The newest committed step directory under a workdir, a checkpoints folder or a step."""
+def step_dirs(path: str | os.PathLike) -> list[str]:
+  """Committed step directories under a workdir, a checkpoints folder or a step, newest first.
+
+  A step folder without its state is listed too: it is damaged, and a reader
+  says so rather than passing over it in silence.
+  """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint path {path} does not exist")
   if os.path.isdir(os.path.join(path, "state")):
-    return path
+    return [path]
   for root in (os.path.join(path, "checkpoints"), path):
     if os.path.isdir(root):
-      steps = [int(d) for d in os.listdir(root)
-               if d.isdigit() and os.path.isdir(os.path.join(root, d, "state"))]
+      steps = sorted((int(d) for d in os.listdir(root)
+                      if d.isdigit() and os.path.isdir(os.path.join(root, d))), reverse=True)
       if steps:
-        return os.path.join(root, str(max(steps)))
+        return [os.path.join(root, str(s)) for s in steps]
   raise FileNotFoundError(f"no committed checkpoint under {path} (expected a workdir with "
                           "checkpoints/STEP/state, a checkpoints folder or a step folder)")
+
+
+def find_step_dir(path: str | os.PathLike) -> str:
+  """The newest committed step directory under a workdir, a checkpoints folder or a step."""
+  return step_dirs(path)[0]
 
 
 def save_tree(directory: str | os.PathLike, tree) -> None:

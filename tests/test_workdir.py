@@ -8,8 +8,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import numpy as np
+import pytest
+
+from amd_jax import errors, pretrained
 
 from runs import ROOT, command, committed_steps, losses, run
 from test_train import wait_for
@@ -127,7 +131,7 @@ def test_a_failed_save_stops_the_run_in_one_line_and_a_restart_resumes_exactly(
                         timeout=600, preexec_fn=small_files_only)
   assert full.returncode == 1, full.stderr[-3000:]
   lines = [x for x in full.stderr.splitlines() if x.startswith("error:")]
-  assert len(lines) == 1, full.stderr[-3000:]
+  assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
   assert (f"saving checkpoint step {first + 8}" in lines[0] and "File too large (errno 27)"
           in lines[0] and f"intact (step {first})" in lines[0]), lines[0]
   assert committed_steps(workdir) == [first]
@@ -138,3 +142,23 @@ def test_a_failed_save_stops_the_run_in_one_line_and_a_restart_resumes_exactly(
   assert sorted(got) == sorted(want)
   for step in want:
     np.testing.assert_allclose(got[step], want[step], rtol=1e-5, err_msg=f"step {step}")
+
+
+def test_convert_and_load_name_a_damaged_step_and_read_the_one_before(tmp_path, reference):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference, workdir)
+  *older, newest = committed_steps(workdir)
+  # Not a data file: the one truncated may hold only optimiser state, which a reader skips.
+  DAMAGE["truncated _METADATA"](os.path.join(workdir, "checkpoints", str(newest)))
+  result = subprocess.run([sys.executable, "-m", "amd_jax.convert", "--src", workdir, "--dst",
+                           str(tmp_path / "out"), "--no_progress"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  warned = [x for x in result.stderr.splitlines() if "is damaged" in x]
+  assert len(warned) == 1 and f"step {newest} is damaged" in warned[0], result.stderr
+  assert f"reading step {older[-1]}" in warned[0]
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", str(newest)))   # left in place
+  for step in older:
+    DAMAGE["missing state"](os.path.join(workdir, "checkpoints", str(step)))
+  with pytest.raises(errors.BadInput, match="no checkpoint step reads"):
+    pretrained.load(workdir)

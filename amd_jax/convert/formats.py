@@ -340,22 +340,42 @@ class OrbaxSource(Source):
       self.task = self.spec.task
       self._dir, self._subtrees = os.path.join(path, PARAMS), None
     else:
-      # A training workdir: the student's trainable and frozen variables.
-      try:
-        step_dir = checkpoint.find_step_dir(path)
-      except FileNotFoundError as e:
-        raise errors.BadInput(str(e)) from None
-      self._dir, self._subtrees = os.path.join(step_dir, "state"), ("params", "frozen")
+      # A training workdir: the student's trainable and frozen variables, read now
+      # to tell a damaged step from a readable one.
+      self._subtrees = ("params", "frozen")
+      step_dir, self._values = self._newest_readable(path)
+      self._dir = os.path.join(step_dir, "state")
       self.meta = _workdir_meta(path, step_dir)
       self.task = self.meta.pop("task", "pretrainer")
+      self.shapes = {k: tuple(x.shape) for k, x in self._values.items()}
+      return
     try:
       tree = checkpoint.tree_shapes(self._dir)
     except (OSError, ValueError, KeyError) as e:
       raise errors.BadInput(f"{path}: unreadable orbax checkpoint ({e})") from None
-    if self._subtrees:
-      tree = {k: tree[k] for k in self._subtrees if k in tree}
     self.shapes = {k: tuple(x.shape) for k, x in self._ours(tree).items()}
     self._values = None
+
+  def _newest_readable(self, path: str) -> tuple[str, dict]:
+    """(step folder, our flat weights) of a workdir's newest step that reads; a damaged newer
+    step is named in one line each (left in place: a reader does not move a run's files)."""
+    try:
+      candidates = checkpoint.step_dirs(path)
+    except FileNotFoundError as e:
+      raise errors.BadInput(str(e)) from None
+    for i, step_dir in enumerate(candidates):
+      try:
+        values = checkpoint.read_tree(os.path.join(step_dir, "state"), self._subtrees)
+      except Exception as e:  # noqa: BLE001 -- whatever reading a damaged step raises
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        then = (f"reading step {os.path.basename(candidates[i + 1])}"
+                if i + 1 < len(candidates) else "no older step")
+        log.warning("%s: step %s is damaged (%s: %s); %s", path, os.path.basename(step_dir),
+                    type(e).__name__, why, then)
+        continue
+      return step_dir, self._ours(values)
+    raise errors.BadInput(f"{path}: no checkpoint step reads (steps "
+                          f"{', '.join(os.path.basename(d) for d in candidates)} are damaged)")
 
   def _ours(self, tree) -> dict:
     flat = spec_lib.flatten(tree)
