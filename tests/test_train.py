@@ -94,9 +94,11 @@ def test_ctrl_c_saves_and_exits_zero_and_twice_exits_at_once(tmp_path, env):
   proc.send_signal(signal.SIGINT)
   time.sleep(1)         # two signals sent at once arrive as one: the kernel merges them
   proc.send_signal(signal.SIGINT)
-  assert proc.wait(timeout=30) == 128 + signal.SIGINT
+  rc = proc.wait(timeout=30)
   stderr = proc.stderr.read()
-  assert "exiting at once" in stderr and "Traceback" not in stderr, stderr[-3000:]
+  # A second Ctrl-C landing while Python finalises (its handlers reset) kills it by SIGINT.
+  assert rc == -signal.SIGINT or (rc == 128 + signal.SIGINT and "exiting at once" in stderr)
+  assert "Traceback" not in stderr, stderr[-3000:]
 
 
 def test_sigkill_twice_restarts_from_committed_checkpoints(tmp_path, env, reference):
