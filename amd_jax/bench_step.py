@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from amd_jax import masking, optim, sharding, steps, train
+from amd_jax import errors, masking, optim, sharding, steps, train
 from amd_jax.models import vit
 from configs import finetune, pretrain
 
@@ -369,6 +369,9 @@ def table(rows: list[dict]) -> str:
 
 
 def print_table(args) -> None:
+  if not os.path.isfile(args.results):
+    raise errors.BadInput(f"{args.results} is not a file: give the JSON lines of "
+                          "`python -m amd_jax.bench step` runs")
   with open(args.results) as f:
     print(table([json.loads(line) for line in f if line.strip()]), flush=True)
 

@@ -9,15 +9,59 @@ so a process killed mid-save leaves the previous step as the latest one.
 
 Converted checkpoints (amd_jax.convert) hold one tree of weights, written and
 read with `save_tree` / `read_tree`, beside their model.json.
+
+Every path reaches orbax through `_absolute`: orbax refuses a relative path to
+save to ("Checkpoint path should be absolute") and finds no metadata under a
+relative one, while users type relative workdirs and checkpoints.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from amd_jax import errors
+
+log = logging.getLogger("amd_jax")
+DAMAGED = ".damaged"     # suffix of a step moved aside: not a number, so orbax ignores it
+
+
+class _NoItemMetadataWarning(logging.Filter):
+  """Reading one item of a step (tree_shapes, read_tree: a workdir's state) makes orbax
+  warn, on every load, that the item folder lacks _CHECKPOINT_METADATA: only a step
+  folder has one."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not (message.startswith("Metadata file does not exist")
+                and message.endswith("_CHECKPOINT_METADATA"))
+
+
+logging.getLogger("absl").addFilter(_NoItemMetadataWarning())
+
+
+def _without_closed_loops(hook):
+  """sys.unraisablehook without orbax's echo of a failed read or write: orbax closes
+  that operation's event loop, and each tensorstore request still in flight then
+  reports RuntimeError('Event loop is closed') from its callback (hundreds at a time)."""
+
+  def unraisable(u):
+    if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
+      hook(u)
+  return unraisable
+
+
+sys.unraisablehook = _without_closed_loops(sys.unraisablehook)
+
+
+def _absolute(path: str | os.PathLike) -> str:
+  return os.path.abspath(os.fspath(path))
 
 
 class Checkpointer:
@@ -28,6 +72,7 @@ class Checkpointer:
     if save_every <= 0:
       raise ValueError(f"save_every must be positive, got {save_every}")
     self._save_every = save_every
+    self._directory = _absolute(directory)
     self._pending: int | None = None  # step of the last async save
     options = ocp.CheckpointManagerOptions(
         # Interval 1: `should_save` below decides; orbax then only refuses a
@@ -47,7 +92,7 @@ class Checkpointer:
             primary_host=None),
     )
     self._mngr = ocp.CheckpointManager(
-        os.fspath(directory),
+        self._directory,
         options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": data_handler},
@@ -73,12 +118,15 @@ class Checkpointer:
     # run); orbax would raise StepAlreadyExistsError.
     if step in self._mngr.all_steps():
       return False
-    saved = self._mngr.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                data=ocp.args.JsonSave(data_state)),
-        force=force,
-    )
+    try:
+      saved = self._mngr.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=ocp.args.JsonSave(data_state)),
+          force=force,
+      )
+    except Exception as e:  # noqa: BLE001 -- this save's, or an earlier async save's, failure
+      raise self._failure(step, e) from None
     if saved:
       self._pending = step
     return saved
@@ -96,28 +144,107 @@ class Checkpointer:
     )
     return out.state, dict(out.data)
 
+  def restore_newest(self, abstract_state) -> tuple[int, object, dict] | None:
+    """(step, state, data state) of the newest step that restores; None without steps.
+
+    A step that does not fit `abstract_state` (another model) is refused: that
+    is the config's fault, not the checkpoint's. A step that fits but fails to
+    read (a truncated or missing file, a corrupt _METADATA or iterator JSON) is
+    damaged: one line says which and why, it is moved aside to STEP.damaged
+    (never deleted) and the next older step is tried.
+    """
+    steps = sorted(self._mngr.all_steps(), reverse=True)
+    for step in steps:
+      step_dir = os.path.join(self._directory, str(step))
+      try:
+        fits = _by_path(tree_shapes(os.path.join(step_dir, "state"))) == _by_path(
+            abstract_state)
+      except Exception as e:  # noqa: BLE001 -- whatever reading a damaged step raises
+        why = e
+      else:
+        if not fits:
+          raise errors.BadInput(f"checkpoint {step_dir} holds another model than the config "
+                                "builds (different parameters or shapes)")
+        try:
+          state, data = self.restore(step, abstract_state)
+          return step, state, data
+        except Exception as e:  # noqa: BLE001 -- tensorstore, json, orbax: all mean damage
+          why = e
+      reason = (str(why).strip().splitlines() or [type(why).__name__])[0][:200]
+      aside, n = step_dir + DAMAGED, 1
+      while os.path.exists(aside):      # the same step damaged before, by another run
+        aside, n = f"{step_dir}{DAMAGED}{n}", n + 1
+      if jax.process_index() == 0:
+        os.rename(step_dir, aside)
+      log.warning("checkpoint step %d is damaged (%s: %s); moved to %s, trying the one "
+                  "before", step, type(why).__name__, reason, aside)
+      self._mngr.reload()
+    if steps:
+      raise errors.BadInput(f"no checkpoint in {self._directory} restores (steps "
+                            f"{', '.join(map(str, steps))} damaged, moved aside to "
+                            f"STEP{DAMAGED}); remove the workdir's checkpoints to start over")
+    return None
+
   def wait(self) -> None:
-    self._mngr.wait_until_finished()
+    try:
+      self._mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 -- the async save's failure
+      raise self._failure(None, e) from None
+
+  def _failure(self, step: int | None, e: Exception) -> errors.SaveFailed:
+    """One line for a failed save: which step, where, and the OS error when there is one."""
+    committed = sorted(int(d) for d in os.listdir(self._directory) if d.isdigit())
+    # A failure surfacing in a later call is the pending async save's, unless that committed.
+    if self._pending is not None and self._pending not in committed:
+      step = self._pending
+    # tensorstore reports OS errors inside its message: "... File too large [os_error_code='27']"
+    found = re.search(r"\[os_error_code='(\d+)'\]", str(e))
+    if found:
+      why = f"{os.strerror(int(found[1]))} (errno {found[1]})"
+    elif isinstance(e, OSError) and e.errno:
+      why = f"{e.strerror} (errno {e.errno})"
+    else:
+      why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    kept = f"step {committed[-1]}" if committed else "none yet"
+    return errors.SaveFailed(f"saving checkpoint step {step} in {self._directory} failed: {why}; "
+                             f"the last committed checkpoint is intact ({kept})")
 
   def close(self) -> None:
     self._mngr.close()
 
 
-def find_step_dir(path: str | os.PathLike) -> str:
-  """The newest committed step directory under a workdir, a checkpoints folder or a step."""
+def _by_path(tree) -> dict[str, tuple]:
+  """'params/encoder/.../kernel/value' → (shape, dtype), whatever containers hold the
+  leaves (a tree read back has dicts where the live state has nnx states and tuples)."""
+  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+  return {"/".join(map(name, path)): (tuple(x.shape), np.dtype(x.dtype))
+          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def step_dirs(path: str | os.PathLike) -> list[str]:
+  """Committed step directories under a workdir, a checkpoints folder or a step, newest first.
+
+  A step folder without its state is listed too: it is damaged, and a reader
+  says so rather than passing over it in silence.
+  """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint path {path} does not exist")
   if os.path.isdir(os.path.join(path, "state")):
-    return path
+    return [path]
   for root in (os.path.join(path, "checkpoints"), path):
     if os.path.isdir(root):
-      steps = [int(d) for d in os.listdir(root)
-               if d.isdigit() and os.path.isdir(os.path.join(root, d, "state"))]
+      steps = sorted((int(d) for d in os.listdir(root)
+                      if d.isdigit() and os.path.isdir(os.path.join(root, d))), reverse=True)
       if steps:
-        return os.path.join(root, str(max(steps)))
+        return [os.path.join(root, str(s)) for s in steps]
   raise FileNotFoundError(f"no committed checkpoint under {path} (expected a workdir with "
                           "checkpoints/STEP/state, a checkpoints folder or a step folder)")
+
+
+def find_step_dir(path: str | os.PathLike) -> str:
+  """The newest committed step directory under a workdir, a checkpoints folder or a step."""
+  return step_dirs(path)[0]
 
 
 def save_tree(directory: str | os.PathLike, tree) -> None:
@@ -130,14 +257,13 @@ def save_tree(directory: str | os.PathLike, tree) -> None:
       (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)))
   handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
   with ocp.Checkpointer(handler) as ckptr:
-    ckptr.save(os.fspath(directory), args=ocp.args.PyTreeSave(tree))
+    ckptr.save(_absolute(directory), args=ocp.args.PyTreeSave(tree))
 
 
 def tree_shapes(directory: str | os.PathLike) -> dict:
   """The saved tree with a jax.ShapeDtypeStruct per array, read from metadata only."""
   with ocp.PyTreeCheckpointer() as ckptr:
-    # Absolute: orbax 0.12 finds no item metadata under a relative path (None here).
-    meta = ckptr.metadata(os.path.abspath(directory)).item_metadata.tree
+    meta = ckptr.metadata(_absolute(directory)).item_metadata.tree
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
 
 
@@ -147,7 +273,7 @@ def read_tree(directory: str | os.PathLike, subtrees: tuple[str, ...] | None = N
   Meant for taking weights out of another run or a converted checkpoint: no
   target structure is needed, and nothing is placed on devices.
   """
-  directory = os.path.abspath(directory)    # see tree_shapes
+  directory = _absolute(directory)
   # Bounded reads in flight: tensorstore's buffers stay well under one more copy.
   with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1)) as ckptr:
     meta = ckptr.metadata(directory).item_metadata.tree

@@ -42,10 +42,11 @@ def schedule_from_config(config: ml_collections.ConfigDict, steps_per_epoch: flo
   What an epoch is differs by stage (train.py passes it): in pre-training one
   pass over the videos is `num_sample` epochs (800 epochs = 200 passes, Table
   S1); in fine-tuning an epoch is one pass (`run_class_finetuning.py`).
+  A positive `config.total_steps` sets the length instead of optim.epochs.
   """
   videos = config.batch_size // config.data.num_sample
   scale = videos / 256
-  total = round(config.optim.epochs * steps_per_epoch)
+  total = config.get("total_steps") or round(config.optim.epochs * steps_per_epoch)
   warmup = round(config.optim.warmup_epochs * steps_per_epoch)
   return Schedule(peak=config.optim.base_lr * scale, final=config.optim.min_lr * scale,
                   warmup_steps=warmup, total_steps=total)

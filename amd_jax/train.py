@@ -10,11 +10,13 @@ config.mode: amd | videomae (pre-training), finetune, test (evaluate only).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -26,8 +28,9 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from amd_jax import (ava_map, checkpoint, convert, errors, evaluate, losses, masking, metrics, mixup,
-                     optim, pretrained, sharding, steps)
+from amd_jax import (ava_map, checkpoint, convert, errors, evaluate, losses, masking, metrics,
+                     mixup, optim, pretrained, sharding, steps)
+from amd_jax import workdir as workdir_lib
 from amd_jax.convert import spec as spec_lib
 from amd_jax.data import ava, pipeline, sources
 from amd_jax.models import decoders, heads, pretrain, roi, vit
@@ -36,40 +39,93 @@ log = logging.getLogger("amd_jax")
 
 
 class StopRequested:
-  """SIGTERM (preemption, scancel) → save at the next step boundary and exit 0."""
+  """SIGTERM (preemption, scancel) or Ctrl-C → save at the next step boundary and exit 0.
+
+  A second Ctrl-C exits at once. Only a second SIGINT counts: on a Ctrl-C in
+  its terminal, launch/local.sh forwards a SIGTERM beside the SIGINT every
+  process gets from the terminal.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._interrupts = 0
+    self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
   def _handle(self, signum, frame):
-    log.warning("SIGTERM: saving a checkpoint and stopping after this step")
+    if signum == signal.SIGINT:
+      self._interrupts += 1
+      if self._interrupts > 1:
+        print("interrupted again: exiting at once, without saving (the last committed "
+              "checkpoint is kept)", file=sys.stderr, flush=True)
+        os._exit(128 + signum)    # no unwinding: that is what a second Ctrl-C asks for
+    if not self.requested:
+      log.warning("%s: saving a checkpoint and stopping after this step%s",
+                  signal.Signals(signum).name,
+                  " (Ctrl-C again: stop at once)" if signum == signal.SIGINT else "")
     self.requested = True
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Refuses inconsistent configs before anything heavy happens."""
+def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a config or workdir that cannot run, with one line, before anything heavy
+  (data, models, compilation) happens: every check of the command line is here."""
   pretraining = "masking" in config
   modes = ("amd", "videomae") if pretraining else ("finetune", "test")
   if config.mode not in modes:
     raise errors.BadInput(f"config.mode={config.mode!r}: this config's modes are "
                           f"{'|'.join(modes)}")
+  for key in ("batch_size", "grad_accum", "log_every", "ckpt_every", "keep_ckpts",
+              "data.num_sample") + (() if pretraining else ("eval_batch_size",)):
+    if _get(config, key) <= 0:
+      raise errors.BadInput(f"{key}={_get(config, key)} must be positive")
+  for key in ("total_steps",) + (() if pretraining else ("eval_every",)):
+    if _get(config, key) < 0:
+      raise errors.BadInput(f"{key}={_get(config, key)} must be ≥ 0 (0: from optim.epochs"
+                            f"{'' if key == 'total_steps' else ', once per epoch'})")
   if config.batch_size % config.grad_accum:
     raise errors.BadInput(f"batch_size {config.batch_size} is not divisible by "
                      f"grad_accum {config.grad_accum}")
+  # Every process reads whole videos (num_sample clips each) of every global batch,
+  # and the batch is split over all devices.
+  per = config.data.num_sample * jax.process_count()
+  if config.batch_size % per:
+    raise errors.BadInput(f"batch_size {config.batch_size} must be a multiple of num_sample "
+                          f"× processes = {config.data.num_sample} × {jax.process_count()}")
+  if config.batch_size % jax.device_count():
+    raise errors.BadInput(f"batch_size {config.batch_size} is not divisible by the "
+                          f"{jax.device_count()} devices")
+  models = ("model", "teacher") if config.mode == "amd" else ("model",)
+  for name in models:
+    if config[name].dtype not in pretrain.DTYPES:
+      raise errors.BadInput(f"{name}.dtype={config[name].dtype!r}: choose from "
+                            f"{'|'.join(pretrain.DTYPES)}")
+  if pretraining:
+    ratios = ("student_ratio", "teacher_ratio") if config.mode == "amd" else ("student_ratio",)
+    for ratio in ratios:
+      value = config.masking[ratio]
+      if not 0 <= value < 1:
+        raise errors.BadInput(f"masking.{ratio}={value} must be in [0, 1): the fraction of "
+                              "tokens hidden")
   if config.mode == "amd":
+    if config.align.method not in decoders.ALIGNMENT_METHODS:
+      raise errors.BadInput(f"unknown alignment method align.method={config.align.method!r}: "
+                            f"choose from {'|'.join(decoders.ALIGNMENT_METHODS)}")
+    if config.align.loss not in losses.ALIGN_LOSSES:
+      raise errors.BadInput(f"unknown alignment loss align.loss={config.align.loss!r}: "
+                            f"choose from {'|'.join(losses.ALIGN_LOSSES)}")
     if len(config.align.student_layers) != len(config.align.teacher_layers):
       raise errors.BadInput("align.student_layers and align.teacher_layers must pair up: "
                        f"{config.align.student_layers} vs {config.align.teacher_layers}")
     if not config.align.student_layers:
       raise errors.BadInput("align.student_layers is empty: AMD aligns at least one layer pair")
-    for key, choices in (("loss", losses.ALIGN_LOSSES), ("target_norm", losses.ALIGN_TARGET_NORMS)):
-      if config.align[key] not in choices:
-        raise errors.BadInput(f"unknown align.{key} {config.align[key]!r}: choose from "
-                              f"{'|'.join(choices)}")
+    if config.align.target_norm not in losses.ALIGN_TARGET_NORMS:
+      raise errors.BadInput(f"unknown align.target_norm={config.align.target_norm!r}: "
+                            f"choose from {'|'.join(losses.ALIGN_TARGET_NORMS)}")
     if config.teacher.init and not os.path.exists(config.teacher.init):
       raise errors.BadInput(f"teacher.init {config.teacher.init} does not exist")
   if not pretraining:
@@ -78,19 +134,59 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.eval_batch_size % jax.device_count():
       raise errors.BadInput(f"eval_batch_size {config.eval_batch_size} must be a multiple of "
                             f"the {jax.device_count()} devices")
+  sharding.mesh_shape(config, jax.device_count())
+  _check_workdir(workdir)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Trains until the schedule ends or SIGTERM; returns the rows it logged."""
+def _get(config: ml_collections.ConfigDict, dotted: str):
+  for name in dotted.split("."):
+    config = config[name]
+  return config
+
+
+def _check_workdir(workdir: str) -> None:
+  """Creates the workdir, or says in one line why it cannot be one."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except FileExistsError:
+    raise errors.BadInput(f"workdir {workdir} is a file, not a directory") from None
+  except OSError as e:
+    raise errors.BadInput(f"workdir {workdir} cannot be created: {e.strerror} "
+                          f"({e.filename})") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise errors.BadInput(f"workdir {workdir} is not writable")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *,
+          allow_config_change: bool = False) -> list[dict]:
+  """Trains until the schedule ends or SIGTERM; returns the rows it logged.
+
+  A workdir holding checkpoints of another config is refused unless
+  allow_config_change (amd_jax/workdir.py says which keys count).
+  """
+  validate(config, workdir)
+  # The processes of one multi-process run share the workdir; process 0 holds it.
+  held = workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with held:
+    if config.mode == "test":
+      return [test(config, workdir)]
+    return _train(config, workdir, allow_config_change)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool
+           ) -> list[dict]:
   # ----------------------------------------------------------------- set up
-  validate(config)
-  if config.mode == "test":
-    return [test(config, workdir)]
-  os.makedirs(workdir, exist_ok=True)
+  changes = workdir_lib.check_resume(workdir, config, allow_change=allow_config_change)
+  if changes:
+    log.warning("resuming with a changed config (--allow_config_change): %s",
+                ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in changes.items()))
   is_main = jax.process_index() == 0
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    # Atomic: the other processes of the run may be reading it in check_resume.
+    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+    with open(path + ".tmp", "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    os.replace(path + ".tmp", path)
 
   # ----------------------------------------------------------------- mesh
   mesh = sharding.make_mesh(config)
@@ -159,9 +255,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   # ----------------------------------------------------------------- restore
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=config.ckpt_every, keep=config.keep_ckpts)
-  start = ckpt.latest_step()
-  if start is not None:
-    state, data_state = ckpt.restore(start, abstract_like(state, state_sharding))
+  restored = ckpt.restore_newest(abstract_like(state, state_sharding))
+  start = None
+  if restored is not None:
+    start, state, data_state = restored
     data_iter.set_state(data_state)
     log.info("resumed from step %d in %s", start, workdir)
   elif finetune and config.init:
@@ -188,6 +285,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
   try:
     upcoming = device_batch() if step < total_steps else None
+    if upcoming is not None:
+      # jit compiles at the first call: minutes for a large model, with no other sign.
+      log.info("compiling the train step")
     while step < total_steps:
       batch, bad, data_state = upcoming
       state, step_metrics = train_step(state, batch, teacher_params)
@@ -231,11 +331,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     if evaluator is not None and step == total_steps:
       rows.append(evaluator.log(writer, "test", state, step, workdir=workdir))
   finally:
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    progress.close()
-    stop.restore()
+    try:
+      ckpt.wait()
+    finally:
+      ckpt.close()
+      writer.close()
+      progress.close()
+      stop.restore()
   log.info("%s at step %d; outputs in %s", "stopped" if step < total_steps else "finished",
            step, workdir)
   return rows
@@ -244,7 +346,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 def test(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The multi-view test of the workdir's latest checkpoint (or, with none, of the
   fine-tuned classifier at config.init), without training; returns its row."""
-  os.makedirs(workdir, exist_ok=True)
   saved = os.path.isdir(os.path.join(workdir, "checkpoints")) and any(
       d.isdigit() for d in os.listdir(os.path.join(workdir, "checkpoints")))
   if not saved and not config.init:
@@ -256,8 +357,7 @@ def test(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if saved:
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
     try:
-      step = ckpt.latest_step()
-      state, _ = ckpt.restore(step, abstract_like(state, state_sharding))
+      step, state, _ = ckpt.restore_newest(abstract_like(state, state_sharding))
     finally:
       ckpt.close()
     log.info("testing step %d of %s", step, workdir)
@@ -463,7 +563,8 @@ class Evaluator:
                                     process_index=jax.process_index(),
                                     process_count=jax.process_count())
     parts = []
-    for batch in pipeline.iterator(dataset, self.config.data.worker_count):
+    for batch in _progress(self.config, pipeline.iterator(dataset, self.config.data.worker_count),
+                           len(dataset), split):
       batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
       parts.append(self.scores(state["params"], state["frozen"], batch))
     out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
@@ -529,7 +630,8 @@ class DetectionEvaluator:
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count())
     found, frames, skipped = {}, set(), 0
-    for batch in pipeline.iterator(dataset, d.worker_count):
+    for batch in _progress(self.config, pipeline.iterator(dataset, d.worker_count),
+                           len(dataset), split):
       batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
       out = jax.tree.map(np.asarray, self.scores(state["params"], state["frozen"], batch))
       real = out["index"] < len(records)
@@ -557,6 +659,12 @@ class DetectionEvaluator:
         per_class = {c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()}
         json.dump(dict(row, per_class=per_class), f, indent=1)
     return row
+
+
+def _progress(config: ml_collections.ConfigDict, batches, total: int, split: str):
+  """An evaluation's batches with a progress bar (count and ETA: a K400 test runs for hours)."""
+  return tqdm.tqdm(batches, total=total, desc=split, unit="batch", dynamic_ncols=True,
+                   leave=False, disable=not (jax.process_index() == 0 and config.progress))
 
 
 def optax_state_sharding(tx, abstract_opt_state, param_sharding, replicated):

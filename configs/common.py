@@ -46,7 +46,8 @@ BACKENDS = ("cpu", "gpu", "tpu")
 
 
 def add_runtime(config: ml_collections.ConfigDict, *, runlocal: bool, backend: str) -> None:
-  """Mesh, sharding, backend, logging and checkpointing fields, identical in every config.
+  """Mesh, sharding, backend, run length, logging and checkpointing fields, identical in
+  every config.
 
   Backends (config argument `backend=`):
     cpu  float32 everywhere (the default; what tests and runlocal use);
@@ -70,6 +71,9 @@ def add_runtime(config: ml_collections.ConfigDict, *, runlocal: bool, backend: s
   # Teacher parameters follow the same rules unless replicated (small teachers).
   config.sharding = ml_collections.ConfigDict(dict(rules=pure_fsdp_rules(),
                                                    replicate_teacher=False))
+  # Updates the run makes; 0: optim.epochs' worth. The cosine schedule ends
+  # with the run either way; the warm-up stays in epochs.
+  config.total_steps = 0
   config.log_every = 10 if runlocal else 50
   config.ckpt_every = 50 if runlocal else 1000
   config.keep_ckpts = 3

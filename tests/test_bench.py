@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,7 @@ from flax import nnx
 from amd_jax import bench, bench_step, errors, masking
 from amd_jax.models import pretrain, vit
 from configs import pretrain as pretrain_config
+from runs import ROOT
 
 TINY = ["--student", "Mu/8x2", "--teacher", "Mu/8x2", "--frames", "4", "--size", "32",
         "--batch", "2", "--decoder-depth", "1", "--devices", "1"]
@@ -91,6 +94,16 @@ def test_bench_step_prints_json_with_the_torch_reference_and_a_table(tmp_path, c
   assert jax_line.split()[7].endswith("%") and jax_line.split()[8] == "-"  # CPU: no peak memory
   assert torch_line.startswith("amd (torch)")
   assert failed == "amd B/L: FAILED (exit 137)"
+
+
+def test_bench_table_of_a_missing_file_is_one_line(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "amd_jax.bench", "table",
+                           str(tmp_path / "none.jsonl")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+  assert result.stderr.strip().splitlines() == [
+      f"error: {tmp_path / 'none.jsonl'} is not a file: give the JSON lines of "
+      "`python -m amd_jax.bench step` runs"]
 
 
 def test_bench_step_finetune(capsys):

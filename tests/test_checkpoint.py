@@ -1,5 +1,6 @@
 """Checkpointer against real orbax on the local file system."""
 
+import logging
 import os
 import pathlib
 import subprocess
@@ -183,3 +184,26 @@ def test_trees_read_from_a_relative_path(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert checkpoint.tree_shapes("tree")["a"].shape == (3,)
   np.testing.assert_array_equal(checkpoint.read_tree("tree")["a"], np.arange(3))
+
+
+def test_a_checkpointer_on_a_relative_path_saves_and_restores(tmp_path, monkeypatch):
+  """A relative --workdir: orbax alone refuses it ("Checkpoint path should be absolute")."""
+  monkeypatch.chdir(tmp_path)
+  state = _state(1)
+  ckpt = Checkpointer("runs/x/checkpoints", save_every=1, async_save=False)
+  assert ckpt.save(1, state, {})
+  got, _ = ckpt.restore(1, _abstract(state))
+  ckpt.close()
+  _assert_trees_equal(got, state)
+
+
+def test_reading_a_steps_state_warns_nothing(tmp_path, caplog):
+  """orbax warns on every such read that the item has no _CHECKPOINT_METADATA: dropped."""
+  from amd_jax import checkpoint
+  ckpt = Checkpointer(tmp_path, save_every=1, async_save=False)
+  assert ckpt.save(1, _state(), {})
+  ckpt.close()
+  with caplog.at_level(logging.WARNING):
+    checkpoint.tree_shapes(tmp_path / "1" / "state")
+    checkpoint.read_tree(tmp_path / "1" / "state")
+  assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

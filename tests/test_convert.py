@@ -274,6 +274,29 @@ def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
   assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+def convert_cli(*args, cwd=runs.ROOT):
+  return subprocess.run([sys.executable, "-m", "amd_jax.convert", *map(str, args)], cwd=cwd,
+                        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("content, dst, culprit", [
+    (b"\x09" * 64, "out", "not a PyTorch checkpoint"),      # no pickle at all, runs nothing
+    (b"plain text, no checkpoint\n", "out", "not a PyTorch checkpoint"),
+    (None, "a_file/out", "a_file is a file"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, content, dst, culprit):
+  src = tmp_path / "src.pth"
+  if content is None:
+    torch.save({"model": {"w": torch.zeros(2)}}, src)
+    (tmp_path / "a_file").write_text("x")
+  else:
+    src.write_bytes(content)
+  result = convert_cli("--src", src, "--dst", tmp_path / dst)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr
+  assert lines[0].startswith("error:") and culprit in lines[0] and "would run" not in lines[0]
+
+
 def _tiny_classifier_folder(tmp_path) -> str:
   hf = ref.randomize(VideoMAEForVideoClassification(
       ref.hf_config(**CASES["tiny"], num_labels=CLASSES)), seed=7)

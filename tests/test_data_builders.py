@@ -154,6 +154,22 @@ def test_wrong_layout_from_the_command_line(tmp_path):
   assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("name, manual, culprit", [
+    ("k700", False, "unknown dataset 'k700'"),
+    ("k400", True, "is empty; k400: expected train.csv"),
+])
+def test_build_bad_input_from_the_command_line(tmp_path, name, manual, culprit):
+  (tmp_path / "lists").mkdir()
+  result = subprocess.run([sys.executable, "-m", "amd_jax.data.build", name,
+                           f"--manual_dir={tmp_path / 'lists' if manual else ''}",
+                           f"--data_dir={tmp_path / 'out'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  errors_ = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors_) == 1 and culprit in errors_[0], result.stderr
+  assert "Traceback" not in result.stderr
+
+
 def test_label_out_of_range(tmp_path, carphone):
   write_video(str(tmp_path / "a.mp4"), carphone[:10])
   (tmp_path / "train.csv").write_text("a.mp4 101\n")

@@ -111,3 +111,18 @@ def test_drop_path_rates_and_remat_match():
   np.testing.assert_allclose(enc(video)[0], plain(video)[0], atol=1e-6)
   x1, _ = enc(video, rng=jax.random.key(2))
   assert not np.allclose(x1, enc(video)[0])   # an rng turns stochastic depth on
+
+
+def test_a_model_takes_a_clip_of_another_size():
+  """Built for 8×64×64, called on 4×32×48: the same as the model built for that clip."""
+  small = dict(num_classes=5, drop_path=0.0, head_dropout=0.0, init_scale=0.001)
+  built = heads.Classifier(vit.decode_variant("Mu/8x2"), num_frames=8, image_size=64,
+                           rngs=nnx.Rngs(0), **small)
+  native = heads.Classifier(vit.decode_variant("Mu/8x2"), num_frames=4, image_size=(32, 48),
+                            rngs=nnx.Rngs(0), **small)
+  built.eval()
+  native.eval()
+  video = jax.random.normal(jax.random.key(1), (2, 4, 32, 48, 3))
+  np.testing.assert_allclose(nnx.jit(lambda m, v: m(v))(built, video), native(video), atol=1e-6)
+  with pytest.raises(errors.BadInput, match="not divisible into 2×8×8 tubelets"):
+    built(video[:, :3])

@@ -82,6 +82,17 @@ def test_schedule_from_default_config(data, videos, passes_steps):
   assert config.optim.weight_decay == 0.05
 
 
+def test_total_steps_sets_the_run_length_and_the_cosine_ends_with_it():
+  config = pretrain_config.get_config("runlocal")
+  assert config.total_steps == 0                # the default: optim.epochs' worth
+  derived = optim.schedule_from_config(config, 8.0)
+  assert derived.total_steps == config.optim.epochs * 8
+  config.total_steps = 300
+  s = optim.schedule_from_config(config, 8.0)
+  assert (s.total_steps, s.warmup_steps) == (300, derived.warmup_steps)
+  assert float(s(300)) == pytest.approx(s.final) and float(s(200)) > s.final
+
+
 # ----------------------------------------------------------------------------- decay mask
 
 NO_DECAY = {"bias", "scale", "q_bias", "v_bias", "mask_token"}

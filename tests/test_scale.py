@@ -68,7 +68,8 @@ def test_checkpoint_from_8_devices_resumes_on_4(tmp_path, compile_cache):
   assert first.returncode == 0, first.stderr[-3000:]
   assert committed_steps(workdir) == [8]
   second = run(workdir, environment(compile_cache, devices=4),
-               extra=["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.optim.epochs=2"])
+               extra=["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.optim.epochs=2",
+                      "--allow_config_change"])     # a longer schedule, deliberately
   assert second.returncode == 0, second.stderr[-3000:]
   assert "resumed from step 8" in second.stderr
   r = rows(workdir)

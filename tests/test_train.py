@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from runs import ROOT, command, committed_steps, losses, rows, run
+from runs import environment as runs_environment
 
 
 def test_runlocal_amd_logs_every_term_and_learns(reference):
@@ -80,6 +81,26 @@ def test_sigterm_saves_exits_zero_and_resumes_identically(tmp_path, env, referen
     np.testing.assert_allclose(got[step], want[step], rtol=1e-5, err_msg=f"step {step}")
 
 
+def test_ctrl_c_saves_and_exits_zero_and_twice_exits_at_once(tmp_path, env):
+  once, twice = str(tmp_path / "once"), str(tmp_path / "twice")
+  proc = start(once, env)
+  wait_for(lambda: logged_step(once) >= 4, proc, "step 4")
+  proc.send_signal(signal.SIGINT)
+  assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+  assert "Traceback" not in proc.stderr.read()
+  assert 4 <= committed_steps(once)[-1] < 32
+  proc = start(twice, env)
+  wait_for(lambda: logged_step(twice) >= 4, proc, "step 4")
+  proc.send_signal(signal.SIGINT)
+  time.sleep(1)         # two signals sent at once arrive as one: the kernel merges them
+  proc.send_signal(signal.SIGINT)
+  rc = proc.wait(timeout=30)
+  stderr = proc.stderr.read()
+  # A second Ctrl-C landing while Python finalises (its handlers reset) kills it by SIGINT.
+  assert rc == -signal.SIGINT or (rc == 128 + signal.SIGINT and "exiting at once" in stderr)
+  assert "Traceback" not in stderr, stderr[-3000:]
+
+
 def test_sigkill_twice_restarts_from_committed_checkpoints(tmp_path, env, reference):
   workdir = str(tmp_path)
   for target in (8, 16):
@@ -97,22 +118,74 @@ def test_sigkill_twice_restarts_from_committed_checkpoints(tmp_path, env, refere
     np.testing.assert_allclose(got[step], want[step], rtol=1e-5, err_msg=f"step {step}")
 
 
+PRETRAIN = "--config=configs/pretrain.py:runlocal"
+FINETUNE = "--config=configs/finetune.py:runlocal"
+
+
+def a_file(tmp_path):
+  (tmp_path / "file").write_text("not a directory")
+  return tmp_path / "file"
+
+
 @pytest.mark.parametrize("args, culprit", [
-    (["--config=configs/pretrain.py:runlocal", "--config.no_such_key=1"], "no_such_key"),
+    ([PRETRAIN, "--config.no_such_key=1"], "no_such_key"),
     (["--config=configs/pretrain.py:data=nonsense"], "nonsense"),
-    (["--config=configs/pretrain.py:runlocal", "--config.teacher.init=/no/such/ckpt"],
-     "/no/such/ckpt"),
+    (["--config=configs/pretrain.py:runlocl"], "unknown config argument 'runlocl': known are"),
+    ([PRETRAIN, "--config.teacher.init=/no/such/ckpt"], "/no/such/ckpt"),
     (["--config=configs/no_such_config.py"], "no_such_config.py"),
-    (["--config=configs/pretrain.py:runlocal", "--config.align.method=sideways"], "sideways"),
+    ([PRETRAIN, "--config.align.method=sideways"], "sideways"),
+    ([PRETRAIN, "--config.batch_size=0"], "batch_size=0 must be positive"),
+    ([PRETRAIN, "--config.batch_size=-8"], "batch_size=-8 must be positive"),
+    ([PRETRAIN, "--config.batch_size=10"], "num_sample × processes = 4 × 1"),
+    ([PRETRAIN, "--config.masking.student_ratio=1.0"], "masking.student_ratio=1.0"),
+    ([PRETRAIN, "--config.masking.student_ratio=-0.1"], "masking.student_ratio=-0.1"),
+    ([PRETRAIN, "--config.masking.teacher_ratio=1.5"], "masking.teacher_ratio=1.5"),
+    ([PRETRAIN, "--config.ckpt_every=0"], "ckpt_every=0 must be positive"),
+    ([PRETRAIN, "--config.log_every=-1"], "log_every=-1 must be positive"),
+    ([PRETRAIN, "--config.total_steps=-1"], "total_steps=-1"),
+    ([FINETUNE, "--config.eval_every=-5"], "eval_every=-5"),
+    ([PRETRAIN, "--config.model.dtype=float16"], "model.dtype='float16'"),
+    ([PRETRAIN, "--config.teacher.dtype=int8"], "teacher.dtype='int8'"),
+    ([PRETRAIN, "--config.align.loss=huber"], "align.loss='huber'"),
 ])
 def test_bad_input_is_one_line(tmp_path, env, args, culprit):
+  assert_one_line(tmp_path, env, args, culprit)
+
+
+def assert_one_line(workdir, env, args, culprit):
+  """Exit 2 with one `error:` line naming the culprit, before any data or model."""
   result = subprocess.run([sys.executable, "-m", "amd_jax.main", *args,
-                           f"--workdir={tmp_path}"], cwd=ROOT, env=env,
+                           f"--workdir={workdir}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
-  assert result.returncode == 2
+  assert result.returncode == 2, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and culprit in errors[0], result.stderr
   assert "Traceback" not in result.stderr
+  assert " steps of " not in result.stderr, "refused only after the data was opened"
+
+
+def test_a_global_batch_the_devices_cannot_split_is_one_line(tmp_path, compile_cache):
+  assert_one_line(tmp_path, runs_environment(compile_cache, devices=8),
+                  [PRETRAIN, "--config.batch_size=12"], "batch_size 12 is not divisible by "
+                  "the 8 devices")
+
+
+@pytest.mark.parametrize("where, culprit", [
+    (lambda tmp: a_file(tmp), "is a file"),
+    (lambda tmp: a_file(tmp) / "run", "cannot be created: Not a directory"),
+])
+def test_a_workdir_that_cannot_be_one_is_one_line(tmp_path, env, where, culprit):
+  assert_one_line(where(tmp_path), env, [PRETRAIN], culprit)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_workdir_is_one_line(tmp_path, env):
+  os.chmod(tmp_path, 0o500)
+  try:
+    assert_one_line(tmp_path, env, [PRETRAIN], "is not writable")
+    assert_one_line(tmp_path / "run", env, [PRETRAIN], "Permission denied")
+  finally:
+    os.chmod(tmp_path, 0o700)
 
 
 def test_teacher_from_a_videomae_run(tmp_path, env):
@@ -136,7 +209,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, env)
   assert run(workdir, env, extra=["--config.optim.epochs=1"]).returncode == 0  # 8 steps
   assert committed_steps(workdir) == [8]
   # Resumed with an absurd learning rate, the parameters overflow within a step or two.
-  result = run(workdir, env, extra=["--config.optim.base_lr=1e30"])
+  result = run(workdir, env, extra=["--config.optim.base_lr=1e30", "--allow_config_change"])
   assert result.returncode == 2, result.stderr[-3000:]
   line = [x for x in result.stderr.splitlines() if x.startswith("error:")]
   assert len(line) == 1 and "at step" in line[0] and "step 8" in line[0], result.stderr

@@ -154,10 +154,12 @@ def torch_load(path: str):
       return torch.load(path, map_location="cpu", weights_only=True,
                         mmap=zipfile.is_zipfile(path))
   except pickle.UnpicklingError as e:
-    if "Weights only load failed" not in str(e):
-      raise errors.BadInput(f"{path} is truncated or not a PyTorch checkpoint ({e})") from None
     lines = [l.strip() for l in str(e).splitlines()]
     culprit = next((l for l in lines if "GLOBAL" in l or "Unsupported" in l), lines[0])
+    # An unknown opcode is a file that is no pickle at all, not one that asks to run code.
+    if "Weights only load failed" not in str(e) or "Unsupported operand" in culprit:
+      raise errors.BadInput(f"{path} is truncated or not a PyTorch checkpoint "
+                            f"({culprit})") from None
     raise errors.BadInput(
         f"{path} refused: unpickling it would run code or build objects other than "
         f"tensors ({culprit}); nothing in it was executed. Only plain weight files are "
@@ -338,22 +340,42 @@ class OrbaxSource(Source):
       self.task = self.spec.task
       self._dir, self._subtrees = os.path.join(path, PARAMS), None
     else:
-      # A training workdir: the student's trainable and frozen variables.
-      try:
-        step_dir = checkpoint.find_step_dir(path)
-      except FileNotFoundError as e:
-        raise errors.BadInput(str(e)) from None
-      self._dir, self._subtrees = os.path.join(step_dir, "state"), ("params", "frozen")
+      # A training workdir: the student's trainable and frozen variables, read now
+      # to tell a damaged step from a readable one.
+      self._subtrees = ("params", "frozen")
+      step_dir, self._values = self._newest_readable(path)
+      self._dir = os.path.join(step_dir, "state")
       self.meta = _workdir_meta(path, step_dir)
       self.task = self.meta.pop("task", "pretrainer")
+      self.shapes = {k: tuple(x.shape) for k, x in self._values.items()}
+      return
     try:
       tree = checkpoint.tree_shapes(self._dir)
     except (OSError, ValueError, KeyError) as e:
       raise errors.BadInput(f"{path}: unreadable orbax checkpoint ({e})") from None
-    if self._subtrees:
-      tree = {k: tree[k] for k in self._subtrees if k in tree}
     self.shapes = {k: tuple(x.shape) for k, x in self._ours(tree).items()}
     self._values = None
+
+  def _newest_readable(self, path: str) -> tuple[str, dict]:
+    """(step folder, our flat weights) of a workdir's newest step that reads; a damaged newer
+    step is named in one line each (left in place: a reader does not move a run's files)."""
+    try:
+      candidates = checkpoint.step_dirs(path)
+    except FileNotFoundError as e:
+      raise errors.BadInput(str(e)) from None
+    for i, step_dir in enumerate(candidates):
+      try:
+        values = checkpoint.read_tree(os.path.join(step_dir, "state"), self._subtrees)
+      except Exception as e:  # noqa: BLE001 -- whatever reading a damaged step raises
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        then = (f"reading step {os.path.basename(candidates[i + 1])}"
+                if i + 1 < len(candidates) else "no older step")
+        log.warning("%s: step %s is damaged (%s: %s); %s", path, os.path.basename(step_dir),
+                    type(e).__name__, why, then)
+        continue
+      return step_dir, self._ours(values)
+    raise errors.BadInput(f"{path}: no checkpoint step reads (steps "
+                          f"{', '.join(os.path.basename(d) for d in candidates)} are damaged)")
 
   def _ours(self, tree) -> dict:
     flat = spec_lib.flatten(tree)
@@ -431,8 +453,16 @@ def open_source(path: str, kind: str | None = None, options: dict | None = None)
 
 # ----------------------------------------------------------------- writers
 def check_free(dst: str) -> None:
+  """Refuses a destination that exists or cannot be created, before the work."""
   if os.path.exists(dst):
     raise errors.BadInput(f"{dst} exists: choose another destination or remove it")
+  parent = os.path.dirname(os.path.abspath(dst))
+  while not os.path.exists(parent):     # missing folders are created on the way
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise errors.BadInput(f"{dst} cannot be created: {parent} is a file")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise errors.BadInput(f"{dst} cannot be created: {parent} is not writable")
 
 
 def _staging(dst: str) -> str:
@@ -450,7 +480,7 @@ def write_orbax(dst: str, spec: spec_lib.ModelSpec, weights: dict[str, np.ndarra
                 source: str) -> None:
   tmp = _staging(dst)
   os.makedirs(tmp)
-  checkpoint.save_tree(os.path.join(os.path.abspath(tmp), PARAMS), spec_lib.unflatten(weights))
+  checkpoint.save_tree(os.path.join(tmp, PARAMS), spec_lib.unflatten(weights))
   with open(os.path.join(tmp, MODEL_JSON), "w") as f:
     json.dump({**spec.to_json(), "converted_from": source}, f, indent=2)
   os.rename(tmp, dst)

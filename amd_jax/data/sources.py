@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 
 import tensorflow_datasets as tfds
@@ -23,6 +24,7 @@ BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, local.K400, local.Uc
                                 local.Hmdb51, local.Ssv2, ava.Ava,
                                 images.ImageFolder)}
 EMBEDDED = ("moving_digits",)     # need no manual dir: built on first use
+log = logging.getLogger("amd_jax")
 
 
 def cache_dir() -> str:
@@ -57,9 +59,13 @@ def _locked(data_dir: str, name: str):
 def prepare(name: str, data_dir: str = "", manual_dir: str = "", **options
             ) -> tfds.core.DatasetBuilder:
   """Builds the dataset unless it is already there; returns its builder."""
+  if name not in BUILDERS:
+    raise errors.BadInput(f"unknown dataset {name!r}: choose from {', '.join(BUILDERS)}")
   if name not in EMBEDDED and not (manual_dir and os.path.isdir(manual_dir)):
     raise errors.BadInput(f"{name} is built from local files: --manual_dir "
                           f"{manual_dir or '(none)'} is not a folder; " + BUILDERS[name].layout())
+  if name not in EMBEDDED and not os.listdir(manual_dir):
+    raise errors.BadInput(f"--manual_dir {manual_dir} is empty; " + BUILDERS[name].layout())
   with _locked(data_dir or cache_dir(), name):
     # Made under the lock: a builder made before another process finished
     # building would keep the empty info it read then.
@@ -84,6 +90,9 @@ def open_split(name: str, split: str, data_dir: str = ""):
           f"dataset {name} is not prepared in {data_dir}: run `python -m amd_jax.data.build "
           f"{name} --manual_dir DIR_WITH_LISTS --data_dir {data_dir}`")
     tfds.disable_progress_bar()
+    # TFDS would call it "Downloading ... Unknown size": nothing is downloaded.
+    log.info("building the embedded dataset %s in %s (once, about 30 s on 2 cores)", name,
+             b.data_dir)
     b = prepare(name, data_dir)
   try:
     return b.as_data_source(split)

@@ -16,8 +16,11 @@ from amd_jax import errors, masking
 from amd_jax.models import decoders, vit
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def dtype_of(name: str):
-  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+  return DTYPES[name]
 
 
 class Pretrainer(nnx.Module):

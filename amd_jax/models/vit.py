@@ -359,11 +359,17 @@ class Encoder(nnx.Module):
                  if final_norm else None)
 
   def embed(self, video: jnp.ndarray, idx: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Tokens (B, n, D) of the tubelets at idx, with their position embedding."""
+    """Tokens (B, n, D) of the tubelets at idx, with their position embedding.
+
+    The fixed sinusoid table is the one of this clip's token grid, so a model
+    takes clips of any size its tubelets divide (as the official code rebuilds
+    the table for a new frame count), not only the size it was built for.
+    """
     v = self.variant
+    num_tokens = math.prod(token_grid(video.shape[1], video.shape[2:4], v.patch, v.tubelet))
     tubelets = gather_tokens(patchify(video, v.patch, v.tubelet), idx)
     x = self.patch_embed(tubelets)
-    return x + position_embedding(self.num_tokens, v.width, idx, x.shape[0]).astype(x.dtype)
+    return x + position_embedding(num_tokens, v.width, idx, x.shape[0]).astype(x.dtype)
 
   def __call__(self, video: jnp.ndarray, idx: jnp.ndarray | None = None, *,
                rng: jax.Array | None = None):
