@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The runlocal configs shortened to 32 steps, logging every other step.
 SHORT = ("--config.optim.epochs=4", "--config.log_every=2", "--config.ckpt_every=8",
@@ -39,6 +41,15 @@ def rows(workdir):
 
 def losses(workdir):
   return {r["step"]: [r[k] for k in LOSSES] for r in rows(workdir)}
+
+
+def assert_same_losses(workdir, reference):
+  """Every logged step of `workdir` has the reference run's losses (rtol 1e-5): a
+  resumed run retraces the uninterrupted one."""
+  got, want = losses(workdir), losses(reference)
+  assert sorted(got) == sorted(want)
+  for step in want:
+    np.testing.assert_allclose(got[step], want[step], rtol=1e-5, err_msg=f"step {step}")
 
 
 def committed_steps(workdir):

@@ -10,12 +10,11 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from amd_jax import errors, pretrained
 
-from runs import ROOT, command, committed_steps, losses, run
+from runs import ROOT, assert_same_losses, command, committed_steps, run
 from test_train import wait_for
 
 
@@ -138,10 +137,7 @@ def test_a_failed_save_stops_the_run_in_one_line_and_a_restart_resumes_exactly(
   freed = run(workdir, env)
   assert freed.returncode == 0, freed.stderr[-3000:]
   assert f"resumed from step {first}" in freed.stderr
-  got, want = losses(workdir), losses(reference)
-  assert sorted(got) == sorted(want)
-  for step in want:
-    np.testing.assert_allclose(got[step], want[step], rtol=1e-5, err_msg=f"step {step}")
+  assert_same_losses(workdir, reference)
 
 
 def test_convert_and_load_name_a_damaged_step_and_read_the_one_before(tmp_path, reference):
