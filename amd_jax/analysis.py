@@ -323,6 +323,12 @@ def unpatchify(tokens: np.ndarray, grid: tuple[int, int, int], patch: int,
   return x.reshape(b, t * tubelet, h * patch, w * patch, -1)
 
 
+def _counts(codes: np.ndarray) -> masking.MaskCounts:
+  """The token counts of masking codes (B, N) that are the same in every clip."""
+  return masking.MaskCounts(tokens=codes.shape[1], student=int((codes[0] == 0).sum()),
+                            teacher=int((codes[0] <= 1).sum()))
+
+
 def reconstruct(model, videos: np.ndarray, codes: np.ndarray, patch: int, tubelet: int
                 ) -> np.ndarray:
   """RGB in [0, 1] (B, T, H, W, 3): visible tubes as they are, masked ones predicted.
@@ -335,8 +341,7 @@ def reconstruct(model, videos: np.ndarray, codes: np.ndarray, patch: int, tubele
   """
   t = videos.shape[1] // tubelet
   grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
-  counts = masking.MaskCounts(tokens=codes.shape[1], student=int((codes[0] == 0).sum()),
-                              teacher=int((codes[0] <= 1).sum()))
+  counts = _counts(codes)
   idx = masking.indices(jnp.asarray(codes), counts)
   rgb = np.asarray(vit.patchify(jnp.asarray(videos, jnp.float32) / 255.0, patch, tubelet))
   b, n, _ = rgb.shape
@@ -365,9 +370,7 @@ def neighbour_copy(targets: np.ndarray, codes: np.ndarray, grid: tuple[int, int,
   out = []
   for target, code in zip(targets, codes):
     visible = np.flatnonzero(code == masking.STUDENT)
-    masked = np.flatnonzero(code != masking.STUDENT)
-    # Masked tokens in masking.indices' order: teacher-visible first, then the rest.
-    masked = masked[np.argsort(code[masked], kind="stable")]
+    masked = np.flatnonzero(code != masking.STUDENT)    # masking.indices' order: ascending
     d = np.square(yx[masked, None, 1:] - yx[None, visible, 1:]).sum(-1).astype(float)
     d[yx[masked, None, 0] != yx[None, visible, 0]] = np.inf
     out.append(target[visible[np.argmin(d, axis=1)]])
@@ -382,8 +385,7 @@ def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, pat
   token's target copied (`neighbour_copy`)."""
   t = videos.shape[1] // tubelet
   grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
-  counts = masking.MaskCounts(tokens=codes.shape[1], student=int((codes[0] == 0).sum()),
-                              teacher=int((codes[0] <= 1).sum()))
+  counts = _counts(codes)
   sums = {name: 0.0 for name in ("zero", "neighbour_copy", *models)}
   for start in range(0, len(videos), batch):
     video = losses.normalize(jnp.asarray(videos[start:start + batch]))

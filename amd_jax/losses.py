@@ -69,10 +69,7 @@ def align_target(features: jnp.ndarray, norm: str = "none") -> jnp.ndarray:
   if norm == "none":
     return features
   if norm == "layernorm":
-    x = features.astype(jnp.float32)
-    mean = x.mean(axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + 1e-6)
+    return jax.nn.standardize(features.astype(jnp.float32), axis=-1, epsilon=1e-6)
   raise errors.BadInput(f"unknown align.target_norm {norm!r}: choose from "
                         f"{'|'.join(ALIGN_TARGET_NORMS)}")
 

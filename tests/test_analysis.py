@@ -118,3 +118,19 @@ def test_per_class_report(tmp_path):
   assert os.path.getsize(tmp_path / "out" / "per_class.png") > 0
   top = analysis.per_class_report(runs["a"], runs["b"], str(tmp_path / "out"), top=2)
   assert [r["index"] for r in top["classes"]] == [1, 0]
+
+
+def test_neighbour_copy_by_hand():
+  """Grid 2 time slices × 1 × 3: per slice the student sees token x=0 only; masked
+  tokens take the target of the nearest visible token of their own slice, in
+  masking.indices' order (ascending token index), so they line up with its targets."""
+  grid = (2, 1, 3)
+  targets = np.arange(6, dtype=np.float32).reshape(1, 6, 1) * 10      # token i → 10·i
+  s, d, h = masking.STUDENT, masking.DIFF, masking.HIDDEN
+  codes = np.array([[s, h, d, d, s, h]])
+  got = analysis.neighbour_copy(targets, codes, grid)
+  # masked tokens 1, 2 (slice 0, nearest visible 0) and 3 (slice 1: 4 at distance 1), 5 (4)
+  np.testing.assert_array_equal(got[0, :, 0], [0, 0, 40, 40])
+  counts = masking.MaskCounts(tokens=6, student=2, teacher=4)
+  idx = masking.indices(jnp.asarray(codes), counts)
+  np.testing.assert_array_equal(np.asarray(idx.masked)[0], [1, 2, 3, 5])
