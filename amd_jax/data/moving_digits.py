@@ -32,6 +32,10 @@ SPLITS = {"train": 2048, "val": 256, "test": 256}
 # Digit image i belongs to split DIGIT_SPLIT[i % 10]: 80% / 10% / 10%, disjoint.
 DIGIT_SPLIT = ("train",) * 8 + ("val", "test")
 SEED = 0
+NUM_DIGITS = 2                   # sprites per clip, all moving by the clip's motion
+SPRITE = (0.3, 0.4)              # sprite side, fraction of the frame
+TRAVEL = 0.35                    # a translation's path over the clip, fraction of the frame
+BACK_LOW, BACK_HIGH = 20, 90     # the flat background's colour, per channel
 
 
 def _bilinear(image: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -47,64 +51,41 @@ def _bilinear(image: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
   return top * (1 - fy) + bottom * fy
 
 
-def background(rng: np.random.Generator) -> np.ndarray:
-  """float (SIZE, SIZE, 3): a tinted brightness ramp, the same in every frame.
-
-  The brightness changes linearly across the frame, by 50–70 grey levels in a
-  random direction, faint beside the digit. Per-patch normalisation maps every
-  patch of a linear ramp to one and the same pattern (a unit ramp along that
-  direction) wherever the patch is and however the clip was cropped and
-  resized, so a hidden tube of background follows from any visible one.
-  Sine gratings were tried first: with free wavelengths and orientations, or
-  with a fixed wavelength of two patches and four orientations, the 8-block
-  teacher's reconstruction loss stayed at that of a prediction of 0 for 2,500
-  and 500 updates respectively (the phase of a grating under the pre-training's
-  multi-scale crops must be inferred from the distance between patches).
-  """
-  s = SIZE
-  yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
-  theta, rise = rng.uniform(0, 2 * np.pi), rng.uniform(50, 70)
-  ramp = ((xx - s / 2) * np.cos(theta) + (yy - s / 2) * np.sin(theta)) * rise / s
-  return rng.uniform(50, 80, 3) + ramp[..., None] * rng.uniform(0.7, 1.0, 3)
-
-
-def render(digit: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
-  """uint8 (FRAMES, SIZE, SIZE, 3): `digit` (8×8, values 0..16) moving by MOTIONS[label]."""
+def render(digits: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
+  """uint8 (FRAMES, SIZE, SIZE, 3): `digits` (n × 8×8, values 0..16) moving by MOTIONS[label]."""
   t, s = FRAMES, SIZE
-  back = background(rng)
-  colour = rng.uniform(160, 255, 3)
-
-  # No single frame tells a translation's or rotation's direction: the position
-  # is uniform on the frame, which wraps around like a torus (a digit leaving on
-  # the right comes back on the left), and the angle is uniform. A zoom's
-  # direction shows in one frame only through the digit's size near the clip's ends.
+  video = np.broadcast_to(rng.uniform(BACK_LOW, BACK_HIGH, 3), (t, s, s, 3)).copy()
   k = np.arange(t) / (t - 1) - 0.5                      # -0.5 … 0.5 over the clip
-  travel = s * 0.35
-  cx = np.full(t, rng.uniform(0, s))
-  cy = np.full(t, rng.uniform(0, s))
-  size = np.full(t, s * rng.uniform(0.45, 0.6))          # sprite side in pixels
-  angle = np.full(t, rng.uniform(0, 2 * np.pi))
-  motion = MOTIONS[label]
-  if motion in ("left", "right"):
-    cx = cx + k * travel * (1 if motion == "right" else -1)
-  elif motion in ("up", "down"):
-    cy = cy + k * travel * (1 if motion == "down" else -1)
-  elif motion in ("zoom_in", "zoom_out"):
-    size = size * np.exp(k * 1.0 * (1 if motion == "zoom_in" else -1))
-  else:
-    angle = angle + k * np.pi * 0.75 * (1 if motion == "rotate_cw" else -1)
-
-  # Inverse-map every output pixel into the digit's 8×8 grid (y down, so a
-  # positive angle turns clockwise on screen), through the shortest way around
-  # the torus (the sprite, under 0.6 × 1.65 of the frame, never meets itself).
   yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) + 0.5
-  dx = (xx[None] - cx[:, None, None] + s / 2) % s - s / 2
-  dy = (yy[None] - cy[:, None, None] + s / 2) % s - s / 2
-  cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-  u = (cos * dx + sin * dy) / size[:, None, None]
-  v = (-sin * dx + cos * dy) / size[:, None, None]
-  alpha = _bilinear(digit / 16.0, (v + 0.5) * 8 - 0.5, (u + 0.5) * 8 - 0.5)[..., None]
-  video = back[None] * (1 - alpha) + colour * alpha
+  motion = MOTIONS[label]
+  for digit in digits:
+    colour = rng.uniform(160, 255, 3)
+    # No single frame tells a translation's or rotation's direction: the position
+    # is uniform on the frame, which wraps around like a torus (a digit leaving on
+    # the right comes back on the left), and the angle is uniform. A zoom's
+    # direction shows in one frame only through the digit's size near the clip's ends.
+    cx = np.full(t, rng.uniform(0, s))
+    cy = np.full(t, rng.uniform(0, s))
+    size = np.full(t, s * rng.uniform(*SPRITE))          # sprite side in pixels
+    angle = np.full(t, rng.uniform(0, 2 * np.pi))
+    if motion in ("left", "right"):
+      cx = cx + k * TRAVEL * s * (1 if motion == "right" else -1)
+    elif motion in ("up", "down"):
+      cy = cy + k * TRAVEL * s * (1 if motion == "down" else -1)
+    elif motion in ("zoom_in", "zoom_out"):
+      size = size * np.exp(k * 1.0 * (1 if motion == "zoom_in" else -1))
+    else:
+      angle = angle + k * np.pi * 0.75 * (1 if motion == "rotate_cw" else -1)
+    # Inverse-map every output pixel into the digit's 8×8 grid (y down, so a
+    # positive angle turns clockwise on screen), through the shortest way around
+    # the torus (the sprite, under 0.6 × 1.65 of the frame, never meets itself).
+    dx = (xx[None] - cx[:, None, None] + s / 2) % s - s / 2
+    dy = (yy[None] - cy[:, None, None] + s / 2) % s - s / 2
+    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    u = (cos * dx + sin * dy) / size[:, None, None]
+    v = (-sin * dx + cos * dy) / size[:, None, None]
+    alpha = _bilinear(digit / 16.0, (v + 0.5) * 8 - 0.5, (u + 0.5) * 8 - 0.5)[..., None]
+    video = video * (1 - alpha) + colour * alpha
   return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
 
@@ -112,11 +93,13 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Records: video (mp4 bytes), label (motion), path ('<split>/<index>')."""
 
   name = "moving_digits"
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("3.0.0")
   RELEASE_NOTES = {
       "1.0.0": "16×64×64 H.264 clips; 2048 / 256 / 256 videos; i.i.d. 2×2-pixel background texture.",
       "2.0.0": ("A brightness ramp as background (predictable under tube masking and per-patch "
                 "normalisation); larger digits, uniform positions on a torus and angles."),
+      "3.0.0": ("Two digits per clip on a flat background (a ramp's normalised patches were "
+                "H.264 noise: no model learnt to reconstruct them); fine-tuning learns again."),
   }
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -156,5 +139,5 @@ def clip(split: str, index: int) -> bytes:
   """Clip `index` of `split` as mp4 bytes; its label is index % 8."""
   rng = np.random.default_rng([SEED, list(SPLITS).index(split), index])
   digits = _digits(split)
-  digit = digits[rng.integers(len(digits))]
-  return decode.encode(render(digit, index % len(MOTIONS), rng))
+  chosen = digits[rng.integers(len(digits), size=NUM_DIGITS)]
+  return decode.encode(render(chosen, index % len(MOTIONS), rng))
