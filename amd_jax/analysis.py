@@ -53,7 +53,7 @@ from matplotlib import pyplot as plt  # noqa: E402  (after the backend is chosen
 
 from amd_jax import errors, losses, masking, pretrained, probe  # noqa: E402
 from amd_jax.data import moving_digits  # noqa: E402
-from amd_jax.models import vit  # noqa: E402
+from amd_jax.models import pretrain, vit  # noqa: E402
 
 LOSS_TERMS = ("loss", "loss_rec", "loss_dir", "loss_gen")
 
@@ -426,7 +426,19 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   """A few test clips through every pre-training run, one tube mask per clip shared
   by all runs → out_dir/reconstructions.png; the reconstruction loss of every run
   and of the trivial predictors on `loss_videos` test clips → reconstructions.json."""
+  # Before any model or clip is read: a fine-tuning run has no pixel decoder to show.
+  for name, workdir in runs.items():
+    mode = _read_json(os.path.join(workdir, "config.json"), default={}).get("mode")
+    if mode in ("finetune", "test"):
+      raise errors.BadInput(f"reconstructions needs a pre-training run (mode amd or "
+                            f"videomae): {name}={workdir} is a {mode} run, which has no "
+                            "pixel decoder")
   models = {name: pretrained.load(w) for name, w in runs.items()}
+  for name, model in models.items():
+    if not isinstance(model, pretrain.Pretrainer):     # e.g. a converted classifier
+      raise errors.BadInput(f"reconstructions needs a pre-training checkpoint: {name}="
+                            f"{runs[name]} holds a {type(model).__name__}, which has no "
+                            "pixel decoder")
   first = next(iter(models.values())).encoder
   v, grid = first.variant, first.grid
   all_clips, _ = probe.labelled_clips(grid, v.patch, v.tubelet, data=data, data_dir=data_dir,

@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from amd_jax import analysis, masking
+from amd_jax import analysis, convert, errors, masking
+from amd_jax.convert import spec as spec_lib
 from amd_jax.models import vit
+from configs import finetune as finetune_config
+from runs import ROOT
 
 # A 2×2 grid of 16-pixel patches: centres (8, 8), (8, 24), (24, 8), (24, 24).
 GRID, PATCH, TUBELET = (1, 2, 2), 16, 2
@@ -134,3 +139,34 @@ def test_neighbour_copy_by_hand():
   counts = masking.MaskCounts(tokens=6, student=2, teacher=4)
   idx = masking.indices(jnp.asarray(codes), counts)
   np.testing.assert_array_equal(np.asarray(idx.masked)[0], [1, 2, 3, 5])
+
+
+def test_reconstructions_of_a_finetuning_run_is_one_line(tmp_path, env):
+  """A fine-tuning workdir (its config.json as training writes it) is refused by name
+  before any checkpoint or clip is read."""
+  run = tmp_path / "ft"
+  run.mkdir()
+  (run / "config.json").write_text(finetune_config.get_config("runlocal").to_json_best_effort())
+  result = subprocess.run([sys.executable, "-m", "amd_jax.analysis", "reconstructions",
+                           "--run", f"ft={run}", "--out", str(tmp_path / "out")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+  assert lines[0] == (f"error: reconstructions needs a pre-training run (mode amd or videomae): "
+                      f"ft={run} is a finetune run, which has no pixel decoder")
+  assert not (tmp_path / "out").exists()
+
+
+def test_reconstructions_of_a_classifier_checkpoint_is_refused(tmp_path):
+  """A converted classifier (no config.json to tell) is refused once loaded."""
+  spec = spec_lib.ModelSpec(task="classifier", variant=vit.decode_variant("Mu/8x2"),
+                            num_frames=4, image_size=(32, 32), num_classes=3,
+                            fc_norm_eps=1e-6)
+  rng = np.random.default_rng(0)
+  weights = {k: rng.standard_normal(shape).astype(np.float32)
+             for k, shape in spec.shapes().items()}
+  path = str(tmp_path / "classifier")
+  convert.formats.write_orbax(path, spec, weights, source="test")
+  with pytest.raises(errors.BadInput, match=r"needs a pre-training checkpoint: c=.* holds a "
+                     "Classifier"):
+    analysis.reconstructions_report({"c": path}, str(tmp_path / "out"))
