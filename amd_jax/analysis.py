@@ -50,10 +50,13 @@ from flax import nnx
 
 matplotlib.use("Agg")   # files only: no display on servers and CI
 from matplotlib import pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import BoundaryNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from amd_jax import errors, losses, masking, pretrained, probe  # noqa: E402
 from amd_jax.data import moving_digits  # noqa: E402
-from amd_jax.models import vit  # noqa: E402
+from amd_jax.models import pretrain, vit  # noqa: E402
 
 LOSS_TERMS = ("loss", "loss_rec", "loss_dir", "loss_gen")
 
@@ -128,34 +131,58 @@ def attention_distance(encoder: vit.Encoder, videos: np.ndarray, *, frame_spacin
   return total / len(videos)
 
 
+def legend_outside(fig: Figure, axes, loc: str = "outside right upper", **kw) -> None:
+  """One figure legend of the labelled artists of `axes` (each label once), outside
+  every panel so that it covers no bar, dot or curve (needs layout="constrained")."""
+  entries = {}
+  for ax in axes:
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+      entries.setdefault(label, handle)
+  if entries:
+    fig.legend(list(entries.values()), list(entries), loc=loc, **kw)
+
+
+def save(fig: Figure, path: str, dpi: int = 120) -> Figure:
+  """Writes fig to path, its legends (outside the axes) included, and closes it;
+  returns it, still drawable, for callers that inspect the layout."""
+  fig.savefig(path, dpi=dpi, bbox_inches="tight")
+  plt.close(fig)
+  return fig
+
+
 def plot_attention_distance(results: dict[str, np.ndarray], path: str, note: str = "",
-                            uniform: dict[str, float] | None = None) -> None:
-  """One panel per model: a dot per head at each layer depth (Figure S2's form).
+                            uniform: dict[str, float] | None = None) -> Figure:
+  """One panel per model: a dot per head at each layer depth (Figure S2's form),
+  coloured by the head's index (a colour bar says which).
 
   uniform: per model, the distance of uniform attention over all tokens (the
   most global a head can be on average), drawn as a dashed line.
   """
-  fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.4), sharey=True,
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results) + 1.2, 3.6),
+                           sharey=True, squeeze=False, layout="constrained")
+  most = max(d.shape[1] for d in results.values())
+  cmap = plt.get_cmap("viridis", most)
   for ax, (name, d) in zip(axes[0], results.items()):
     layers, heads = d.shape
     for head in range(heads):
-      ax.scatter(np.arange(1, layers + 1), d[:, head], s=14)
+      ax.scatter(np.arange(1, layers + 1), d[:, head], s=14, color=cmap(head))
     if uniform and name in uniform:
       ax.axhline(uniform[name], color="grey", linestyle="--", linewidth=1,
-                 label="uniform attention")
-      ax.legend(fontsize=7, loc="lower right")
+                 label="uniform attention (every token weighted equally)")
     ax.set_ylim(0, 1.08 * max([d.max(), *(uniform or {}).values()]))
     ax.set_title(name)
     ax.set_xlabel("layer depth")
     ax.set_xticks(np.arange(1, layers + 1, max(1, layers // 6)))
     ax.grid(alpha=0.3)
   axes[0, 0].set_ylabel("mean attention distance (pixels)")
+  # Heads are categories: one colour band per head index, labelled 1..most.
+  head_colours = ScalarMappable(BoundaryNorm(np.arange(most + 1) + 0.5, most), cmap)
+  fig.colorbar(head_colours, ax=axes[0].tolist(), label="attention head",
+               ticks=np.arange(1, most + 1, max(1, most // 8)))
+  legend_outside(fig, axes[0], loc="outside lower center", fontsize=7)  # the dashed lines
   fig.suptitle("Average attention distance per head and layer" + (f"\n{note}" if note else ""),
                fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return save(fig, path)
 
 
 def attention_distance_report(checkpoints: dict[str, str], out_dir: str, *,
@@ -230,27 +257,30 @@ def per_class_report(run_a: str, run_b: str, out_dir: str, *, names: tuple[str, 
   rows = [dict(cls=labels[i], index=int(i), count=int(a["class_counts"][i]),
                **{names[0]: number(acc_a[i]), names[1]: number(acc_b[i])},
                difference=number(diff[i])) for i in order]
-
-  fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.4))
-  y = np.arange(len(rows))
-  for offset, acc, name, run in ((-0.2, acc_a, names[0], a), (0.2, acc_b, names[1], b)):
-    bars = ax.barh(y + offset, [acc[i] for i in order], height=0.4,
-                   label=f"{name} (top-1 {run['top1']:.3f})")
-    ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=2)   # zero bars are otherwise invisible
-  ax.set_yticks(y, [f"{labels[i]} (no test videos)" if np.isnan(diff[i]) else
-                    f"{labels[i]} ({diff[i]:+.2f})" for i in order])
-  ax.invert_yaxis()             # top to bottom as in the JSON
-  ax.set_xlabel("test accuracy")
-  ax.set_xlim(0, 1)
-  ax.legend(loc="lower right", fontsize=8)
-  ax.set_title(f"Per-class accuracy, sorted by {names[1]} − {names[0]}", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "per_class.png"), dpi=120)
-  plt.close(fig)
   report = dict(a=run_a, b=run_b, names=list(names),
                 top1={names[0]: a["top1"], names[1]: b["top1"]}, classes=rows)
+  plot_per_class(report, os.path.join(out_dir, "per_class.png"))
   write_json(os.path.join(out_dir, "per_class.json"), report)
   return report
+
+
+def plot_per_class(report: dict, path: str) -> Figure:
+  """per_class_report's rows as paired horizontal bars, top to bottom as in the JSON."""
+  rows, names = report["classes"], report["names"]
+  fig, ax = plt.subplots(figsize=(7.6, 0.45 * len(rows) + 1.4), layout="constrained")
+  y = np.arange(len(rows))
+  for offset, name in ((-0.2, names[0]), (0.2, names[1])):
+    bars = ax.barh(y + offset, [np.nan if r[name] is None else r[name] for r in rows],
+                   height=0.4, label=f"{name} (top-1 {report['top1'][name]:.3f})")
+    ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=2)   # zero bars are otherwise invisible
+  ax.set_yticks(y, [f"{r['cls']} (no test videos)" if r["difference"] is None else
+                    f"{r['cls']} ({r['difference']:+.2f})" for r in rows])
+  ax.invert_yaxis()
+  ax.set_xlabel("test accuracy")
+  ax.set_xlim(0, 1)
+  legend_outside(fig, [ax], fontsize=8)
+  ax.set_title(f"Per-class accuracy, sorted by {names[1]} − {names[0]}", fontsize=9)
+  return save(fig, path)
 
 
 # ----------------------------------------------------------------- curves
@@ -260,11 +290,12 @@ def metric_rows(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_pretrain_losses(runs: dict[str, str], path: str) -> None:
+def plot_pretrain_losses(runs: dict[str, str], path: str) -> Figure:
   """One panel per loss term, one line per run (training rows of metrics.jsonl)."""
   rows = {name: [r for r in metric_rows(w) if "split" not in r] for name, w in runs.items()}
   terms = [t for t in LOSS_TERMS if any(t in r for rs in rows.values() for r in rs)]
-  fig, axes = plt.subplots(1, len(terms), figsize=(3.6 * len(terms), 3.2), squeeze=False)
+  fig, axes = plt.subplots(1, len(terms), figsize=(3.6 * len(terms) + 1.4, 3.2), squeeze=False,
+                           layout="constrained")
   for ax, term in zip(axes[0], terms):
     values = []
     for i, (name, rs) in enumerate(rows.items()):
@@ -278,17 +309,15 @@ def plot_pretrain_losses(runs: dict[str, str], path: str) -> None:
     if values and min(values) > 0 and max(values) > 10 * min(values):
       ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
-  axes[0, 0].legend(fontsize=7)
+  legend_outside(fig, axes[0], fontsize=7)
   fig.suptitle("Pre-training losses (loss = weighted sum; rec: normalised pixels, "
                "dir/gen: alignment with the teacher's features)", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return save(fig, path)
 
 
-def plot_finetune_curves(runs: dict[str, str], path: str) -> None:
+def plot_finetune_curves(runs: dict[str, str], path: str) -> Figure:
   """Training loss, and validation top-1 with the final multi-view test top-1 as a star."""
-  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8.4, 3.2))
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10.4, 3.2), layout="constrained")
   for i, (name, workdir) in enumerate(runs.items()):
     rows = metric_rows(workdir)
     train = [(r["step"], r["loss"]) for r in rows if "split" not in r and "loss" in r]
@@ -305,10 +334,8 @@ def plot_finetune_curves(runs: dict[str, str], path: str) -> None:
   ax_acc.set(title="top-1", xlabel="step", ylim=(0, 1))
   for ax in (ax_loss, ax_acc):
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  legend_outside(fig, (ax_loss, ax_acc), fontsize=7)
+  return save(fig, path)
 
 
 # ----------------------------------------------------------------- reconstructions
@@ -426,7 +453,19 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   """A few test clips through every pre-training run, one tube mask per clip shared
   by all runs → out_dir/reconstructions.png; the reconstruction loss of every run
   and of the trivial predictors on `loss_videos` test clips → reconstructions.json."""
+  # Before any model or clip is read: a fine-tuning run has no pixel decoder to show.
+  for name, workdir in runs.items():
+    mode = _read_json(os.path.join(workdir, "config.json"), default={}).get("mode")
+    if mode in ("finetune", "test"):
+      raise errors.BadInput(f"reconstructions needs a pre-training run (mode amd or "
+                            f"videomae): {name}={workdir} is a {mode} run, which has no "
+                            "pixel decoder")
   models = {name: pretrained.load(w) for name, w in runs.items()}
+  for name, model in models.items():
+    if not isinstance(model, pretrain.Pretrainer):     # e.g. a converted classifier
+      raise errors.BadInput(f"reconstructions needs a pre-training checkpoint: {name}="
+                            f"{runs[name]} holds a {type(model).__name__}, which has no "
+                            "pixel decoder")
   first = next(iter(models.values())).encoder
   v, grid = first.variant, first.grid
   all_clips, _ = probe.labelled_clips(grid, v.patch, v.tubelet, data=data, data_dir=data_dir,

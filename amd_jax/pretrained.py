@@ -44,7 +44,8 @@ def load(path: str, *, part: str | None = None, kind: str | None = None,
   kind overrides detection (pth | deepspeed | hf | orbax). options: num_frames,
   image_size (int or (H, W)) rebuild it for another clip (positions are fixed
   sinusoids, so any grid works); heads, decoder_heads for a .pth whose model
-  does not have the standard heads of its width.
+  does not have the standard heads of its width; student_layers (e.g. (6, 12))
+  for an AMD .pth whose saved args do not name its aligned layers.
   """
   spec, weights = convert.read(path, kind=kind, part=part, **options)
   model = build(spec, weights)

@@ -63,6 +63,7 @@ import numpy as np
 from absl import logging as absl_logging
 
 from amd_jax import analysis, convert, errors, probe, train
+from amd_jax import workdir as workdir_lib
 from amd_jax.data import moving_digits
 from configs import finetune as finetune_config
 from configs import pretrain as pretrain_config
@@ -664,6 +665,7 @@ def main(argv: list[str] | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   teacher = os.path.abspath(args.teacher)
   try:
+    workdir_lib.check(root)     # as for a training run: refused before anything runs
     if args.make_teacher:
       card = make_teacher(root, os.path.abspath(args.make_teacher), args.size)
       print(json.dumps({k: card[k] for k in ("finetune", "probe", "reconstruction_loss")},

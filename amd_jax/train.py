@@ -135,26 +135,13 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise errors.BadInput(f"eval_batch_size {config.eval_batch_size} must be a multiple of "
                             f"the {jax.device_count()} devices")
   sharding.mesh_shape(config, jax.device_count())
-  _check_workdir(workdir)
+  workdir_lib.check(workdir)
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):
   for name in dotted.split("."):
     config = config[name]
   return config
-
-
-def _check_workdir(workdir: str) -> None:
-  """Creates the workdir, or says in one line why it cannot be one."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except FileExistsError:
-    raise errors.BadInput(f"workdir {workdir} is a file, not a directory") from None
-  except OSError as e:
-    raise errors.BadInput(f"workdir {workdir} cannot be created: {e.strerror} "
-                          f"({e.filename})") from None
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise errors.BadInput(f"workdir {workdir} is not writable")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *,

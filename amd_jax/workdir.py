@@ -24,6 +24,20 @@ FREE_KEYS = ("log_every", "ckpt_every", "keep_ckpts", "progress", "eval_every",
 FREE_PREFIXES = ("mesh.", "sharding.")
 
 
+def check(workdir: str) -> None:
+  """Creates the workdir, or says in one line why it cannot be one (a file, a folder
+  under a file, not writable): called before anything heavy runs in it."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except FileExistsError:
+    raise errors.BadInput(f"workdir {workdir} is a file, not a directory") from None
+  except OSError as e:
+    raise errors.BadInput(f"workdir {workdir} cannot be created: {e.strerror} "
+                          f"({e.filename})") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise errors.BadInput(f"workdir {workdir} is not writable")
+
+
 @contextlib.contextmanager
 def lock(workdir: str):
   """Holds the workdir for this process; a second run on it is refused with one line.

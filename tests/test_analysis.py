@@ -3,15 +3,21 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from amd_jax import analysis, masking
+from amd_jax import analysis, convert, errors, masking
+from amd_jax.convert import spec as spec_lib
 from amd_jax.models import vit
+from configs import finetune as finetune_config
+from runs import ROOT
 
 # A 2×2 grid of 16-pixel patches: centres (8, 8), (8, 24), (24, 8), (24, 24).
 GRID, PATCH, TUBELET = (1, 2, 2), 16, 2
@@ -134,3 +140,86 @@ def test_neighbour_copy_by_hand():
   counts = masking.MaskCounts(tokens=6, student=2, teacher=4)
   idx = masking.indices(jnp.asarray(codes), counts)
   np.testing.assert_array_equal(np.asarray(idx.masked)[0], [1, 2, 3, 5])
+
+
+def test_reconstructions_of_a_finetuning_run_is_one_line(tmp_path, env):
+  """A fine-tuning workdir (its config.json as training writes it) is refused by name
+  before any checkpoint or clip is read."""
+  run = tmp_path / "ft"
+  run.mkdir()
+  (run / "config.json").write_text(finetune_config.get_config("runlocal").to_json_best_effort())
+  result = subprocess.run([sys.executable, "-m", "amd_jax.analysis", "reconstructions",
+                           "--run", f"ft={run}", "--out", str(tmp_path / "out")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+  assert lines[0] == (f"error: reconstructions needs a pre-training run (mode amd or videomae): "
+                      f"ft={run} is a finetune run, which has no pixel decoder")
+  assert not (tmp_path / "out").exists()
+
+
+def test_reconstructions_of_a_classifier_checkpoint_is_refused(tmp_path):
+  """A converted classifier (no config.json to tell) is refused once loaded."""
+  spec = spec_lib.ModelSpec(task="classifier", variant=vit.decode_variant("Mu/8x2"),
+                            num_frames=4, image_size=(32, 32), num_classes=3,
+                            fc_norm_eps=1e-6)
+  rng = np.random.default_rng(0)
+  weights = {k: rng.standard_normal(shape).astype(np.float32)
+             for k, shape in spec.shapes().items()}
+  path = str(tmp_path / "classifier")
+  convert.formats.write_orbax(path, spec, weights, source="test")
+  with pytest.raises(errors.BadInput, match=r"needs a pre-training checkpoint: c=.* holds a "
+                     "Classifier"):
+    analysis.reconstructions_report({"c": path}, str(tmp_path / "out"))
+
+
+def _metrics(run, rows):
+  run.mkdir()
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return str(run)
+
+
+def _plots_with_legends(tmp_path):
+  """Every plot that draws a legend, on constructed inputs: name → its (closed) figure."""
+  steps = range(0, 40, 10)
+  pre = {name: _metrics(tmp_path / f"pre_{name}", [
+      dict(step=s, loss=1 / (s + 1), loss_rec=0.9, loss_dir=10 / (s + 1), loss_gen=50 / (s + 1))
+      for s in steps]) for name in ("amd", "videomae")}
+  ft = {name: _metrics(tmp_path / f"ft_{name}", [
+      *(dict(step=s, loss=2 / (s + 1)) for s in steps),
+      *(dict(step=s, split="val", top1=s / 40) for s in steps),
+      dict(step=40, split="test", top1=0.9, views=6)]) for name in ("amd", "videomae")}
+  report = dict(names=["a", "b"], top1={"a": 0.5, "b": 0.75}, classes=[
+      dict(cls=f"class {i}", a=1.0 - i / 8, b=1.0, difference=i / 8) for i in range(8)])
+  distances = {"teacher": np.linspace(4, 30, 12 * 3).reshape(12, 3),
+               "student": np.linspace(4, 30, 4 * 2).reshape(4, 2)}
+  return {
+      "attention_distance": analysis.plot_attention_distance(
+          distances, str(tmp_path / "ad.png"), "note", {"teacher": 28.0, "student": 28.0}),
+      "per_class": analysis.plot_per_class(report, str(tmp_path / "pc.png")),
+      "pretrain_losses": analysis.plot_pretrain_losses(pre, str(tmp_path / "pl.png")),
+      "finetune_curves": analysis.plot_finetune_curves(ft, str(tmp_path / "fc.png")),
+  }
+
+
+def test_legends_cover_no_data(tmp_path):
+  """Each legend lies outside every panel (where bars, dots and curves are drawn); the
+  attention-distance colours are explained by a labelled colour bar."""
+  for name, fig in _plots_with_legends(tmp_path).items():
+    canvas = FigureCanvasAgg(fig)     # a closed figure keeps no canvas of its own
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert legends, name
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    for legend in legends:
+      box = legend.get_window_extent(renderer)
+      for ax in panels:
+        assert not box.overlaps(ax.get_window_extent(renderer)), (name, ax.get_title())
+    assert os.path.getsize(tmp_path / {"attention_distance": "ad.png", "per_class": "pc.png",
+                                       "pretrain_losses": "pl.png",
+                                       "finetune_curves": "fc.png"}[name]) > 0
+    if name == "attention_distance":
+      (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+      assert bar.get_ylabel() == "attention head"
+      assert [t.get_text() for t in bar.get_yticklabels()] == ["1", "2", "3"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -194,7 +195,7 @@ def amd_student(tmp_path_factory) -> str:
   the generator norms the official code saves and never uses, and its `args`."""
   tmp_path = tmp_path_factory.mktemp("amd")
   student, teacher = vit.decode_variant("Mu/8x2"), vit.decode_variant("Ti/8x2")
-  align = dict(method="serial", student_layers=[2, 4], generator_depth=2,
+  align = dict(method="serial", student_layers=[1, 3], generator_depth=2,
                learnable_mask_tokens=False, teacher_width=teacher.width)
   spec = spec_lib.ModelSpec(task="pretrainer", variant=student, num_frames=4, image_size=(32, 32),
                             norm_eps=1e-6, decoder_norm_eps=1e-6, decoder_depth=2, align=align)
@@ -213,8 +214,17 @@ def amd_student(tmp_path_factory) -> str:
     sd[f"generators.{k}.norm.weight"], sd[f"generators.{k}.norm.bias"] = (
         torch.ones(192), torch.zeros(192))
   path = str(tmp_path / "amd.pth")
-  torch.save({"model": sd, "args": argparse.Namespace(generator_depth=2), "epoch": 799}, path)
+  torch.save({"model": sd, "args": official_args(), "epoch": 799}, path)
   return path
+
+
+def official_args(**layers) -> argparse.Namespace:
+  """The official pre-training script's arguments as it saves them (the aligned layers
+  1, 3 of the student's 4 blocks and 6, 12 of the teacher's), `layers` overriding."""
+  return argparse.Namespace(**{
+      "generator_depth": 2, "student_layer_direct_align": [1, 3],
+      "student_layer_gen_align": [1, 3], "teacher_layer_direct_align": [6, 12],
+      "teacher_layer_gen_align": [6, 12], **layers})
 
 
 def test_amd_official_checkpoint(amd_student, caplog):
@@ -224,7 +234,8 @@ def test_amd_official_checkpoint(amd_student, caplog):
   assert "generators.0.norm.weight" in caplog.text and "never uses" in caplog.text
   assert "drawn anew" in caplog.text
   align = model.alignment
-  assert align.method == "serial" and model.student_layers == (2, 4)
+  # From the args: the tensors only say there are two (evenly spaced would be 2, 4).
+  assert align.method == "serial" and model.student_layers == (1, 3)
   assert isinstance(align.generators[0].mask_token, nnx.Variable)
   assert not isinstance(align.generators[0].mask_token, nnx.Param)   # frozen, as officially
   sd = convert.formats.torch_load(path)["model"]
@@ -248,6 +259,35 @@ def test_round_trip_orbax_pth_orbax(source, tmp_path, amd_student):
   convert.convert(b, c, progress=False)
   # Generator mask tokens are not stored in a .pth; each import draws the same ones.
   _same(a, c, "orbax → .pth → orbax")
+
+
+def test_amd_student_layers_come_from_args_or_the_flag(amd_student, tmp_path):
+  """Without layers in its args an AMD .pth is refused, naming the flag; the flag
+  names them (over the args), and must fit the checkpoint's heads and blocks."""
+  sd = convert.formats.torch_load(amd_student)["model"]
+  bare = str(tmp_path / "bare.pth")
+  torch.save({"model": sd, "args": official_args(student_layer_direct_align=None,
+                                                 student_layer_gen_align=None)}, bare)
+  result = convert_cli("--src", bare, "--dst", tmp_path / "refused", "--frames", 4,
+                       "--size", 32)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith("error: the checkpoint has alignment heads for 2 student layer")
+  assert "--student_layers" in lines[0] and not (tmp_path / "refused").exists()
+  result = convert_cli("--src", bare, "--dst", tmp_path / "ok", "--frames", 4, "--size", 32,
+                       "--student_layers", "2,3", "--no_progress")
+  assert result.returncode == 0, result.stderr[-3000:]
+  spec = json.loads((tmp_path / "ok" / "model.json").read_text())
+  assert spec["align"]["student_layers"] == [2, 3]
+  assert convert.read(amd_student, student_layers=(2, 4))[0].align["student_layers"] == [2, 4]
+  for layers, why in (((2,), "heads for 2 layer"), ((1, 5), "student's 1..4"),
+                      ((3, 3), "different block")):
+    with pytest.raises(errors.BadInput, match=why):
+      convert.read(bare, student_layers=layers)
+  mixed = str(tmp_path / "mixed.pth")
+  torch.save({"model": sd, "args": official_args(student_layer_gen_align=[2, 4])}, mixed)
+  with pytest.raises(errors.BadInput, match=r"\[1, 3\] directly and \[2, 4\] by generation"):
+    convert.read(mixed)
 
 
 # ----------------------------------------------------------------- bad input

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from amd_jax import errors
+from amd_jax import errors, masking
 from amd_jax.models import decoders, heads, posemb, pretrain, vit
 
 V = vit.decode_variant
@@ -126,3 +126,30 @@ def test_a_model_takes_a_clip_of_another_size():
   np.testing.assert_allclose(nnx.jit(lambda m, v: m(v))(built, video), native(video), atol=1e-6)
   with pytest.raises(errors.BadInput, match="not divisible into 2×8×8 tubelets"):
     built(video[:, :3])
+
+
+def test_a_pretrainer_takes_a_clip_of_another_size():
+  """An AMD pre-training model built for 4×32×32 (32 tokens), called on 8×48×40 (120):
+  its pixel decoder and generators use that clip's position table as its encoder does,
+  so it computes what the model built for that clip computes with the same weights
+  (the tables are not parameters)."""
+  align = ml_collections.ConfigDict(dict(method="serial", student_layers=(2, 4),
+                                         generator_depth=1, learnable_mask_tokens=False))
+  kw = dict(decoder_depth=1, align=align, teacher_variant=V("Ti/8x2"))
+  built = pretrain.Pretrainer(V("Mu/8x2"), num_frames=4, image_size=32, rngs=nnx.Rngs(0), **kw)
+  native = pretrain.Pretrainer(V("Mu/8x2"), num_frames=8, image_size=(48, 40),
+                               rngs=nnx.Rngs(1), **kw)
+  nnx.update(native, nnx.state(built))
+  grid = (4, 6, 5)
+  rng = np.random.default_rng(0)
+  codes = np.stack([masking.tube_mask(rng, grid, 0.75, 0.5) for _ in range(2)])
+  counts = masking.tube_counts(grid, 0.75, 0.5)
+  idx = masking.indices(jnp.asarray(codes), counts)
+  video = jax.random.normal(jax.random.key(2), (2, 8, 48, 40, 3))
+  forward = nnx.jit(lambda m: m(video, idx))
+  got, want = forward(built), forward(native)
+  assert got["pred"].shape == (2, counts.masked, 2 * 8 * 8 * 3)
+  assert [x.shape for x in got["direct"]] == [(2, counts.student, 192)] * 2
+  assert [x.shape for x in got["generated"]] == [(2, counts.diff, 192)] * 2
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6)

@@ -141,6 +141,21 @@ def test_another_size_on_a_study_dir_is_refused(tmp_path):
     study._check_size(str(tmp_path), "full")
 
 
+@pytest.mark.parametrize("workdir", ["a_file", "a_file/under_it"])
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path, env, workdir):
+  """Refused like a training run's workdir, before any teacher, data or model is read."""
+  (tmp_path / "a_file").write_text("not a folder")
+  # The default size: the shipped teacher fits it, so nothing else stops the study first.
+  result = subprocess.run([sys.executable, "-m", "amd_jax.study", "--workdir",
+                           str(tmp_path / workdir)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith(f"error: workdir {tmp_path / workdir} ")
+  assert ("is a file" if workdir == "a_file" else "cannot be created") in lines[0]
+  assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
 def _record(top1, time_s=10.0):
   return {"done": True, "time_s": time_s, "steps": 5, "top1": top1, "top5": 1.0, "views": 6}
 

@@ -36,10 +36,11 @@ TARGETS = ("orbax", "hf", "pth")
 PARTS = ("encoder",)
 
 
-def _plan(src: formats.Source) -> list[tables.Item]:
-  """Our tensor ← the source's, for every source tensor (unknown ones refused)."""
+def _plan(src: formats.Source) -> tuple[list[tables.Item], dict[str, str]]:
+  """Our tensor ← the source's, for every source tensor (unknown ones refused), and
+  the source tensors left out → why."""
   if src.layout is None:
-    return [tables.Item(k, (k,), tables.COPY) for k in src.shapes]
+    return [tables.Item(k, (k,), tables.COPY) for k in src.shapes], {}
   matched = tables.match_theirs(tables.table(src.layout, src.task), src.shapes)
   if matched.unknown:
     more = len(matched.unknown) - 1
@@ -47,10 +48,7 @@ def _plan(src: formats.Source) -> list[tables.Item]:
         f"{src.path}: no rule maps {matched.unknown[0]}{f' (and {more} more)' if more else ''} "
         f"of this {src.layout} {src.task} checkpoint; it is not a VideoMAE/AMD layout this "
         "converter knows")
-  for why in sorted(set(matched.dropped.values())):
-    names = [n for n, w in matched.dropped.items() if w == why]
-    log.info("dropped %s: %s", ", ".join(names), why)
-  return matched.items
+  return matched.items, matched.dropped
 
 
 def _shapes(src: formats.Source, items: list[tables.Item]) -> dict[str, tuple[int, ...]]:
@@ -127,14 +125,16 @@ def read(path: str, *, kind: str | None = None, part: str | None = None,
   only the encoder (reported: what is left out). check(spec) may refuse the
   model before any tensor is converted. options override what the source
   says: heads, decoder_heads (a .pth does not store them; the standard ones for
-  the width are assumed), num_frames, image_size (int or (H, W)).
+  the width are assumed), num_frames, image_size (int or (H, W)), student_layers
+  (an AMD student's aligned layers, 1-indexed; an official .pth names them only
+  in its saved args).
   """
   if part not in (None, *PARTS):
     raise errors.BadInput(f"unknown part {part!r}: choose from {'|'.join(PARTS)}")
   if isinstance(options.get("image_size"), int):
     options["image_size"] = (options["image_size"],) * 2
   with formats.open_source(path, kind, options) as src:
-    items = _plan(src)
+    items, dropped = _plan(src)
     shapes = _shapes(src, items)
     if src.spec is not None:
       frames, size = options.get("num_frames"), options.get("image_size")
@@ -144,6 +144,9 @@ def read(path: str, *, kind: str | None = None, part: str | None = None,
       spec = infer_spec(src.task, shapes, src.meta)
     if part == "encoder" and spec.task != "encoder":
       spec, items, shapes = _encoder_only(spec, items, shapes)
+    # Said once the model is known: a refused source prints only its error line.
+    for why in sorted(set(dropped.values())):
+      log.info("dropped %s: %s", ", ".join(n for n, w in dropped.items() if w == why), why)
     log.info("%s (%s): %s", path, src.kind, spec.describe())
     if check is not None:
       check(spec)

@@ -20,6 +20,10 @@ def _size(text: str) -> tuple[int, int]:
   return int(h), int(w or h)
 
 
+def _layers(text: str) -> tuple[int, ...]:
+  return tuple(int(l) for l in text.split(","))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m amd_jax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,12 +41,17 @@ def main(argv=None) -> int:
   parser.add_argument("--heads", type=int, help="encoder attention heads (a .pth does not "
                       "store them; default: the standard model's of that width)")
   parser.add_argument("--decoder_heads", type=int, help="decoder attention heads (likewise)")
+  parser.add_argument("--student_layers", type=_layers, metavar="L1,L2,...",
+                      help="an AMD student's aligned blocks, 1-indexed as align.student_layers "
+                      "(default: the source's config or saved args; a .pth without them is "
+                      "refused)")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
   try:
     convert.convert(args.src, args.dst, to=args.to, kind=args.kind, part=args.part,
                     progress=not args.no_progress, num_frames=args.frames,
-                    image_size=args.size, heads=args.heads, decoder_heads=args.decoder_heads)
+                    image_size=args.size, heads=args.heads, decoder_heads=args.decoder_heads,
+                    student_layers=args.student_layers)
   except errors.BadInput as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -220,12 +220,29 @@ def _official_task(names) -> str:
   return "classifier" if "head.weight" in names or "fc_norm.weight" in names else "encoder"
 
 
+def _official_student_layers(obj, path: str) -> dict:
+  """{"student_layers": [...]} when the checkpoint's saved `args` (the official
+  pre-training script's arguments, a Namespace; ours write a plain dict) name the
+  aligned student layers, else {}."""
+  args = obj.get("args") if isinstance(obj, dict) else None
+  args = vars(args) if isinstance(args, argparse.Namespace) else args
+  args = args if isinstance(args, dict) else {}
+  direct, gen = (args.get(f"student_layer_{branch}_align") or [] for branch in ("direct", "gen"))
+  if direct and gen and list(direct) != list(gen):
+    raise errors.BadInput(f"{path}: its args align student layers {list(direct)} directly and "
+                          f"{list(gen)} by generation; the serial alignment shares one "
+                          "projection per layer between both, so they must be the same")
+  layers = direct or gen
+  return {"student_layers": [int(l) for l in layers]} if layers else {}
+
+
 def _open_official(kind: str, path: str, file: str) -> Source:
-  sd = _state_dict(torch_load(file), file)
+  obj = torch_load(file)
+  sd = _state_dict(obj, file)
   src = StateDictSource(kind, path, sd, _strip_wrappers(list(sd)))
   src.layout, src.task = "official", _official_task(src.shapes)
   # The official code's frozen generator mask tokens; every LayerNorm at 1e-6.
-  src.meta = dict(learnable_mask_tokens=False)
+  src.meta = dict(learnable_mask_tokens=False, **_official_student_layers(obj, file))
   return src
 
 
@@ -427,7 +444,7 @@ def open_source(path: str, kind: str | None = None, options: dict | None = None)
   """The checkpoint at `path`; `kind` overrides what `detect` would say.
 
   options (all optional) override what the source says: heads, decoder_heads,
-  num_frames, image_size.
+  num_frames, image_size, student_layers.
   """
   path = os.fspath(path)
   if not os.path.exists(path):
@@ -523,14 +540,22 @@ def _warn_eps(spec: spec_lib.ModelSpec, fixed: dict[str, float], where: str) -> 
 
 
 def write_pth(dst: str, spec: spec_lib.ModelSpec, weights: dict[str, np.ndarray]) -> None:
-  """An official-layout .pth: {'model': state_dict}, as the official scripts save."""
+  """An official-layout .pth: {'model': state_dict}, as the official scripts save,
+  with `args` naming the aligned student layers of an AMD student under the
+  official script's argument names (the tensors do not say which layers feed the
+  alignment heads). A plain dict, not the official Namespace: torch.load's
+  default weights_only=True reads it without an allowlist."""
   torch = _torch()
   _warn_eps(spec, dict(ln_eps=spec_lib.OFFICIAL_EPS, norm_eps=spec_lib.OFFICIAL_EPS,
                        fc_norm_eps=spec_lib.OFFICIAL_EPS,
                        decoder_norm_eps=spec_lib.OFFICIAL_EPS), "the official code")
   tensors = {k: torch.from_numpy(v) for k, v in _exported("official", spec, weights).items()}
+  saved = {"model": tensors}
+  if spec.align:
+    layers = list(spec.align["student_layers"])
+    saved["args"] = dict(student_layer_direct_align=layers, student_layer_gen_align=layers)
   tmp = _staging(dst)
-  torch.save({"model": tensors}, tmp)
+  torch.save(saved, tmp)
   os.rename(tmp, dst)
 
 

@@ -240,9 +240,21 @@ def _infer_align(shapes: dict, variant: vit.Variant, meta: dict) -> dict | None:
   else:
     teacher_width = shapes["alignment/generators/0/blocks/layers/0/norm1/scale"][0]
     generator_depth = _depth(shapes, "alignment/generators/0/")
-  # The student layers are not in the tensors; the official scripts align (6, 12)
-  # of 12 blocks, i.e. evenly spaced ending at the last block.
-  layers = meta.get("student_layers") or [variant.depth * (i + 1) // pairs for i in range(pairs)]
-  return dict(method=method, student_layers=list(layers), generator_depth=generator_depth,
+  # The tensors tell how many layers are aligned, not which: that comes from the
+  # source's config or args, or from the user.
+  layers = meta.get("student_layers")
+  if not layers:
+    raise errors.BadInput(f"the checkpoint has alignment heads for {pairs} student layer(s) "
+                          "but does not say which layers feed them: pass them with "
+                          "--student_layers (pretrained.load: student_layers=), e.g. 6,12, "
+                          "the official scripts' for a 12-block student")
+  layers = [int(l) for l in layers]
+  if len(layers) != pairs:
+    raise errors.BadInput(f"student layers {','.join(map(str, layers))} do not fit the "
+                          f"checkpoint: it has alignment heads for {pairs} layer(s)")
+  if len(set(layers)) != len(layers) or not all(1 <= l <= variant.depth for l in layers):
+    raise errors.BadInput(f"student layers {','.join(map(str, layers))}: each must be a "
+                          f"different block of the student's 1..{variant.depth}")
+  return dict(method=method, student_layers=layers, generator_depth=generator_depth,
               learnable_mask_tokens=meta.get("learnable_mask_tokens", True),
               teacher_width=teacher_width)

@@ -48,6 +48,8 @@ class PixelDecoder(nnx.Module):
   Returns the predictions for the masked tokens only, (B, n_masked, out_dim),
   in the order of idx_masked. `norm_eps` (None: `ln_eps`) is the final norm's
   epsilon: HF builds it with torch's 1e-5, its blocks with the config's.
+  `num_tokens` of a call is the clip's token count when it is not the one the
+  decoder was built for: its fixed position table is that clip's, as the encoder's.
   """
 
   def __init__(self, encoder_width: int, width: int, depth: int, heads: int, out_dim: int,
@@ -66,9 +68,9 @@ class PixelDecoder(nnx.Module):
     self.head = vit.dense(width, out_dim, ("embed", "pixels"), dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jnp.ndarray, idx_visible: jnp.ndarray, idx_masked: jnp.ndarray,
-               rng: jax.Array | None = None) -> jnp.ndarray:
-    seq = _with_mask_tokens(self.encoder_to_decoder(x), self.mask_token[...], self.num_tokens,
-                            idx_visible, idx_masked)
+               rng: jax.Array | None = None, *, num_tokens: int | None = None) -> jnp.ndarray:
+    seq = _with_mask_tokens(self.encoder_to_decoder(x), self.mask_token[...],
+                            num_tokens or self.num_tokens, idx_visible, idx_masked)
     y, _ = self.blocks(seq, rng)
     return self.head(self.norm(y[:, idx_visible.shape[1]:]))
 
@@ -78,7 +80,7 @@ class Generator(nnx.Module):
 
   Teacher-width blocks over [projected student tokens ++ mask tokens]; the
   output is the raw residual stream of the mask-token positions (no norm, no
-  head), (B, n_diff, teacher width).
+  head), (B, n_diff, teacher width). `num_tokens` of a call: as PixelDecoder's.
   """
 
   def __init__(self, width: int, depth: int, heads: int, num_tokens: int, *,
@@ -90,8 +92,9 @@ class Generator(nnx.Module):
                              ln_eps=ln_eps, remat=remat, dtype=dtype, rngs=rngs)
 
   def __call__(self, f: jnp.ndarray, idx_visible: jnp.ndarray, idx_diff: jnp.ndarray,
-               rng: jax.Array | None = None) -> jnp.ndarray:
-    seq = _with_mask_tokens(f, self.mask_token[...], self.num_tokens, idx_visible, idx_diff)
+               rng: jax.Array | None = None, *, num_tokens: int | None = None) -> jnp.ndarray:
+    seq = _with_mask_tokens(f, self.mask_token[...], num_tokens or self.num_tokens,
+                            idx_visible, idx_diff)
     y, _ = self.blocks(seq, rng)
     return y[:, idx_visible.shape[1]:]
 
@@ -122,7 +125,7 @@ class Alignment(nnx.Module):
   head count, which differs for a ViT-H teacher or a miniature one). Called with the
   student's features at the aligned layers (each (B, n_student, D_s)), it returns
   (direct, generated): tuples of (B, n_student, D_t) and (B, n_diff, D_t), empty
-  when the method has no such branch.
+  when the method has no such branch. `num_tokens`: as PixelDecoder's.
   """
 
   def __init__(self, method: str, num_pairs: int, width: int, teacher_width: int, *,
@@ -151,7 +154,8 @@ class Alignment(nnx.Module):
                        if method != "direct" else None)
 
   def __call__(self, features: Sequence[jnp.ndarray], idx_visible: jnp.ndarray,
-               idx_diff: jnp.ndarray, rng: jax.Array | None = None):
+               idx_diff: jnp.ndarray, rng: jax.Array | None = None, *,
+               num_tokens: int | None = None):
     direct, generated = (), ()
     if self.method == "direct":
       direct = tuple(h(z) for h, z in zip(self.direct_heads, features))
@@ -162,6 +166,6 @@ class Alignment(nnx.Module):
                 tuple(p(z) for p, z in zip(self.generator_projections, features)))
       rngs = ([None] * len(inputs) if rng is None
               else list(jax.random.split(rng, len(inputs))))
-      generated = tuple(g(f, idx_visible, idx_diff, r)
+      generated = tuple(g(f, idx_visible, idx_diff, r, num_tokens=num_tokens)
                         for g, f, r in zip(self.generators, inputs, rngs))
     return direct, generated

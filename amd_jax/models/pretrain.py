@@ -64,10 +64,14 @@ class Pretrainer(nnx.Module):
     # the generators alike, as the official code builds all three with the rate.
     enc_rng, dec_rng, gen_rng = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
     x, hidden = self.encoder(video, idx.student, rng=enc_rng)
-    out = {"pred": self.decoder(x, idx.student, idx.masked, dec_rng)}
+    # The decoders' fixed position tables are this clip's, as the encoder's: a model
+    # takes clips of any size its tubelets divide, not only the one it was built for.
+    num_tokens = self.encoder.clip_tokens(video)
+    out = {"pred": self.decoder(x, idx.student, idx.masked, dec_rng, num_tokens=num_tokens)}
     if self.alignment is not None:
       features = [hidden[layer - 1] for layer in self.student_layers]
-      out["direct"], out["generated"] = self.alignment(features, idx.student, idx.diff, gen_rng)
+      out["direct"], out["generated"] = self.alignment(features, idx.student, idx.diff, gen_rng,
+                                                       num_tokens=num_tokens)
     return out
 
 

@@ -366,10 +366,15 @@ class Encoder(nnx.Module):
     the table for a new frame count), not only the size it was built for.
     """
     v = self.variant
-    num_tokens = math.prod(token_grid(video.shape[1], video.shape[2:4], v.patch, v.tubelet))
+    num_tokens = self.clip_tokens(video)     # first: a clip the tubelets do not divide is refused
     tubelets = gather_tokens(patchify(video, v.patch, v.tubelet), idx)
     x = self.patch_embed(tubelets)
     return x + position_embedding(num_tokens, v.width, idx, x.shape[0]).astype(x.dtype)
+
+  def clip_tokens(self, video: jnp.ndarray) -> int:
+    """The token count of this clip (B, T, H, W, C), whatever clip the model was built for."""
+    v = self.variant
+    return math.prod(token_grid(video.shape[1], video.shape[2:4], v.patch, v.tubelet))
 
   def __call__(self, video: jnp.ndarray, idx: jnp.ndarray | None = None, *,
                rng: jax.Array | None = None):
