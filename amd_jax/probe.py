@@ -133,15 +133,24 @@ def fit(splits: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int) -> d
               dim=int(x_train.shape[1]))
 
 
-def probe_report(checkpoints: dict[str, str], *, data: str = "moving_digits", data_dir: str = "",
-                 splits: tuple[str, str, str] = ("train", "val", "test"),
+def random_encoder(variant: str, *, num_frames: int, image_size: int, seed: int) -> vit.Encoder:
+  """A pre-training encoder (final norm included) at its random initial weights: the
+  probe's control, what the features know before any pre-training."""
+  return vit.Encoder(vit.decode_variant(variant), num_frames=num_frames, image_size=image_size,
+                     final_norm=True, rngs=nnx.Rngs(seed))
+
+
+def probe_report(checkpoints: dict[str, str | vit.Encoder], *, data: str = "moving_digits",
+                 data_dir: str = "", splits: tuple[str, str, str] = ("train", "val", "test"),
                  videos: int | None = None, batch: int = 32) -> dict:
   """The probe of every checkpoint's encoder (what `analysis probe` writes to probe.json).
 
-  videos: at most this many videos of each split (None: all). Checkpoints of one
-  clip layout share the decoded clips.
+  A value is a checkpoint path or an encoder itself (`random_encoder`). videos:
+  at most this many videos of each split (None: all). Encoders of one clip
+  layout share the decoded clips.
   """
-  encoders = {name: load_encoder(path) for name, path in checkpoints.items()}
+  encoders = {name: c if isinstance(c, vit.Encoder) else load_encoder(c)
+              for name, c in checkpoints.items()}
   clips, report = {}, {}
   for name, encoder in encoders.items():
     v = encoder.variant
@@ -153,7 +162,9 @@ def probe_report(checkpoints: dict[str, str], *, data: str = "moving_digits", da
     num_classes = int(max(y.max() for _, y in clips[key].values())) + 1
     feats = {role: (features(encoder, x, batch=batch, desc=f"probe features: {name} {role}"), y)
              for role, (x, y) in clips[key].items()}
-    report[name] = dict(checkpoint=checkpoints[name], **fit(feats, num_classes))
+    source = checkpoints[name]
+    report[name] = dict(checkpoint=source if isinstance(source, str) else "random initial weights",
+                        **fit(feats, num_classes))
   return dict(data=data, splits=dict(zip(("train", "val", "test"), splits)),
              method=("mean-pooled final tokens, standardised; multinomial logistic regression "
                      f"(L-BFGS, {LBFGS_STEPS} steps), L2 from {list(L2_GRID)} by val top-1"),

@@ -19,7 +19,8 @@ checkpoint when it was interrupted:
                        all with one recipe; then the multi-view test
      (1–3 once per seed)
   4. probes            a linear probe on the frozen encoder of every pre-trained
-                       model, the teacher's included (amd_jax/probe.py)
+                       model, the teacher's included, and on the scratch student's
+                       random initial weights (the control; amd_jax/probe.py)
   5. plots             DIR/*.png with their numbers in DIR/*.json (seed 0's runs)
   6. DIR/results.json  top-1, top-5, probe top-1, times and steps per model
                        (mean ± std over seeds); the teacher's fine-tuned top-1 is
@@ -65,6 +66,7 @@ from absl import logging as absl_logging
 from amd_jax import analysis, convert, errors, probe, train
 from amd_jax import workdir as workdir_lib
 from amd_jax.data import moving_digits
+from amd_jax.models import vit
 from configs import finetune as finetune_config
 from configs import pretrain as pretrain_config
 from configs import videomae as videomae_config
@@ -360,9 +362,9 @@ def students(layout: Layout, size: Size, seed: int, teacher: str) -> dict[str, d
   return out
 
 
-def probes(path: str, checkpoints: dict[str, str], size: Size) -> dict:
-  """The linear probe of every checkpoint → `path` (probe.json); checkpoints already
-  in it are not probed again."""
+def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> dict:
+  """The linear probe of every checkpoint (or encoder) → `path` (probe.json); those
+  already in it are not probed again."""
   done = _read_json(path) if os.path.isfile(path) else {"models": {}}
   todo = {name: p for name, p in checkpoints.items() if name not in done["models"]}
   if not todo:
@@ -574,9 +576,11 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None,
     _say(f"[{seed + 1}/{seeds + 2}] students, seed {seed}: pre-training, fine-tuning, test")
     by_seed[seed] = students(layout, size, seed, ckpt)
   _say(f"[{seeds + 1}/{seeds + 2}] probes and plots (seed 0)")
-  pre = {f"{name}/seed_{s}": layout.student(name, s, "pretrain")
-         for s in by_seed for name, method in STUDENTS.items() if method}
-  probed = probes(os.path.join(root, PROBE_FILE), {"teacher": ckpt, **pre}, size)["models"]
+  encoders = {f"{name}/seed_{s}": layout.student(name, s, "pretrain") if method else
+              probe.random_encoder(size.student, num_frames=8, image_size=size.image_size,
+                                   seed=s)
+              for s in by_seed for name, method in STUDENTS.items()}
+  probed = probes(os.path.join(root, PROBE_FILE), {"teacher": ckpt, **encoders}, size)["models"]
   paths = plots(layout, size, ckpt)
   _say(f"[{seeds + 2}/{seeds + 2}] results")
   if size_name in card["finetune"]:
@@ -587,7 +591,7 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None,
   models = {}
   for name, method in STUDENTS.items():
     runs = [{"seed": s, **by_seed[s][name],
-             "probe_top1": probed[f"{name}/seed_{s}"]["test_top1"] if method else None}
+             "probe_top1": probed[f"{name}/seed_{s}"]["test_top1"]}
             for s in sorted(by_seed)]
     models[name] = summarize(runs, size.student)
   models["teacher"] = summarize(

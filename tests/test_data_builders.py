@@ -190,7 +190,7 @@ def test_unprepared_and_unknown_datasets_are_bad_input(tmp_path):
 
 def test_moving_digits_clips():
   from sklearn.datasets import load_digits
-  digit = load_digits().images[7]
+  digit = load_digits().images[7][None]        # one sprite
   a = moving_digits.render(digit, 0, np.random.default_rng([0, 1]))
   np.testing.assert_array_equal(a, moving_digits.render(digit, 0, np.random.default_rng([0, 1])))
   assert a.shape == (16, 64, 64, 3) and a.dtype == np.uint8
@@ -206,21 +206,34 @@ def test_moving_digits_clips():
   assert shift(moving_digits.render(digit, 1, np.random.default_rng(1))) > 15
   zoom = moving_digits.render(digit, 4, np.random.default_rng(1))
   assert bright(zoom[15]).sum() > 2 * bright(zoom[0]).sum()
+  # Two sprites move alike: both halves of a "right" clip shift right.
+  two = moving_digits.render(load_digits().images[[7, 3]], 1, np.random.default_rng(2))
+  assert bright(two[0]).sum() > bright(moving_digits.render(
+      load_digits().images[[7]], 1, np.random.default_rng(2))[0]).sum()
+  assert shift(two) > 15
 
 
-def test_moving_digits_background_is_a_faint_ramp_that_patches_share():
-  """The background is faint beside the digit, no 8×8 patch of it is flat (so
-  per-patch normalised targets are its pattern, not amplified noise), and every
-  patch normalises to one and the same pattern: a hidden one follows from any
-  visible one."""
-  for seed in range(5):
-    back = moving_digits.background(np.random.default_rng(seed))
-    assert np.ptp(back[..., 0]) < 100            # rise 50–70 grey levels per side, √2 diagonal
-    patches = back.reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, 64, 3)
-    assert (patches.std(1) > 0.5).all()
-    normalised = (patches - patches.mean(1, keepdims=True)) / patches.std(1, keepdims=True)
-    np.testing.assert_allclose(normalised, np.broadcast_to(normalised[:1], normalised.shape),
-                               atol=1e-9)
+def test_moving_digits_background_patches_normalise_to_zero():
+  """Behind the digits a clip is one flat colour and the lossless H.264 keeps it
+  flat, so the pre-training's normalised targets there are 0: a hidden tube of
+  background follows from any visible one (where the ramp of version 2.0.0, and
+  a flat background at crf 18, left codec noise, amplified by the normalisation)."""
+  import jax.numpy as jnp
+  from amd_jax import losses
+  from amd_jax.models import vit
+  background, zero = [], []
+  for i in range(8):
+    rendered = moving_digits.frames("val", i)
+    with decode.Video(moving_digits.clip("val", i)) as v:
+      decoded = v.frames(list(range(16)))
+    tokens = np.asarray(vit.patchify(jnp.asarray(rendered[None], jnp.float32), 8, 2))[0]
+    flat = tokens.reshape(len(tokens), -1, 3).std(axis=1).max(-1) == 0      # no digit in the tubelet
+    targets = np.asarray(losses.pixel_targets(losses.normalize(jnp.asarray(decoded[None])),
+                                              8, 2))[0]
+    background.append(flat.mean())
+    zero.append((np.abs(targets[flat]).max(-1) < 0.1).mean())   # float rounding: ~0.03
+  assert min(background) > 0.3, background
+  assert np.mean(zero) > 0.9, zero
 
 
 def test_one_frame_does_not_tell_the_motion():
