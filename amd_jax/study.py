@@ -84,14 +84,15 @@ STUDENTS = {"amd_student": "amd", "videomae_student": "videomae", "scratch_stude
 PRETRAINED = ("teacher", "amd_student", "videomae_student")
 MODELS = (*STUDENTS, "teacher")
 # Fine-tuning recipe of every student: configs/finetune.py:runlocal with a 30×
-# base lr (6e-2: 3.75e-3 peak at 16 videos per step) and no mixup, cutmix,
-# RandAugment or random erasing: the default's 128 steps are one pass over the
-# train split, too short for augmentation to pay. Measured on moving_digits
-# 3.0.0 from random weights (128 steps, test top-1 of 128 videos, 2-core CPU):
-# runlocal's augmentation at base lr 2e-2 → 0.109 (chance), without it → 0.250,
-# without it at 6e-2 → 0.469.
+# base lr (6e-2: 3.75e-3 peak at 16 videos per step), one clip per video and
+# step (no repeated sampling) and no mixup, cutmix, RandAugment or random
+# erasing: the default's 128 steps are one pass over the train split, too short
+# for augmentation to pay. Measured on moving_digits 3.0.0 from random weights
+# (128 steps of 16 videos, test top-1 of 128 videos, 2-core CPU): runlocal's
+# augmentation at base lr 2e-2 → 0.109 (chance), without it → 0.250, without it
+# at 6e-2 → 0.469 with 2 clips per video, 0.445 with one (half the compute).
 FINETUNE_OVERRIDES = {"optim.base_lr": 6e-2, "mixup.prob": 0.0, "data.rand_augment.num_ops": 0,
-                      "data.erase_prob": 0.0}
+                      "data.erase_prob": 0.0, "data.num_sample": 1, "batch_size": 16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +127,7 @@ class Size:
   student_layers: tuple[int, ...]
   image_size: int                  # clip side in pixels (8 frames, patch 8, tubelet 2)
   student_steps: int               # pre-training updates of 8 clips (2 videos × 4 samples), both
-  finetune_steps: int              # updates of 32 clips (16 videos × 2 samples)
+  finetune_steps: int              # updates of 16 clips (16 videos, one clip each)
   val_split: str
   test_split: str
   probe_videos: int | None         # at most this many videos per split for the probe (None: all)
@@ -266,13 +267,13 @@ def finetune_config_for(size: Size, variant: str, init: str, seed: int,
   config.model.variant = variant
   config.data.update(size=size.image_size, split="train", train_videos=TRAIN_VIDEOS,
                      val_split=size.val_split, test_split=size.test_split)
+  override(config, FINETUNE_OVERRIDES)
+  if base_lr is not None:
+    config.optim.base_lr = base_lr
   per_epoch = TRAIN_VIDEOS // (config.batch_size // config.data.num_sample)
   _set_epochs(config, size.finetune_steps / per_epoch)
   config.eval_every = max(size.finetune_steps // 4, 1)
   _runtime(config, size, seed)
-  override(config, FINETUNE_OVERRIDES)
-  if base_lr is not None:
-    config.optim.base_lr = base_lr
   return config
 
 

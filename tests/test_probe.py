@@ -87,3 +87,18 @@ def test_probe_of_a_pretraining_checkpoint_from_the_command_line(tmp_path):
   assert m["videos"] == {"train": 16, "val": 16, "test": 16} and m["dim"] == 64
   assert 0.0 <= m["test_top1"] <= 1.0 and m["l2"] in probe.L2_GRID
   assert "random: probe test top-1" in result.stdout
+
+
+def test_random_encoder_is_the_seeded_control():
+  """The scratch student's probe: an encoder at its random initial weights, the
+  same for one seed, other for another, probed without any checkpoint."""
+  import jax
+  from flax import nnx
+  make = lambda seed: probe.random_encoder("Mu/8x2", num_frames=8, image_size=32, seed=seed)
+  leaves = lambda e: jax.tree.leaves(nnx.state(e, nnx.Param))
+  a, b, c = make(0), make(0), make(1)
+  assert all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+  assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c)))
+  m = probe.probe_report({"scratch": a}, videos=8)["models"]["scratch"]
+  assert m["checkpoint"] == "random initial weights" and m["dim"] == 64
+  assert m["videos"] == {"train": 8, "val": 8, "test": 8}
