@@ -147,7 +147,7 @@ SIZES = {
                   student="Mu/8x2", teacher_layers=(2, 4), student_layers=(2, 4), image_size=32,
                   student_steps=2, finetune_steps=2, val_split="val[:8]", test_split="test[:8]",
                   probe_videos=16, analysis_videos=2, seeds=1, log_every=1),
-    # launch/demo.sh: under 10 minutes on 2 CPU cores (README).
+    # launch/demo.sh: about 13 minutes on 2 CPU cores (README).
     "default": Size(teacher=RELEASE, student="Mu/8x2", teacher_layers=(4, 8),
                     student_layers=(2, 4), image_size=64, student_steps=400, finetune_steps=128,
                     val_split="val[:64]", test_split="test[:128]", probe_videos=1024,

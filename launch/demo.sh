@@ -7,7 +7,7 @@
 #   launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--ablation NAME]
 #     NAME: alignment | teacher-ratio | rec-loss | student-ratio | target-norm | align-loss
 #
-# Default: under 10 minutes on 2 CPU cores. --full: longer runs, every test video.
+# Default: about 13 minutes on 2 CPU cores. --full: longer runs, every test video.
 # DIR defaults to $WORKDIR, else runs/demo (relative to the repository root);
 # rerunning with the same DIR reuses every finished stage and resumes an
 # interrupted one.
