@@ -54,6 +54,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -445,10 +446,11 @@ def _data_id() -> str:
   return f"moving_digits {moving_digits.MovingDigits.VERSION}"
 
 
-def make_teacher(workdir: str, out: str, size_name: str = "default") -> dict:
+def make_teacher(workdir: str, out: str, command: str, size_name: str = "default") -> dict:
   """Pre-trains the teacher of `size_name` in workdir/pretrain, fine-tunes and tests
   it with that size's protocol (workdir/finetune_SIZE), probes it and writes the
-  release to `out`; returns its card. (Longer sizes fine-tune it themselves.)"""
+  release to `out`; returns its card, which records `command` (as it was typed,
+  so that it reads the same on any machine). (Longer sizes fine-tune it themselves.)"""
   if os.path.exists(out):
     raise errors.BadInput(f"{out} exists: a teacher release goes to a new directory")
   size = SIZES[size_name]
@@ -470,8 +472,7 @@ def make_teacher(workdir: str, out: str, size_name: str = "default") -> dict:
   rows = [r for r in analysis.metric_rows(pre_dir) if "loss" in r]
   card = dict(
       recipe=dataclasses.asdict(size.teacher), data=_data_id(),
-      command=f"python -m amd_jax.study --make-teacher {out} --workdir {workdir}"
-              + ("" if size_name == "default" else f" --size {size_name}"),
+      command=command,
       config=json.loads(teacher_config(size).to_json()),
       pretrain=dict(steps=pre["steps"], time_s=pre["time_s"],
                     final_loss=rows[-1]["loss"] if rows else None),
@@ -676,7 +677,9 @@ def main(argv: list[str] | None = None) -> None:
   try:
     workdir_lib.check(root)     # as for a training run: refused before anything runs
     if args.make_teacher:
-      card = make_teacher(root, os.path.abspath(args.make_teacher), args.size)
+      typed = sys.argv[1:] if argv is None else argv
+      card = make_teacher(root, os.path.abspath(args.make_teacher),
+                          "python -m amd_jax.study " + shlex.join(typed), args.size)
       print(json.dumps({k: card[k] for k in ("finetune", "probe", "reconstruction_loss")},
                        indent=2))
     elif args.ablation:

@@ -56,7 +56,12 @@ def test_teacher_release_has_its_card_and_weights(release):
   assert card["recipe"] == {"variant": "Mu/8x2", "image_size": 32, "steps": 2, "batch_size": 8,
                             "base_lr": 0.1, "finetune_base_lr": 6e-2}
   assert card["data"] == f"moving_digits {moving_digits.MovingDigits.VERSION}"
-  assert "--make-teacher" in card["command"] and card["pretrain"]["steps"] == 2
+  # The command as it was typed (the fixture's arguments), not rewritten with this
+  # machine's absolute paths.
+  work = str(release.parent / "work")
+  assert card["command"] == (f"python -m amd_jax.study --workdir {work} --size smoke "
+                             f"--make-teacher {release}")
+  assert card["pretrain"]["steps"] == 2
   assert set(card["finetune"]) == {"smoke"} and card["finetune"]["smoke"]["views"] > 1
   assert 0 <= card["probe"]["test_top1"] <= 1
   loss = card["reconstruction_loss"]
