@@ -2,7 +2,7 @@ r"""The embedded study: an AMD student against the same student pre-trained as p
 VideoMAE, on the embedded moving_digits videos, in one command.
 
   python -m amd_jax.study [--workdir runs/demo] [--size smoke|default|full] [--seeds N]
-                          [--teacher DIR] [--ablation NAME]
+                          [--teacher DIR] [--ablation NAME] [--jobs N]
   python -m amd_jax.study --make-teacher OUT [--workdir runs/teacher] [--size default]
 
 (launch/demo.sh wraps it; its --full is --size full.) As in the paper, the
@@ -17,7 +17,8 @@ checkpoint when it was interrupted:
   3. fine-tuning       both students and the same student from random weights
                        (scratch_student, the control: what pre-training adds),
                        all with one recipe; then the multi-view test
-     (1–3 once per seed)
+     (1–3 once per seed: a chain of stages per student and seed; --jobs chains
+     run at once, each in a process of its own; the results do not depend on it)
   4. probes            a linear probe on the frozen encoder of every pre-trained
                        model, the teacher's included, and on the scratch student's
                        random initial weights (the control; amd_jax/probe.py)
@@ -52,10 +53,13 @@ import dataclasses
 import datetime
 import json
 import logging
+import multiprocessing
 import os
 import platform
+import queue
 import shlex
 import shutil
+import signal
 import sys
 import time
 
@@ -148,7 +152,7 @@ SIZES = {
                   student="Mu/8x2", teacher_layers=(2, 4), student_layers=(2, 4), image_size=32,
                   student_steps=2, finetune_steps=2, val_split="val[:8]", test_split="test[:8]",
                   probe_videos=16, analysis_videos=2, seeds=1, log_every=1),
-    # launch/demo.sh: about 13 minutes on 2 CPU cores (README).
+    # launch/demo.sh: about 9 minutes on 2 CPU cores (README).
     "default": Size(teacher=RELEASE, student="Mu/8x2", teacher_layers=(4, 8),
                     student_layers=(2, 4), image_size=64, student_steps=400, finetune_steps=128,
                     val_split="val[:64]", test_split="test[:128]", probe_videos=1024,
@@ -307,7 +311,7 @@ def run_training(title: str, config: ml_collections.ConfigDict, workdir: str,
   interrupted attempt's time is kept, and train() resumes from its checkpoint.
   """
   path = os.path.join(workdir, STAGE_FILE)
-  record = _read_json(path) if os.path.isfile(path) else {"time_s": 0.0, "done": False}
+  record = _stage_record(workdir)
   if record["done"]:
     _say(f"  {title}: done ({record['time_s']:.0f} s), skipped")
     return record
@@ -334,6 +338,148 @@ def run_training(title: str, config: ml_collections.ConfigDict, workdir: str,
   return record
 
 
+def _stage_record(workdir: str) -> dict:
+  path = os.path.join(workdir, STAGE_FILE)
+  return _read_json(path) if os.path.isfile(path) else {"time_s": 0.0, "done": False}
+
+
+class Failed(Exception):
+  """A worker process died (its traceback is above the line that says so)."""
+
+
+def default_jobs() -> int:
+  """Chains of stages run at once. On CPU two: XLA leaves part of the cores idle on
+  models this small (2-core CPU: two of the default study's fine-tunes side by side
+  take 52 s, one after the other 2 × 32 s). On an accelerator one: each process
+  would claim the device's memory."""
+  return 2 if jax.default_backend() == "cpu" else 1
+
+
+def run_chains(chains: list[list[tuple]], jobs: int) -> list[list[dict]]:
+  """The stages of every chain in order (a stage: run_training's arguments); their
+  records, chain by chain. With jobs > 1 the chains run `jobs` at a time in worker
+  processes, without progress bars (they would interleave): a line per stage and a
+  count of finished chains instead. The records are the same either way.
+
+  Ctrl-C reaches the workers from the terminal (each saves and stops, a second one
+  exits at once, as in train()); a SIGTERM to this process is passed on to them.
+  Then, as after a stage stopped early, Stopped: the same command resumes.
+  """
+  todo = [i for i, chain in enumerate(chains)
+          if not all(_stage_record(workdir)["done"] for _, _, workdir, _ in chain)]
+  if jobs <= 1 or len(todo) <= 1:
+    return [[run_training(*stage) for stage in chain] for chain in chains]
+  done = {i: [run_training(*stage) for stage in chain]      # reads their records
+          for i, chain in enumerate(chains) if i not in todo}
+  todo_out = _in_workers([chains[i] for i in todo], jobs)
+  return [done[i] if i in done else todo_out[todo.index(i)] for i in range(len(chains))]
+
+
+def _in_workers(chains: list[list[tuple]], jobs: int) -> list[list[dict]]:
+  for chain in chains:
+    for _, config, _, _ in chain:
+      config.progress = False
+  ctx = multiprocessing.get_context("spawn")   # fork would copy this process's JAX runtime
+  tasks, results = ctx.Queue(), ctx.Queue()
+  for item in enumerate(chains):
+    tasks.put(item)
+  cache = (jax.config.jax_compilation_cache_dir,
+           jax.config.jax_persistent_cache_min_compile_time_secs)
+  workers = [ctx.Process(target=_worker, args=(tasks, results, cache))
+             for _ in range(min(jobs, len(chains)))]
+  for _ in workers:
+    tasks.put(None)
+  for w in workers:
+    w.start()
+  interrupts = []
+
+  def on_signal(signum, frame):
+    if signum == signal.SIGTERM:
+      for w in workers:
+        if w.pid and w.is_alive():
+          os.kill(w.pid, signal.SIGTERM)
+    elif interrupts:         # the workers had their second Ctrl-C too
+      os._exit(128 + signum)
+    interrupts.append(signum)
+
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+  out: list = [None] * len(chains)
+  problems = []
+  start = time.perf_counter()
+  try:
+    while any(w.is_alive() for w in workers) or not results.empty():
+      try:
+        index, status, value = results.get(timeout=1.0)
+      except queue.Empty:
+        continue
+      if status != "done":     # no new chains: the study stops once the others end theirs
+        problems.append((status, value))
+        _drain(tasks)
+        for _ in workers:
+          tasks.put(None)
+        continue
+      out[index] = value
+      finished = sum(o is not None for o in out)
+      elapsed = time.perf_counter() - start
+      _say(f"  [{finished}/{len(chains)} chains done, {elapsed / 60:.1f} min, about "
+           f"{elapsed / finished * (len(chains) - finished) / 60:.1f} min left]")
+  finally:
+    for w in workers:
+      w.join()
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  errors_ = [value for status, value in problems if status == "error"]
+  if errors_:
+    raise errors.BadInput(errors_[0])
+  if problems or interrupts:
+    raise Stopped(problems[0][1] if problems else "stopped")
+  if None in out:
+    codes = ", ".join(str(w.exitcode) for w in workers if w.exitcode)
+    raise Failed(f"a worker process failed (exit code {codes}; its traceback is above); "
+                 "the same command resumes the study")
+  return out
+
+
+def _drain(tasks) -> None:
+  try:
+    while True:
+      tasks.get(timeout=0.1)
+  except queue.Empty:
+    pass
+
+
+def _worker(tasks, results, cache: tuple[str | None, float]) -> None:
+  """A worker process of run_chains: takes (index, chain) from `tasks` until None,
+  puts (index, "done", records), or "stopped" | "error" with a message and ends."""
+  _quiet_logging()
+  if cache[0]:
+    jax.config.update("jax_compilation_cache_dir", cache[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", cache[1])
+  stop = []      # a signal between two stages (train() handles those during one)
+  for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, lambda signum, frame: stop.append(signum))
+  for index, chain in iter(tasks.get, None):
+    try:
+      records = []
+      for stage in chain:
+        if stop:
+          raise Stopped(f"{stage[0]}: not started")
+        records.append(run_training(*stage))
+    except Stopped as e:
+      results.put((index, "stopped", str(e)))
+      return
+    except errors.BadInput as e:
+      results.put((index, "error", str(e)))
+      return
+    results.put((index, "done", records))
+
+
+def _quiet_logging() -> None:
+  """Stage lines and progress, not every checkpoint save (orbax logs through absl)."""
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """Where every run of a study lives."""
@@ -349,23 +495,18 @@ class Layout:
     return os.path.join(self.root, "ablation", name, f"seed_{seed}", setting, part)
 
 
-def students(layout: Layout, size: Size, seed: int, teacher: str) -> dict[str, dict]:
-  """Every student pre-trained (but the scratch one) and fine-tuned with `seed`:
-  {name: {pretrain: record | None, finetune: record}}. teacher: the release's checkpoint."""
-  out = {}
-  for name, method in STUDENTS.items():
-    pre = layout.student(name, seed, "pretrain")
-    out[name] = {"pretrain": run_training(
-        f"{name}: {method} pre-training (seed {seed})",
-        student_config(size, method, seed, teacher=teacher), pre,
-        size.student_steps) if method else None}
-  for name, method in STUDENTS.items():
-    init = layout.student(name, seed, "pretrain") if method else ""
-    out[name]["finetune"] = run_training(
-        f"{name}: fine-tuning + test (seed {seed})",
-        finetune_config_for(size, size.student, init, seed),
-        layout.student(name, seed, "finetune"), size.finetune_steps)
-  return out
+def student_chain(layout: Layout, size: Size, seed: int, name: str, teacher: str
+                  ) -> list[tuple]:
+  """Student `name`'s stages with `seed`: its pre-training (but the scratch one's)
+  and its fine-tuning + test. teacher: the release's checkpoint."""
+  method = STUDENTS[name]
+  pre = layout.student(name, seed, "pretrain")
+  chain = [(f"{name}: {method} pre-training (seed {seed})",
+            student_config(size, method, seed, teacher=teacher), pre,
+            size.student_steps)] if method else []
+  return chain + [(f"{name}: fine-tuning + test (seed {seed})",
+                   finetune_config_for(size, size.student, pre if method else "", seed),
+                   layout.student(name, seed, "finetune"), size.finetune_steps)]
 
 
 def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> dict:
@@ -385,12 +526,11 @@ def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> 
   return report
 
 
-def finetune_teacher(size: Size, checkpoint: str, workdir: str) -> dict:
+def teacher_finetune_stage(size: Size, checkpoint: str, workdir: str) -> tuple:
   """The teacher fine-tuned and tested with the size's protocol and its own lr."""
   config = finetune_config_for(size, size.teacher.variant, checkpoint, seed=0,
                                base_lr=size.teacher.finetune_base_lr)
-  return run_training("teacher: fine-tuning + test (seed 0)", config, workdir,
-                      size.finetune_steps)
+  return ("teacher: fine-tuning + test (seed 0)", config, workdir, size.finetune_steps)
 
 
 def plots(layout: Layout, size: Size, teacher: str) -> list[str]:
@@ -459,7 +599,8 @@ def make_teacher(workdir: str, out: str, command: str, size_name: str = "default
   pre = run_training(f"teacher: {size.teacher.steps} steps", teacher_config(size), pre_dir,
                      size.teacher.steps)
   _say(f"[2/3] teacher: fine-tuning + test with the '{size_name}' protocol")
-  record = finetune_teacher(size, pre_dir, os.path.join(workdir, f"finetune_{size_name}"))
+  record = run_training(*teacher_finetune_stage(size, pre_dir,
+                                                os.path.join(workdir, f"finetune_{size_name}")))
   finetune = {size_name: {k: record.get(k) for k in ("top1", "top5", "views", "steps", "time_s")}}
   _say("[3/3] teacher: probe, reconstruction loss, release")
   staging = out.rstrip(os.sep) + ".partial"
@@ -568,7 +709,7 @@ def _check_size(root: str, size_name: str) -> None:
 
 
 def run_study(root: str, size_name: str = "default", seeds: int | None = None,
-              teacher: str = RELEASED_TEACHER) -> dict:
+              teacher: str = RELEASED_TEACHER, jobs: int = 1) -> dict:
   """Every stage of the study into `root`; returns (and writes) results.json's content."""
   size = SIZES[size_name]
   seeds = seeds or size.seeds
@@ -577,23 +718,32 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None,
   layout = Layout(root)
   ckpt = os.path.join(teacher, "checkpoint")
   start = time.perf_counter()
-  by_seed = {}
-  for seed in range(seeds):
-    _say(f"[{seed + 1}/{seeds + 2}] students, seed {seed}: pre-training, fine-tuning, test")
-    by_seed[seed] = students(layout, size, seed, ckpt)
-  _say(f"[{seeds + 1}/{seeds + 2}] probes and plots (seed 0)")
+  plan = [(seed, name) for name in STUDENTS for seed in range(seeds)]   # longest first
+  chains = [student_chain(layout, size, seed, name, ckpt) for seed, name in plan]
+  # The teacher's fine-tuned top-1 comes from its release's card, or, for a size
+  # the release was not measured with, from its own fine-tuning beside the students.
+  measure_teacher = size_name not in card["finetune"]
+  if measure_teacher:
+    chains.insert(0, [teacher_finetune_stage(size, ckpt,
+                                             os.path.join(root, "teacher", "finetune"))])
+  _say(f"[1/3] students ({', '.join(STUDENTS)} × {seeds} seed{'s' * (seeds > 1)}"
+       + (", and the teacher's fine-tuning" if measure_teacher else "")
+       + f"): {len(chains)} chains of pre-training, fine-tuning, test; {jobs} at a time")
+  records = run_chains(chains, jobs)
+  teacher_finetune = records.pop(0)[0] if measure_teacher else card["finetune"][size_name]
+  by_seed: dict[int, dict] = {}
+  for (seed, name), chain in zip(plan, records):
+    by_seed.setdefault(seed, {})[name] = {"pretrain": chain[0] if len(chain) == 2 else None,
+                                          "finetune": chain[-1]}
+  _say("[2/3] probes and plots (seed 0)")
   encoders = {f"{name}/seed_{s}": layout.student(name, s, "pretrain") if method else
               probe.random_encoder(size.student, num_frames=8, image_size=size.image_size,
                                    seed=s)
               for s in by_seed for name, method in STUDENTS.items()}
   probed = probes(os.path.join(root, PROBE_FILE), {"teacher": ckpt, **encoders}, size)["models"]
   paths = plots(layout, size, ckpt)
-  _say(f"[{seeds + 2}/{seeds + 2}] results")
-  if size_name in card["finetune"]:
-    teacher_finetune, source = card["finetune"][size_name], "from its release's card"
-  else:   # not measured when the release was made: fine-tune it here
-    teacher_finetune = finetune_teacher(size, ckpt, os.path.join(root, "teacher", "finetune"))
-    source = "measured here"
+  _say("[3/3] results")
+  source = "measured here" if measure_teacher else "from its release's card"
   models = {}
   for name, method in STUDENTS.items():
     runs = [{"seed": s, **by_seed[s][name],
@@ -621,27 +771,39 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None,
 
 
 def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | None = None,
-                 teacher: str = RELEASED_TEACHER) -> dict:
-  """The AMD student under each setting of ablation `name` → DIR/ablation_NAME.json."""
+                 teacher: str = RELEASED_TEACHER, jobs: int = 1) -> dict:
+  """The AMD student under each setting of ablation `name`, fine-tuned and probed →
+  DIR/ablation_NAME.json."""
   size = SIZES[size_name]
   seeds = seeds or size.seeds
   read_release(teacher, size_name)
   _check_size(root, size_name)
   layout = Layout(root)
   ckpt = os.path.join(teacher, "checkpoint")
+  plan = [(seed, setting) for seed in range(seeds) for setting in ABLATIONS[name]]
+  chains = []
+  for seed, setting in plan:
+    pre = layout.ablation(name, setting, seed, "pretrain")
+    chains.append([
+        (f"{name}={setting}: AMD pre-training (seed {seed})",
+         student_config(size, "amd", seed, teacher=ckpt, overrides=ABLATIONS[name][setting]),
+         pre, size.student_steps),
+        (f"{name}={setting}: fine-tuning + test (seed {seed})",
+         finetune_config_for(size, size.student, pre, seed),
+         layout.ablation(name, setting, seed, "finetune"), size.finetune_steps)])
+  records = run_chains(chains, jobs)
+  # The probe of every setting's encoder; the default setting's is the study's AMD
+  # student, under the study's name in the same probe.json.
+  names = {(seed, setting): (f"amd_student/seed_{seed}" if not ABLATIONS[name][setting]
+                             else f"ablation/{name}/{setting}/seed_{seed}")
+           for seed, setting in plan}
+  probed = probes(os.path.join(root, PROBE_FILE),
+                  {names[key]: layout.ablation(name, key[1], key[0], "pretrain")
+                   for key in plan}, size)["models"]
   runs = {setting: [] for setting in ABLATIONS[name]}
-  for seed in range(seeds):
-    for setting, values in ABLATIONS[name].items():
-      pre = layout.ablation(name, setting, seed, "pretrain")
-      config = student_config(size, "amd", seed, teacher=ckpt, overrides=values)
-      record = {"seed": seed,
-                "pretrain": run_training(f"{name}={setting}: AMD pre-training (seed {seed})",
-                                         config, pre, size.student_steps)}
-      record["finetune"] = run_training(
-          f"{name}={setting}: fine-tuning + test (seed {seed})",
-          finetune_config_for(size, size.student, pre, seed),
-          layout.ablation(name, setting, seed, "finetune"), size.finetune_steps)
-      runs[setting].append(record)
+  for (seed, setting), (pre, fine) in zip(plan, records):
+    runs[setting].append({"seed": seed, "pretrain": pre, "finetune": fine,
+                          "probe_top1": probed[names[seed, setting]]["test_top1"]})
   rows = {setting: dict(summarize(r, size.student), overrides=ABLATIONS[name][setting])
           for setting, r in runs.items()}
   out = {"ablation": name, "size": size_name, "settings": rows, "machine": machine()}
@@ -660,12 +822,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--ablation", choices=tuple(ABLATIONS))
   parser.add_argument("--make-teacher", metavar="OUT",
                       help="pre-train, fine-tune and probe the teacher; its release → OUT")
+  parser.add_argument("--jobs", type=int,
+                      help="students' runs at once, each in its own process (default: 2 on "
+                           "CPU, 1 on an accelerator); the results do not depend on it")
   args = parser.parse_args(argv)
   if args.seeds is not None and args.seeds < 1:
     parser.error("--seeds must be at least 1")
-  # Stage lines and progress bars, not every checkpoint save (orbax logs through absl).
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+  if args.jobs is not None and args.jobs < 1:
+    parser.error("--jobs must be at least 1")
+  _quiet_logging()
   workdir = args.workdir or ("runs/teacher" if args.make_teacher else "runs/demo")
   root = os.path.abspath(workdir)
   # Every seed's programs are seed 0's (the seed is data, not code): a persistent
@@ -674,6 +839,7 @@ def main(argv: list[str] | None = None) -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.join(root, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   teacher = os.path.abspath(args.teacher)
+  jobs = args.jobs or default_jobs()
   try:
     workdir_lib.check(root)     # as for a training run: refused before anything runs
     if args.make_teacher:
@@ -683,11 +849,11 @@ def main(argv: list[str] | None = None) -> None:
       print(json.dumps({k: card[k] for k in ("finetune", "probe", "reconstruction_loss")},
                        indent=2))
     elif args.ablation:
-      out = run_ablation(root, args.ablation, args.size, args.seeds, teacher)
+      out = run_ablation(root, args.ablation, args.size, args.seeds, teacher, jobs)
       print(table(out["settings"], first=args.ablation))
       print(f"\n{os.path.join(root, f'ablation_{args.ablation}.json')}")
     else:
-      out = run_study(root, args.size, args.seeds, teacher)
+      out = run_study(root, args.size, args.seeds, teacher, jobs)
       print(table(out["models"]))
       print(f"\nresults: {os.path.join(root, 'results.json')}; plots: "
             + ", ".join(out["plots"]))
@@ -696,6 +862,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(2)
   except Stopped as e:      # as amd_jax.main after SIGTERM: saved, exit 0
     print(f"{e}; the same command resumes it", file=sys.stderr)
+  except Failed as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

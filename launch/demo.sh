@@ -4,10 +4,11 @@
 # pre-trained as plain VideoMAE, both fine-tuned and tested beside a student
 # trained from scratch, with linear probes and plots, over 3 seeds (amd_jax/study.py).
 #
-#   launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--ablation NAME]
+#   launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--jobs N] [--ablation NAME]
 #     NAME: alignment | teacher-ratio | rec-loss | student-ratio | target-norm | align-loss
 #
-# Default: about 13 minutes on 2 CPU cores. --full: longer runs, every test video.
+# Default: about 9 minutes on 2 CPU cores (two runs at a time, --jobs). --full:
+# longer runs, every test video.
 # DIR defaults to $WORKDIR, else runs/demo (relative to the repository root);
 # rerunning with the same DIR reuses every finished stage and resumes an
 # interrupted one.
@@ -16,7 +17,7 @@ caller_pwd="$PWD"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source launch/_venv.sh
 
-usage="launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--ablation NAME]"
+usage="launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--jobs N] [--ablation NAME]"
 workdir="${WORKDIR:-runs/demo}"
 workdir_from_args=0
 size=default
@@ -30,10 +31,10 @@ while (($#)); do
       workdir="${1#--workdir=}"; workdir_from_args=1; shift ;;
     --full)
       size=full; shift ;;
-    --seeds|--ablation)
+    --seeds|--jobs|--ablation)
       (($# >= 2)) || { echo "error: $1 needs a value: $usage" >&2; exit 2; }
       rest+=("$1" "$2"); shift 2 ;;
-    --seeds=*|--ablation=*)
+    --seeds=*|--jobs=*|--ablation=*)
       rest+=("$1"); shift ;;
     -h|--help)
       echo "$usage"; exit 0 ;;

@@ -215,3 +215,35 @@ def test_a_stage_stopped_early_is_not_done(tmp_path, monkeypatch):
     study.run_training("stage", None, str(tmp_path), steps=5)
   record = json.loads((tmp_path / study.STAGE_FILE).read_text())
   assert record["done"] is False and record["time_s"] >= 0
+
+
+def _scratch_chains(root, release, seeds=(0, 1)):
+  layout = study.Layout(str(root))
+  return [study.student_chain(layout, study.SIZES["smoke"], seed, "scratch_student",
+                              str(release / "checkpoint")) for seed in seeds]
+
+
+def _losses(workdir):
+  return [(r["step"], r["loss"]) for r in study.analysis.metric_rows(workdir) if "loss" in r]
+
+
+@pytest.mark.slow
+def test_chains_in_worker_processes_train_what_one_process_does(tmp_path, release):
+  """--jobs 2 runs the chains in two spawned processes: the same losses and test
+  top-1 as one after the other in this process; a rerun reads their records."""
+  here = study.run_chains(_scratch_chains(tmp_path / "one", release), jobs=1)
+  there = study.run_chains(_scratch_chains(tmp_path / "two", release), jobs=2)
+  for seed, (a, b) in enumerate(zip(here, there)):
+    assert a[-1]["top1"] == b[-1]["top1"] and a[-1]["steps"] == b[-1]["steps"] == 2
+    one = str(tmp_path / "one" / f"seed_{seed}" / "scratch_student" / "finetune")
+    two = one.replace(os.sep + "one" + os.sep, os.sep + "two" + os.sep)
+    assert _losses(one) == _losses(two) and _losses(one)
+  assert study.run_chains(_scratch_chains(tmp_path / "two", release), jobs=2) == there
+
+
+@pytest.mark.slow
+def test_bad_input_in_a_worker_is_one_line_in_the_study(tmp_path, release):
+  chains = _scratch_chains(tmp_path, release)
+  chains[1][0][1].batch_size = 0
+  with pytest.raises(errors.BadInput, match="batch_size"):
+    study.run_chains(chains, jobs=2)
