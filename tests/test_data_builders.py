@@ -272,3 +272,19 @@ def test_moving_digits_dataset():
   # Splits draw on disjoint digit scans.
   assert set(moving_digits.DIGIT_SPLIT[:8]) == {"train"}
   assert moving_digits.DIGIT_SPLIT[8:] == ("val", "test")
+
+
+@pytest.mark.slow
+def test_first_use_builds_the_embedded_dataset_and_says_so(tmp_path):
+  """In a new cache: one line that says what is built (not TFDS's "Downloading ...
+  Unknown size" nor its warnings about the folder it has yet to write)."""
+  code = ("from amd_jax.data import sources\n"
+          "print(len(sources.open_split('moving_digits', 'test[:4]')))")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, AMD_JAX_DATA=str(tmp_path)))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == "4"
+  assert (f"building the embedded dataset moving_digits {moving_digits.MovingDigits.VERSION} "
+          f"in {tmp_path}") in result.stderr
+  for noise in ("Downloading", "Unknown size", "Variant folder", "downloaded and prepared"):
+    assert noise not in result.stdout + result.stderr, noise

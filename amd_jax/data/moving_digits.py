@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -118,6 +119,15 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "path": tfds.features.Text(),
         }),
         metadata=tfds.core.MetadataDict(frames=FRAMES, size=SIZE, seed=SEED))
+
+  # TFDS would print "Downloading and preparing dataset Unknown size ..." and
+  # "... downloaded and prepared": nothing is downloaded, the clips are rendered.
+  def _log_download_bytes(self) -> None:
+    print(f"building the embedded dataset {self.name} {self.version} in {self.data_dir} "
+          "(once, about 30 s on 2 cores)", file=sys.stderr, flush=True)
+
+  def _log_download_done(self) -> None:
+    print(f"built {self.name} {self.version}", file=sys.stderr, flush=True)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download

@@ -24,7 +24,17 @@ BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, local.K400, local.Uc
                                 local.Hmdb51, local.Ssv2, ava.Ava,
                                 images.ImageFolder)}
 EMBEDDED = ("moving_digits",)     # need no manual dir: built on first use
-log = logging.getLogger("amd_jax")
+
+
+class _NoUnbuiltVariantWarning(logging.Filter):
+  """TFDS warns "Variant folder ... has no dataset_info.json" when it looks for a
+  dataset that is not built yet: before every first build, so no news."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Variant folder")
+
+
+logging.getLogger("absl").addFilter(_NoUnbuiltVariantWarning())
 
 
 def cache_dir() -> str:
@@ -90,10 +100,7 @@ def open_split(name: str, split: str, data_dir: str = ""):
           f"dataset {name} is not prepared in {data_dir}: run `python -m amd_jax.data.build "
           f"{name} --manual_dir DIR_WITH_LISTS --data_dir {data_dir}`")
     tfds.disable_progress_bar()
-    # TFDS would call it "Downloading ... Unknown size": nothing is downloaded.
-    log.info("building the embedded dataset %s in %s (once, about 30 s on 2 cores)", name,
-             b.data_dir)
-    b = prepare(name, data_dir)
+    b = prepare(name, data_dir)     # its builder says what it builds
   try:
     return b.as_data_source(split)
   except (ValueError, KeyError) as e:
