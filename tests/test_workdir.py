@@ -3,7 +3,6 @@ damaged checkpoints set aside, a failed save stopping in one line."""
 
 import glob
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -113,10 +112,11 @@ def test_a_truncated_data_file_falls_back_one_step(tmp_path, env, reference):
   assert os.path.isdir(os.path.join(workdir, "checkpoints", f"{steps[-1]}.damaged"))
 
 
-def small_files_only():
-  """Files over 4 MB cannot be written (EFBIG: Python ignores SIGXFSZ): a disk that fills
-  up at the first checkpoint tensor, which a full disk's ENOSPC would hit the same way."""
-  resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+# Files over 4 MB cannot be written (EFBIG: Python ignores SIGXFSZ): a disk that fills
+# up at the first checkpoint tensor, which a full disk's ENOSPC would hit the same way.
+# Set by the shell (ulimit -f counts KiB) rather than a preexec_fn, which would fork
+# this multithreaded JAX process.
+SMALL_FILES_ONLY = ["bash", "-c", 'ulimit -f 4096 && exec "$@"', "bash"]
 
 
 def test_a_failed_save_stops_the_run_in_one_line_and_a_restart_resumes_exactly(
@@ -126,8 +126,8 @@ def test_a_failed_save_stops_the_run_in_one_line_and_a_restart_resumes_exactly(
   *later, first = sorted(committed_steps(workdir), reverse=True)
   for step in later:
     shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
-  full = subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600, preexec_fn=small_files_only)
+  full = subprocess.run(SMALL_FILES_ONLY + command(workdir), cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
   assert full.returncode == 1, full.stderr[-3000:]
   lines = [x for x in full.stderr.splitlines() if x.startswith("error:")]
   assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
