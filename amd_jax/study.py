@@ -361,9 +361,10 @@ def run_chains(chains: list[list[tuple]], jobs: int) -> list[list[dict]]:
   processes, without progress bars (they would interleave): a line per stage and a
   count of finished chains instead. The records are the same either way.
 
-  Ctrl-C reaches the workers from the terminal (each saves and stops, a second one
-  exits at once, as in train()); a SIGTERM to this process is passed on to them.
-  Then, as after a stage stopped early, Stopped: the same command resumes.
+  Ctrl-C reaches the workers from the terminal (a stage saves and stops, a second
+  Ctrl-C exits at once, as in train()); a SIGTERM to this process is passed on to
+  them; either way no worker starts another stage. Then, as after a stage stopped
+  early, Stopped: the same command resumes.
   """
   todo = [i for i, chain in enumerate(chains)
           if not all(_stage_record(workdir)["done"] for _, _, workdir, _ in chain)]
@@ -385,31 +386,40 @@ def _in_workers(chains: list[list[tuple]], jobs: int) -> list[list[dict]]:
     tasks.put(item)
   cache = (jax.config.jax_compilation_cache_dir,
            jax.config.jax_persistent_cache_min_compile_time_secs)
-  workers = [ctx.Process(target=_worker, args=(tasks, results, cache))
+  # Set on the first Ctrl-C or SIGTERM: no worker starts another stage. (A signal
+  # during a stage is train()'s, which may end that stage complete.)
+  stop = ctx.Event()
+  workers = [ctx.Process(target=_worker, args=(tasks, results, stop, cache))
              for _ in range(min(jobs, len(chains)))]
   for _ in workers:
     tasks.put(None)
+  # Started with Ctrl-C ignored (inherited through exec) until _worker handles it:
+  # one landing while a worker imports would be a KeyboardInterrupt traceback.
+  previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
   for w in workers:
     w.start()
-  interrupts = []
+  signals = []    # a handler only notes it: the Event's lock is not for signal handlers
 
   def on_signal(signum, frame):
     if signum == signal.SIGTERM:
       for w in workers:
         if w.pid and w.is_alive():
           os.kill(w.pid, signal.SIGTERM)
-    elif interrupts:         # the workers had their second Ctrl-C too
+    elif signal.SIGINT in signals:   # the workers had their second Ctrl-C too
       os._exit(128 + signum)
-    interrupts.append(signum)
+    signals.append(signum)
 
-  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+  previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_signal)
+  signal.signal(signal.SIGINT, on_signal)
   out: list = [None] * len(chains)
   problems = []
   start = time.perf_counter()
   try:
     while any(w.is_alive() for w in workers) or not results.empty():
+      if signals and not stop.is_set():
+        stop.set()
       try:
-        index, status, value = results.get(timeout=1.0)
+        index, status, value = results.get(timeout=0.2)
       except queue.Empty:
         continue
       if status != "done":     # no new chains: the study stops once the others end theirs
@@ -431,7 +441,7 @@ def _in_workers(chains: list[list[tuple]], jobs: int) -> list[list[dict]]:
   errors_ = [value for status, value in problems if status == "error"]
   if errors_:
     raise errors.BadInput(errors_[0])
-  if problems or interrupts:
+  if problems or signals:
     raise Stopped(problems[0][1] if problems else "stopped")
   if None in out:
     codes = ", ".join(str(w.exitcode) for w in workers if w.exitcode)
@@ -448,21 +458,21 @@ def _drain(tasks) -> None:
     pass
 
 
-def _worker(tasks, results, cache: tuple[str | None, float]) -> None:
+def _worker(tasks, results, stop, cache: tuple[str | None, float]) -> None:
   """A worker process of run_chains: takes (index, chain) from `tasks` until None,
   puts (index, "done", records), or "stopped" | "error" with a message and ends."""
   _quiet_logging()
   if cache[0]:
     jax.config.update("jax_compilation_cache_dir", cache[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", cache[1])
-  stop = []      # a signal between two stages (train() handles those during one)
+  signals = []   # between stages; train() handles those during one
   for s in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(s, lambda signum, frame: stop.append(signum))
+    signal.signal(s, lambda signum, frame: signals.append(signum))
   for index, chain in iter(tasks.get, None):
     try:
       records = []
       for stage in chain:
-        if stop:
+        if signals or stop.is_set():
           raise Stopped(f"{stage[0]}: not started")
         records.append(run_training(*stage))
     except Stopped as e:

@@ -4,6 +4,7 @@ the results table on constructed records."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -247,3 +248,29 @@ def test_bad_input_in_a_worker_is_one_line_in_the_study(tmp_path, release):
   chains[1][0][1].batch_size = 0
   with pytest.raises(errors.BadInput, match="batch_size"):
     study.run_chains(chains, jobs=2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(tmp_path, env, release):
+  """Ctrl-C (SIGINT to the terminal's process group) once the first stages run: no
+  worker starts another stage, exit 0 with the line that says how to resume, no
+  traceback; the same command then finishes the study."""
+  args = [sys.executable, "-m", "amd_jax.study", "--workdir", str(tmp_path), "--size", "smoke",
+          "--teacher", str(release), "--jobs", "2"]
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
+  lines = []
+  for line in proc.stderr:        # "  NAME: ... → WORKDIR": a stage has started
+    lines.append(line)
+    if "→" in line:
+      os.killpg(proc.pid, signal.SIGINT)
+      break
+  stderr = "".join(lines) + proc.stderr.read()
+  assert proc.wait(timeout=300) == 0, stderr[-3000:]
+  assert "the same command resumes it" in stderr and "Traceback" not in stderr, stderr[-3000:]
+  assert not (tmp_path / "results.json").exists()
+  started = [l for l in stderr.splitlines() if "→" in l]
+  assert len(started) <= 2, started           # one stage per worker at most
+  result = _study(tmp_path, env, "--teacher", str(release))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((tmp_path / "results.json").read_text())["study"]["seeds"] == [0]
