@@ -510,13 +510,23 @@ def student_chain(layout: Layout, size: Size, seed: int, name: str, teacher: str
   """Student `name`'s stages with `seed`: its pre-training (but the scratch one's)
   and its fine-tuning + test. teacher: the release's checkpoint."""
   method = STUDENTS[name]
-  pre = layout.student(name, seed, "pretrain")
-  chain = [(f"{name}: {method} pre-training (seed {seed})",
-            student_config(size, method, seed, teacher=teacher), pre,
-            size.student_steps)] if method else []
-  return chain + [(f"{name}: fine-tuning + test (seed {seed})",
-                   finetune_config_for(size, size.student, pre if method else "", seed),
-                   layout.student(name, seed, "finetune"), size.finetune_steps)]
+  fine = layout.student(name, seed, "finetune")
+  if not method:
+    return [(f"{name}: fine-tuning + test (seed {seed})",
+             finetune_config_for(size, size.student, "", seed), fine, size.finetune_steps)]
+  return pretrain_then_finetune(name, method, size, seed,
+                                student_config(size, method, seed, teacher=teacher),
+                                layout.student(name, seed, "pretrain"), fine)
+
+
+def pretrain_then_finetune(name: str, method: str, size: Size, seed: int,
+                           config: ml_collections.ConfigDict, pre: str, fine: str
+                           ) -> list[tuple]:
+  """Student `name`'s pre-training by `method` with `config` in `pre`, then its
+  fine-tuning + test from there in `fine`: the stages of one chain."""
+  return [(f"{name}: {method} pre-training (seed {seed})", config, pre, size.student_steps),
+          (f"{name}: fine-tuning + test (seed {seed})",
+           finetune_config_for(size, size.student, pre, seed), fine, size.finetune_steps)]
 
 
 def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> dict:
@@ -791,16 +801,11 @@ def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | 
   layout = Layout(root)
   ckpt = os.path.join(teacher, "checkpoint")
   plan = [(seed, setting) for seed in range(seeds) for setting in ABLATIONS[name]]
-  chains = []
-  for seed, setting in plan:
-    pre = layout.ablation(name, setting, seed, "pretrain")
-    chains.append([
-        (f"{name}={setting}: AMD pre-training (seed {seed})",
-         student_config(size, "amd", seed, teacher=ckpt, overrides=ABLATIONS[name][setting]),
-         pre, size.student_steps),
-        (f"{name}={setting}: fine-tuning + test (seed {seed})",
-         finetune_config_for(size, size.student, pre, seed),
-         layout.ablation(name, setting, seed, "finetune"), size.finetune_steps)])
+  chains = [pretrain_then_finetune(
+      f"{name}={setting}", "AMD", size, seed,
+      student_config(size, "amd", seed, teacher=ckpt, overrides=ABLATIONS[name][setting]),
+      layout.ablation(name, setting, seed, "pretrain"),
+      layout.ablation(name, setting, seed, "finetune")) for seed, setting in plan]
   records = run_chains(chains, jobs)
   # The probe of every setting's encoder; the default setting's is the study's AMD
   # student, under the study's name in the same probe.json.

@@ -274,3 +274,17 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(tmp_path, env, r
   result = _study(tmp_path, env, "--teacher", str(release))
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads((tmp_path / "results.json").read_text())["study"]["seeds"] == [0]
+
+
+@pytest.mark.slow
+def test_ablation_reuses_the_study_student_and_probes_every_setting(smoke, env, release):
+  result = _study(smoke, env, "--teacher", str(release), "--ablation", "rec-loss")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "rec-loss=with: AMD pre-training (seed 0): done" in result.stderr   # the study's own
+  out = json.loads((smoke / "ablation_rec-loss.json").read_text())["settings"]
+  assert set(out) == {"with", "without"}
+  for row in out.values():
+    assert 0 <= row["top1"] <= 1 and 0 <= row["probe_top1"] <= 1 and row["pretrain_steps"] == 2
+  probes = json.loads((smoke / study.PROBE_FILE).read_text())["models"]
+  assert out["with"]["probe_top1"] == probes["amd_student/seed_0"]["test_top1"]
+  assert out["without"]["probe_top1"] == probes["ablation/rec-loss/without/seed_0"]["test_top1"]
