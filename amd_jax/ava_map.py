@@ -1,4 +1,5 @@
-"""AVA frame-level mAP@0.5 IoU (spec/AMD.md §7), the official evaluation in numpy.
+"""AVA frame-level mAP@0.5 IoU, the official evaluation in numpy
+(docs/method.md#ava-action-detection).
 
 The protocol of the ActivityNet AVA evaluation (`get_ava_performance.py` with
 the TF object-detection `PascalDetectionEvaluator`), as VideoMAE-AVA runs it

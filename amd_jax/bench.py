@@ -39,7 +39,7 @@ import numpy as np
 
 from amd_jax import bench_checkpoint, bench_step, errors
 
-# Per mode: the official clip sampling of each dataset family (spec/AMD.md §6).
+# Per mode: the official clip sampling of each dataset family (docs/method.md#data-pipeline).
 SAMPLERS = {
     "pretrain": {"ssv2": ("span", 2)},
     "finetune": {"ssv2": ("segments", 1)},

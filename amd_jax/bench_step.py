@@ -15,7 +15,7 @@ times `--steps` updates after `--warmup`, each synchronised with
 block_until_ready. Sizes are `S`, `B`, ... (16×16 patches, tubelets of 2) or
 full variant strings such as `Mu/8x2` for tiny runs.
 
-FLOPs are spec/PERF.md's model FLOPs: a transformer layer forward on N tokens
+FLOPs are model FLOPs (docs/design.md#flop-accounting): a transformer layer forward on N tokens
 of width D costs 24·N·D² + 4·N²·D, a dense layer 2·N·in·out; trainable parts
 count ×3 (forward + backward), the frozen teacher ×1; patch embeddings at the
 tubelets each model sees, the pixel head at the masked tokens. XLA's own count

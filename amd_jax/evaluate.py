@@ -1,9 +1,10 @@
 """Classification evaluation: multi-view scores, top-k, per-class accuracy, confusion.
 
 A video's score is the mean over its views (clips × crops) of each view's
-softmax — softmax first, then the average (spec/AMD.md §6.3). Metrics count
-only valid videos (an undecodable test video is reported, never replaced).
-Everything here is numpy on the host, after the device computed the scores.
+softmax — softmax first, then the average (docs/method.md#validation-and-test-views).
+Metrics count only valid videos (an undecodable test video is reported, never
+replaced). Everything here is numpy on the host, after the device computed the
+scores.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pre-training targets and losses (spec/AMD.md §4.3–§4.4).
+"""Pre-training targets and losses (docs/method.md#pixel-targets, docs/method.md#losses).
 
 Every loss is a mean over all its elements (PyTorch's reduction), and the
 alignment losses are averaged over the aligned layer pairs, as the official code.

@@ -8,8 +8,9 @@ A mask is one int8 code per token, in the encoder's flattened (t, h, w) order:
 
 VideoMAE masks use only codes 0 and 2. Counts are fixed by the config, so every
 clip has the same number of tokens in each group and shapes stay static
-(spec/AMD.md §3). Masks are drawn in the input pipeline with numpy from the
-sample's own seed; the models turn them into indices with stable argsorts (§3.3).
+(docs/method.md#masking). Masks are drawn in the input pipeline with numpy from the
+sample's own seed; the models turn them into indices with stable argsorts
+(docs/method.md#token-order).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class MaskIndices:
   """Gather indices into the token axis, each (B, n) int32, ascending within a group.
 
   student: the student encoder's tokens.
-  teacher: the teacher's input, [student ++ diff] (spec/AMD.md §3.3).
+  teacher: the teacher's input, [student ++ diff] (docs/method.md#token-order).
   diff:    the generators' targets (teacher[:, counts.student:]).
   masked:  the decoder's targets, every token the student does not see.
   """

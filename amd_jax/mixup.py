@@ -1,4 +1,5 @@
-"""Mixup / cutmix and label smoothing on the device (spec/AMD.md §6.2, timm 0.4.12 `Mixup`).
+"""Mixup / cutmix and label smoothing on the device, as timm 0.4.12's `Mixup`
+(docs/method.md#mixup-and-label-smoothing).
 
 Batch mode, as the official fine-tuning: one λ and one cutmix box per batch,
 shared by every frame; sample i is paired with sample B−1−i (the batch

@@ -1,4 +1,4 @@
-"""Optimiser, learning-rate schedule and weight-decay mask (spec/AMD.md §4.6, §5)."""
+"""Optimiser, learning-rate schedule and weight-decay mask (docs/method.md#optimisation)."""
 
 from __future__ import annotations
 

@@ -516,9 +516,9 @@ class Evaluator:
   """Scores a split with the current parameters, all processes together (fine-tuning).
 
   "val": one centre clip per video, drawn as in training with a fixed seed
-  (every validation sees the same clips); "test": the clips × crops views of
-  spec/AMD.md §6.3. Every process reads its share of the videos; the scores of
-  all come back to every process, and process 0 writes.
+  (every validation sees the same clips); "test": the clips × crops views
+  (docs/method.md#validation-and-test-views). Every process reads its share of
+  the videos; the scores of all come back to every process, and process 0 writes.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, model_def, state_sharding):

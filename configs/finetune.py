@@ -42,7 +42,7 @@ RAND_AUGMENT = dict(num_ops=2, magnitude=9.0, magnitude_std=0.5)
 
 def data_config(name: str, *, sampler: str, rate: int, flip: bool, test_sampler: str,
                 test_clips: int, train_videos: int = 0) -> ml_collections.ConfigDict:
-  """config.data of fine-tuning (spec/AMD.md §6.2–§6.3)."""
+  """config.data of fine-tuning (docs/method.md#data-pipeline)."""
   return ml_collections.ConfigDict(dict(
       name=name,
       data_dir="",                    # where `python -m amd_jax.data.build` prepared it
@@ -63,7 +63,7 @@ def data_config(name: str, *, sampler: str, rate: int, flip: bool, test_sampler:
 
 def base_config(*, model: str, data: ml_collections.ConfigDict, backend: str,
                 runlocal: bool) -> ml_collections.ConfigDict:
-  """Everything Tables S2 and S3 share (spec/AMD.md §5.2)."""
+  """Everything Tables S2 and S3 share (docs/method.md#fine-tuning-recipe)."""
   config = ml_collections.ConfigDict()
   config.mode = "finetune"            # finetune | test (evaluate a checkpoint, no training)
   config.seed = 0

@@ -1,4 +1,5 @@
-r"""Image mode: fine-tuning on an image folder with the same encoder at T = 1 (spec/AMD.md §8).
+r"""Image mode: fine-tuning on an image folder with the same encoder at T = 1
+(docs/method.md#image-mode).
 
   python -m amd_jax.data.build image_folder --manual_dir /raw/imagenet --data_dir ~/data
   python -m amd_jax.main --config=configs/image.py:model=B --workdir=runs/ft_b_in1k \

@@ -38,7 +38,7 @@ RUNLOCAL_DATA = dict(name="moving_digits", data_dir="", split="train[:64]", fram
 
 
 def data_config(data: str) -> ml_collections.ConfigDict:
-  """config.data of pre-training on `data` (spec/AMD.md §6.1)."""
+  """config.data of pre-training on `data` (docs/method.md#pre-training-clips)."""
   return ml_collections.ConfigDict(dict(
       name=data,
       data_dir="",                    # where `python -m amd_jax.data.build` prepared it

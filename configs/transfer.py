@@ -15,7 +15,7 @@ rule) is configs/finetune.py's. Expected (AMD paper, ViT-B, K400 pre-training):
 UCF101 97.1, HMDB51 79.6 top-1. The batch sizes count clips with the 2 repeated
 samples, as Table S2's.
 
-AVA (spec/AMD.md §7, the two-stage setting of Supp. A): the detector
+AVA (docs/method.md#ava-action-detection, the two-stage setting of Supp. A): the detector
 (amd_jax/models/roi.py) is the encoder with its pre-trained final norm, mean over
 time, RoIAlign 7×7 on the 1/16 map, max-pool, a linear layer over the 80
 actions; sigmoid BCE on the (jittered) ground-truth people, no mixup, no

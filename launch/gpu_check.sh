@@ -9,7 +9,7 @@
 #
 # Packages: the lent GPU machines have Python 3.12 with jax (CUDA), flax, optax,
 # orbax-checkpoint and pytest but not grain, tensorflow-datasets, ml-collections
-# or av, and no network (../shared/spec/ENV.md). When this Python cannot import
+# or av, and no network (docs/benchmarks.md, "GPU check"). When this Python cannot import
 # amd_jax, the wheel files in $WHEELS (default .whl, ignored by git; with the
 # device tool, carry [".whl"]) are installed into /tmp/amd_jax_site; without
 # wheels, `pip install .[gpu,dev]` from the index.
@@ -120,8 +120,8 @@ timeout 150 "$PY" -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -rs 2>&
   tee "$LOGS/pytest.log" || test_rc=$?
 
 section "step benchmark"
-# Sizes for one H100: 64 clips per step, spec/PERF.md's memory target for ViT-B/ViT-L
-# in 80 GB; MFU against PERF.md's measured 790 TFLOP/s dense bfloat16.
+# Sizes for one H100: 64 clips per step, the memory target for ViT-B/ViT-L in 80 GB;
+# MFU against a measured 790 TFLOP/s dense bfloat16 (docs/design.md#targets).
 SIZES=(--frames 16 --size 224 --batch 64 --dtype bfloat16 --steps 5 --warmup 2 --devices 1
        --peak-tflops 790)
 if [[ $MODE == dry-run ]]; then

@@ -1,7 +1,8 @@
 """AMD's alignment heads, which tokens each branch touches, and where gradients flow.
 
-spec/AMD.md §3.3 (token order), §4.1–4.2 (student / teacher branches), §4.4
-(gradient flow), §4.5 (the four alignment variants), §11.1 (frozen mask tokens).
+docs/method.md#token-order, docs/method.md#student-branch,
+docs/method.md#teacher-branch, docs/method.md#alignment (the four methods),
+docs/method.md#generator-mask-tokens (frozen), docs/method.md#losses (gradient flow).
 
 Tiny models: a ViT-"Mu" student (width 64, 4 blocks) on 4×32×32 clips with 8×8×2
 tubelets (grid 2×4×4 = 32 tokens) and a ViT-Ti teacher (width 192, 12 blocks).
@@ -414,7 +415,8 @@ def test_teacher_gets_no_gradient_student_does(default_grads):
 
 
 def _reference_targets(video01, codes):
-  """Normalised-pixel targets of the student-masked tokens, in numpy (§4.3)."""
+  """Normalised-pixel targets of the student-masked tokens, in numpy
+  (docs/method.md#pixel-targets)."""
   out = []
   for b in range(B):
     rows = []
@@ -504,7 +506,7 @@ def test_each_loss_term_reaches_exactly_its_modules(frozen_jacobians):
   assert np.isfinite(float(j["m"]["loss"]))
   assert j["jac_s"].keys() == _flat(j["params"]).keys()
   assert all(np.all(v == 0) for v in j["jac_t"].values())      # teacher: nothing, ever
-  # which groups each term must reach (spec §4.4); all others get exactly zero
+  # which groups each term must reach (docs/method.md#losses); all others get exactly zero
   reach = {
       0: {"encoder", "encoder_norm", "decoder"},                    # rec
       1: {"encoder", "projection_heads"},                           # dir

@@ -53,9 +53,9 @@ def test_flop_formula_by_hand():
     (("--student", "S", "--teacher", "B"), 216),
 ])
 def test_flop_formula_matches_perf_table(argv, table):
-  """spec/PERF.md's table embeds all 1568 tubelets (student ×2: no input gradient);
-  we count only the tubelets each model sees. With that difference added back
-  the formula gives the table's numbers."""
+  """The table of docs/design.md#flop-accounting embeds all 1568 tubelets (student
+  ×2: no input gradient); we count only the tubelets each model sees. With that
+  difference added back the formula gives the table's numbers."""
   config = config_of(*argv)
   _, counts = bench_step.mask_counts(config)
   total = sum(bench_step.flops_per_clip(config, counts).values())

@@ -191,7 +191,7 @@ def test_round_trip_orbax_hf_orbax(task, tmp_path):
 
 @pytest.fixture(scope="module")
 def amd_student(tmp_path_factory) -> str:
-  """An AMD pre-training checkpoint in the official layout (spec/AMD.md §10.2), with
+  """An AMD pre-training checkpoint in the official layout (docs/method.md#official-layout), with
   the generator norms the official code saves and never uses, and its `args`."""
   tmp_path = tmp_path_factory.mktemp("amd")
   student, teacher = vit.decode_variant("Mu/8x2"), vit.decode_variant("Ti/8x2")

@@ -1,4 +1,5 @@
-"""Temporal sampling rules and crop placement against hand-worked examples (spec/AMD.md §6)."""
+"""Temporal sampling rules and crop placement against hand-worked examples
+(docs/method.md#data-pipeline)."""
 
 import numpy as np
 import pytest

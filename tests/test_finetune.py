@@ -1,5 +1,6 @@
 """Fine-tuning and evaluation: layer decay, mixup targets, multi-view scores, init loading,
-and the runlocal fine-tuning + standalone test end to end (spec/AMD.md §2.5, §5.2, §6.2–3)."""
+and the runlocal fine-tuning + standalone test end to end (docs/method.md#fine-tuning-recipe,
+docs/method.md#data-pipeline)."""
 
 import json
 import os

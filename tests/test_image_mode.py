@@ -1,4 +1,5 @@
-"""Image mode (spec/AMD.md §8): an image folder of real scans fine-tunes the T = 1 encoder."""
+"""Image mode (docs/method.md#image-mode): an image folder of real scans fine-tunes the
+T = 1 encoder."""
 
 import os
 

@@ -1,4 +1,5 @@
-"""Reconstruction targets and losses (spec/AMD.md §4.3, §4.4), against hand values."""
+"""Reconstruction targets and losses, against hand values
+(docs/method.md#pixel-targets, docs/method.md#losses)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tube masks, their counts and the gather indices (spec/AMD.md §3).
+"""Tube masks, their counts and the gather indices (docs/method.md#masking).
 
 Every expected value here is worked out by hand or with plain numpy, never with
 the functions under test.

@@ -1,4 +1,4 @@
-"""Schedule, weight-decay mask and optimiser (spec/AMD.md §4.6, §5.1, §11.5–7)."""
+"""Schedule, weight-decay mask and optimiser (docs/method.md#optimisation)."""
 
 import math
 
@@ -45,7 +45,7 @@ def test_schedule_matches_official_list_and_jits():
   want = _official_cosine(2.4e-3, 2e-5, 7, 40)
   got = jax.jit(jax.vmap(s))(jnp.arange(40))
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-10)
-  assert float(s(0)) == 0.0                    # warm-up starts from 0 (§11.7)
+  assert float(s(0)) == 0.0                    # warm-up starts from 0 (docs/method.md#schedule)
   assert float(s(6)) == pytest.approx(2.4e-3)   # last warm-up step is the peak
   assert float(s(40)) == pytest.approx(2e-5)    # ends at final
   assert float(s(jnp.int32(3))) == pytest.approx(2.4e-3 * 3 / 6)

@@ -5,7 +5,7 @@ Tiny models (width 64, 2 blocks, 2 heads; 4 frames of 32×32, 2×8×8 tubelets �
 biases, the LayerNorm scales/biases and the mask token, is overwritten with
 seeded noise, so nothing matches by being 0 or 1. Each model is saved with
 `save_pretrained` and read back with `amd_jax.pretrained.load`, i.e. through
-amd_jax.convert's HF table (spec/AMD.md §10.4–§10.5); both sides run the same
+amd_jax.convert's HF table (docs/method.md#hugging-face-layout); both sides run the same
 clip (HF takes (B, T, C, H, W), ours (B, T, H, W, C)). No downloads. float32.
 
 LayerNorm epsilons are carried over per norm by the converter: HF takes
@@ -183,7 +183,7 @@ def test_pretraining_predictions_and_loss(clip, teacher_ratio, monkeypatch, tmp_
 
   # Targets: HF un-normalises with ImageNet mean/std per channel, splits tubelets
   # (kt, kh, kw, c), standardises per token and channel with the unbiased std + 1e-6
-  # — exactly spec/AMD.md §4.3 and losses.pixel_targets.
+  # — exactly docs/method.md#pixel-targets and losses.pixel_targets.
   targets = vit.gather_tokens(losses.pixel_targets(video, PATCH, TUBELET), idx.masked)
   assert_close(targets, captured["labels"], f"pretrain targets ({teacher_ratio=})")
   loss = jnp.mean((pred - targets) ** 2)

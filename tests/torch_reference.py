@@ -1,8 +1,8 @@
 """PyTorch references for the conversion tests: HF models with seeded weights, and the
-official VideoMAE/AMD modules re-stated from spec/AMD.md §2 (no official code is copied).
+official VideoMAE/AMD modules re-stated from docs/method.md#models (no official code is copied).
 
 The official modules' parameter names are the official state_dict keys
-(spec/AMD.md §10.2–§10.3), so a strict `load_state_dict` checks an
+(docs/method.md#official-layout), so a strict `load_state_dict` checks an
 official-layout file's names and shapes, and their forward checks that every
 tensor went where the official code reads it. LayerNorm eps 1e-6 throughout.
 """

@@ -23,7 +23,8 @@ from amd_jax.models import heads as heads_lib
 from amd_jax.models import pretrain, vit
 
 FORMAT_VERSION = 1
-OFFICIAL_EPS = 1e-6                       # every official LayerNorm (spec/AMD.md §2.2)
+# Every official LayerNorm's epsilon (docs/method.md#transformer-block).
+OFFICIAL_EPS = 1e-6
 STANDARD_SIZES = ("Mu", "Ti", "S", "B", "L", "H")
 
 

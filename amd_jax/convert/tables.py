@@ -1,8 +1,8 @@
 """The mapping tables: our parameter ← the source's tensors, with a hook per rule.
 
 One table per (layout, task) describes both directions: importing applies each
-rule's hook to the source tensors, exporting applies its inverse. Names follow
-spec/AMD.md §10: the official VideoMAE/AMD layout ("official") and Hugging Face
+rule's hook to the source tensors, exporting applies its inverse. Layouts
+(docs/method.md#checkpoints): the official VideoMAE/AMD one ("official") and Hugging Face
 `transformers`' VideoMAE ("hf"). Our names are the flat keys of the model's
 nnx state, e.g. `encoder/blocks/layers/3/attn/qkv/kernel`.
 
@@ -149,7 +149,7 @@ def table(layout: str, task: str) -> Table:
       dropped = (("generators.{k}.norm.weight", why), ("generators.{k}.norm.bias", why))
       unstored = (("alignment/generators/{k}/mask_token",
                    "the official code never saves its generator mask tokens: it draws "
-                   "frozen ones anew at every start (spec/AMD.md §11.1)"),)
+                   "frozen ones anew at every start (docs/method.md#generator-mask-tokens)"),)
   else:
     raise ValueError(f"unknown task {task!r}")
   return Table(layout, task, tuple(rules), dropped, unstored)

@@ -1,4 +1,5 @@
-"""AVA v2.2 action detection (spec/AMD.md §7): the TFDS builder, augmentation, pipelines.
+"""AVA v2.2 action detection: the TFDS builder, augmentation, pipelines
+(docs/method.md#ava-action-detection).
 
 Layout of `--manual_dir` (the official files, frames as SlowFast/VideoMAE-AVA
 extract them):
@@ -38,7 +39,7 @@ map next to the records: `evaluation_data` reads them for the frame mAP
 
 Proposals in a pickle are read with an Unpickler whose `find_class` allows
 only numpy's array reconstruction names: no other object can be built, so a
-pickle carrying code is refused (DESIGN.md: never unpickle untrusted code).
+pickle carrying code is refused (files are data, never code: docs/design.md#bad-input).
 
 Pipelines: `TrainSample` / `ava_train_batches` (ground-truth boxes, short side
 256, random 224 crop, HSV jitter, flip, box jitter) and `TestSample` /
@@ -507,7 +508,8 @@ def _report(bad_files: str | None, record: dict, error: Exception) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSample:
-  """One record → one training clip with its ground-truth people (spec/AMD.md §7).
+  """One record → one training clip with its ground-truth people
+  (docs/method.md#ava-action-detection).
 
   VideoMAE-AVA's order: short side `short_side` (bilinear, from the original
   frame size), random size × size crop, HSV colour jitter, horizontal flip
@@ -574,7 +576,8 @@ def fit_size(height: int, width: int, short_side: int, canvas: tuple[int, int]
 
 @dataclasses.dataclass(frozen=True)
 class TestSample:
-  """One record → its test clip and person proposals (spec/AMD.md §7), deterministic.
+  """One record → its test clip and person proposals, deterministic
+  (docs/method.md#ava-action-detection).
 
   The clip, short side `short_side` with the aspect kept, sits at the top left
   of a fixed canvas (height, width) padded with the mean colour (256 × 464 holds

@@ -1,4 +1,5 @@
-"""An image folder (ImageNet layout) as one-frame videos: the image mode of spec/AMD.md §8.
+"""An image folder (ImageNet layout) as one-frame videos: the image mode
+(docs/method.md#image-mode).
 
 `--manual_dir` holds `train/` and/or `val/` (and `test/`), each with one folder
 per class holding its images (JPEG or PNG): `train/n01440764/n01440764_10026.JPEG`.

@@ -11,7 +11,7 @@ Records: video (encoded bytes) or frames (one JPEG per frame), label, path.
 Videos are stored as they are, or re-encoded (H.264, short side `short_side`,
 a keyframe every `keyint` frames) when `short_side` is set: decoding a clip in
 the middle of a long video then starts at a near keyframe, which is what makes
-K400 decoding cheap enough (spec/PERF.md). `validate` demuxes every file and
+K400 decoding cheap enough (docs/design.md#targets). `validate` demuxes every file and
 leaves the broken ones out; either way unreadable files go to `bad_files.txt`
 next to the prepared data. Re-encoding and validation run in `workers` processes.
 """

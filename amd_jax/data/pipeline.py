@@ -155,7 +155,8 @@ class PretrainSample:
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSample:
-  """One record → `num_sample` fine-tuning clips of one decoded clip (spec/AMD.md §6.2).
+  """One record → `num_sample` fine-tuning clips of one decoded clip
+  (docs/method.md#fine-tuning-clips).
 
   Per clip, in the official order: RandAugment (on the decoded frames), random
   resized crop, horizontal flip (`flip` False for SSV2), random erasing.
@@ -189,7 +190,8 @@ class FinetuneSample:
 
 @dataclasses.dataclass(frozen=True)
 class Views:
-  """One record → its clips × crops test views (spec/AMD.md §6.3), deterministic.
+  """One record → its clips × crops test views, deterministic
+  (docs/method.md#validation-and-test-views).
 
   rule 'dense' (K400: every `rate`-th frame, `clips` evenly spaced clips) or
   'segments' (SSV2: segment starts and centres, 2 clips); short side resized to
@@ -272,8 +274,8 @@ def training_batches(records, sample: PretrainSample | FinetuneSample, videos_pe
 
 @dataclasses.dataclass(frozen=True)
 class CentreClip:
-  """One record → one validation view (spec/AMD.md §6.3): a clip drawn by the
-  training sampler, short side resized to `size`, centre crop.
+  """One record → one validation view: a clip drawn by the training sampler, short
+  side resized to `size`, centre crop (docs/method.md#validation-and-test-views).
 
   The clip's frames are drawn from a generator seeded by `seed` and the record's
   index, so every in-training validation sees the same clips. Output as Views:

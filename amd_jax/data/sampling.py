@@ -1,4 +1,4 @@
-"""Which frames a clip takes: the official temporal sampling rules (spec/AMD.md §6).
+"""Which frames a clip takes: the official temporal sampling rules (docs/method.md#data-pipeline).
 
 Every function returns int64 frame indices into a video of `n` frames, numbered
 from 0 in presentation order; random rules draw from the numpy Generator they

@@ -1,7 +1,7 @@
 """Spatial augmentation of uint8 clips (T, H, W, 3), one parameter draw for all frames.
 
 Every random transform takes a numpy Generator and draws its parameters once per
-clip (spec/AMD.md §6): the same crop, flip, RandAugment ops and erased cube on
+clip (docs/method.md#data-pipeline): the same crop, flip, RandAugment ops and erased cube on
 every frame. Frames stay uint8 — normalisation happens on the device — so the
 two transforms the official code runs after normalisation are carried over:
 random resized crop resizes uint8 (rounding adds at most half a grey level) and

@@ -1,4 +1,4 @@
-"""MAE pixel decoder and AMD's feature alignment (spec/AMD.md §4.1, §4.5).
+"""MAE pixel decoder and AMD's feature alignment (docs/method.md#alignment).
 
 Both decoders append mask tokens after the visible tokens (MAE style) rather
 than scattering them back: the fixed position table carries the position, and

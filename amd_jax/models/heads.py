@@ -1,4 +1,4 @@
-"""Task heads on the video encoder (spec/AMD.md §2.5)."""
+"""Task heads on the video encoder (docs/method.md#heads-and-pooling)."""
 
 from __future__ import annotations
 

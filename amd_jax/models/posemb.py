@@ -1,4 +1,4 @@
-"""Fixed sinusoid position tables (spec/AMD.md §2.4)."""
+"""Fixed sinusoid position tables (docs/method.md#position-embedding)."""
 
 import numpy as np
 

@@ -2,7 +2,7 @@
 
 `Pretrainer` is everything the optimiser trains: encoder, pixel decoder and,
 in AMD mode, the alignment heads. The teacher is a separate `Encoder` without a
-final norm whose parameters never enter the optimiser (spec/AMD.md §4.2).
+final norm whose parameters never enter the optimiser (docs/method.md#teacher-branch).
 """
 
 from __future__ import annotations

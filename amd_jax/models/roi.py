@@ -1,4 +1,5 @@
-"""AVA action detection on the video encoder (spec/AMD.md §7): RoIAlign, Detector, loss.
+"""AVA action detection on the video encoder: RoIAlign, Detector, loss
+(docs/method.md#ava-action-detection).
 
 The detector is VideoMAE-AVA's: encoder with its final (pre-trained) LayerNorm →
 tokens as a (T', H', W') map → mean over time → RoIAlign 7×7 at 1/16 → 7×7

@@ -1,8 +1,9 @@
-"""Video ViT: tubelet embedding, pre-norm blocks, encoder (spec/AMD.md §2).
+"""Video ViT: tubelet embedding, pre-norm blocks, encoder (docs/method.md#models).
 
 Layouts: videos are (B, T, H, W, C) channels-last; tokens are flattened in
 (t, h, w) order with w fastest; a tubelet is flattened (kt, kh, kw, c) with the
-channel fastest, the same order as the reconstruction target (§4.3).
+channel fastest, the same order as the reconstruction target
+(docs/method.md#pixel-targets).
 Parameters carry logical axis names ("embed", "mlp", ...); the rules that map
 them onto a device mesh live in the config (amd_jax/sharding.py).
 """
@@ -119,7 +120,8 @@ ones = nnx.initializers.ones_init()
 def torch_default_uniform(fan_in: int):
   """PyTorch's default Linear/Conv init, U(±1/√fan_in), for kernels and biases.
 
-  VideoMAE leaves the patch embedding and encoder_to_decoder at this init (§2.6).
+  VideoMAE leaves the patch embedding and encoder_to_decoder at this init
+  (docs/method.md#initialisation).
   """
   bound = 1.0 / math.sqrt(fan_in)
 
