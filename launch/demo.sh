@@ -2,7 +2,7 @@
 # The embedded study on this machine (CPU is fine): an AMD student distilled from
 # the released VideoMAE teacher (amd_jax/assets/teacher) and the same student
 # pre-trained as plain VideoMAE, both fine-tuned and tested beside a student
-# trained from scratch, with linear probes and plots, over 3 seeds (amd_jax/study.py).
+# trained from scratch, with linear probes and plots, over 3 seeds (amd_jax/study/).
 #
 #   launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--jobs N] [--ablation NAME]
 #     NAME: alignment | teacher-ratio | rec-loss | student-ratio | target-norm | align-loss

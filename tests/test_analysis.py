@@ -1,4 +1,4 @@
-"""Analyses on constructed inputs with hand-computed answers (amd_jax/analysis.py)."""
+"""Analyses on constructed inputs with hand-computed answers (amd_jax/analysis/)."""
 
 import json
 import math
@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from amd_jax import analysis, convert, errors, masking
+from amd_jax import convert, errors, masking
+from amd_jax.analysis import attention, curves, per_class, reconstruction
 from amd_jax.convert import spec as spec_lib
 from amd_jax.models import vit
 from configs import finetune as finetune_config
@@ -25,7 +26,7 @@ DIAG = 16 * math.sqrt(2)
 
 
 def test_distances_between_patch_centres():
-  d = analysis.distance_matrix(GRID, PATCH, TUBELET)
+  d = attention.distance_matrix(GRID, PATCH, TUBELET)
   expected = np.array([[0, 16, 16, DIAG], [16, 0, DIAG, 16],
                        [16, DIAG, 0, 16], [DIAG, 16, 16, 0]])
   np.testing.assert_allclose(d, expected, rtol=1e-6)
@@ -34,13 +35,13 @@ def test_distances_between_patch_centres():
 def test_time_counts_only_with_a_frame_spacing():
   # Two tubelet slices of one patch: centres at frames 0.5 and 2.5, 2 frames apart.
   grid = (2, 1, 1)
-  assert analysis.distance_matrix(grid, PATCH, TUBELET)[0, 1] == 0
-  assert analysis.distance_matrix(grid, PATCH, TUBELET, frame_spacing=10.0)[0, 1] == \
+  assert attention.distance_matrix(grid, PATCH, TUBELET)[0, 1] == 0
+  assert attention.distance_matrix(grid, PATCH, TUBELET, frame_spacing=10.0)[0, 1] == \
       pytest.approx(20.0)
 
 
 def test_mean_distance_of_constructed_attention():
-  d = jnp.asarray(analysis.distance_matrix(GRID, PATCH, TUBELET))
+  d = jnp.asarray(attention.distance_matrix(GRID, PATCH, TUBELET))
   itself = np.eye(4)
   uniform = np.full((4, 4), 0.25)
   opposite = np.eye(4)[[3, 2, 1, 0]]          # each token attends to the diagonal one
@@ -48,7 +49,7 @@ def test_mean_distance_of_constructed_attention():
   mixed = np.eye(4)
   mixed[0] = [0.5, 0.5, 0, 0]
   attn = jnp.asarray(np.stack([[itself, uniform], [opposite, mixed]]))   # (B=2, heads=2, 4, 4)
-  got = np.asarray(analysis.mean_distance(attn, d))
+  got = np.asarray(attention.mean_distance(attn, d))
   # uniform: every query sees distances 0, 16, 16, 16√2 → their mean; mixed: (0.5·16)/4.
   np.testing.assert_allclose(got, [[0.0, (32 + DIAG) / 4], [DIAG, 8.0 / 4]], rtol=1e-6)
 
@@ -65,7 +66,7 @@ def test_attention_probs_reproduce_the_block():
   """probs @ v through proj equals the block's own attention: the rebuilt qkv is right."""
   block = _block()
   x = jax.random.normal(jax.random.key(3), (2, 10, 64))
-  probs = analysis.attention_probs(block, x)
+  probs = attention.attention_probs(block, x)
   assert probs.shape == (2, 2, 10, 10)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   h = block.norm1(x)
@@ -81,7 +82,7 @@ def test_uniform_attention_gives_the_mean_distance():
   for block in encoder.blocks.layers:
     block.attn.qkv.kernel[...] = block.attn.qkv.kernel[...].at[:, :64].set(0.0)
   videos = np.random.default_rng(0).integers(0, 256, (3, 2, 32, 32, 3), np.uint8)
-  d = analysis.attention_distance(encoder, videos, batch=2)
+  d = attention.attention_distance(encoder, videos, batch=2)
   assert d.shape == (4, 2)                  # Mu: 4 layers, 2 heads
   np.testing.assert_allclose(d, (32 + DIAG) / 4, rtol=1e-5)
 
@@ -89,7 +90,7 @@ def test_uniform_attention_gives_the_mean_distance():
 def test_unpatchify_inverts_patchify():
   video = np.random.default_rng(0).random((2, 4, 16, 24, 3), np.float32)
   tokens = np.asarray(vit.patchify(jnp.asarray(video), 8, 2))
-  np.testing.assert_array_equal(analysis.unpatchify(tokens, (2, 2, 3), 8, 2), video)
+  np.testing.assert_array_equal(reconstruction.unpatchify(tokens, (2, 2, 3), 8, 2), video)
 
 
 def test_zero_prediction_shows_the_true_patch_means():
@@ -97,7 +98,7 @@ def test_zero_prediction_shows_the_true_patch_means():
   rng = np.random.default_rng(0)
   videos = rng.integers(0, 256, (1, 2, 16, 16, 3), np.uint8)
   codes = masking.tube_mask(rng, (1, 2, 2), 0.5)[None]       # 2 of 4 tubes hidden
-  out = analysis.reconstruct(None, videos, codes, 8, 2)
+  out = reconstruction.reconstruct(None, videos, codes, 8, 2)
   rgb = videos / 255.0
   for i, code in enumerate(codes[0]):
     y, x = divmod(i, 2)
@@ -111,18 +112,18 @@ def test_zero_prediction_shows_the_true_patch_means():
 
 def test_per_class_report(tmp_path):
   runs = {}
-  for name, per_class in (("a", [1.0, 0.5, 0.25, None]), ("b", [0.5, 0.75, 0.25, None])):
+  for name, accuracy in (("a", [1.0, 0.5, 0.25, None]), ("b", [0.5, 0.75, 0.25, None])):
     run = tmp_path / name
     run.mkdir()
     (run / "test_results.json").write_text(json.dumps(dict(
-        top1=0.6, top5=1.0, views=6, per_class=per_class, class_counts=[4, 4, 4, 0])))
+        top1=0.6, top5=1.0, views=6, per_class=accuracy, class_counts=[4, 4, 4, 0])))
     runs[name] = str(run)
-  report = analysis.per_class_report(runs["a"], runs["b"], str(tmp_path / "out"))
+  report = per_class.per_class_report(runs["a"], runs["b"], str(tmp_path / "out"))
   # Sorted by b − a, largest first: +0.25, 0, −0.5, then the class without videos.
   assert [r["index"] for r in report["classes"]] == [1, 2, 0, 3]
   assert [r["difference"] for r in report["classes"]] == [0.25, 0.0, -0.5, None]
   assert os.path.getsize(tmp_path / "out" / "per_class.png") > 0
-  top = analysis.per_class_report(runs["a"], runs["b"], str(tmp_path / "out"), top=2)
+  top = per_class.per_class_report(runs["a"], runs["b"], str(tmp_path / "out"), top=2)
   assert [r["index"] for r in top["classes"]] == [1, 0]
 
 
@@ -134,7 +135,7 @@ def test_neighbour_copy_by_hand():
   targets = np.arange(6, dtype=np.float32).reshape(1, 6, 1) * 10      # token i → 10·i
   s, d, h = masking.STUDENT, masking.DIFF, masking.HIDDEN
   codes = np.array([[s, h, d, d, s, h]])
-  got = analysis.neighbour_copy(targets, codes, grid)
+  got = reconstruction.neighbour_copy(targets, codes, grid)
   # masked tokens 1, 2 (slice 0, nearest visible 0) and 3 (slice 1: 4 at distance 1), 5 (4)
   np.testing.assert_array_equal(got[0, :, 0], [0, 0, 40, 40])
   counts = masking.MaskCounts(tokens=6, student=2, teacher=4)
@@ -170,7 +171,7 @@ def test_reconstructions_of_a_classifier_checkpoint_is_refused(tmp_path):
   convert.formats.write_orbax(path, spec, weights, source="test")
   with pytest.raises(errors.BadInput, match=r"needs a pre-training checkpoint: c=.* holds a "
                      "Classifier"):
-    analysis.reconstructions_report({"c": path}, str(tmp_path / "out"))
+    reconstruction.reconstructions_report({"c": path}, str(tmp_path / "out"))
 
 
 def _metrics(run, rows):
@@ -194,11 +195,11 @@ def _plots_with_legends(tmp_path):
   distances = {"teacher": np.linspace(4, 30, 12 * 3).reshape(12, 3),
                "student": np.linspace(4, 30, 4 * 2).reshape(4, 2)}
   return {
-      "attention_distance": analysis.plot_attention_distance(
+      "attention_distance": attention.plot_attention_distance(
           distances, str(tmp_path / "ad.png"), "note", {"teacher": 28.0, "student": 28.0}),
-      "per_class": analysis.plot_per_class(report, str(tmp_path / "pc.png")),
-      "pretrain_losses": analysis.plot_pretrain_losses(pre, str(tmp_path / "pl.png")),
-      "finetune_curves": analysis.plot_finetune_curves(ft, str(tmp_path / "fc.png")),
+      "per_class": per_class.plot_per_class(report, str(tmp_path / "pc.png")),
+      "pretrain_losses": curves.plot_pretrain_losses(pre, str(tmp_path / "pl.png")),
+      "finetune_curves": curves.plot_finetune_curves(ft, str(tmp_path / "fc.png")),
   }
 
 

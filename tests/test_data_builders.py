@@ -239,7 +239,7 @@ def test_moving_digits_background_patches_normalise_to_zero():
 def test_one_frame_does_not_tell_the_motion():
   """A linear probe on one frame's pixels stays near chance (0.125), while the same
   probe on the difference of two frames (motion, crudely) does better."""
-  from amd_jax import probe
+  from amd_jax.analysis import probe
   def frames(split, n):
     x, y = probe.labelled_clips((4, 8, 8), 8, 2, split=split, videos=n)
     small = x.reshape(len(x), 8, 16, 4, 16, 4, 3).mean((3, 5)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The linear probe (amd_jax/probe.py): the regression on hand-made features, the
+"""The linear probe (amd_jax/analysis/probe.py): the regression on hand-made features, the
 refusal of fine-tuned checkpoints, and a probe of a real pre-training checkpoint
 on the embedded videos."""
 
@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from amd_jax import errors, probe
+from amd_jax import errors
+from amd_jax.analysis import probe
 from amd_jax.convert import formats
 from amd_jax.convert import spec as spec_lib
 from amd_jax.models import vit

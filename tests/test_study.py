@@ -1,4 +1,4 @@
-"""The embedded study (amd_jax/study.py): a smoke-size teacher release and its
+"""The embedded study (amd_jax/study/): a smoke-size teacher release and its
 smallest study end to end, a rerun that trains nothing, the release checks, and
 the results table on constructed records."""
 
@@ -10,8 +10,12 @@ import sys
 
 import pytest
 
-from amd_jax import errors, study
+from amd_jax import errors
+from amd_jax.analysis import curves
 from amd_jax.data import moving_digits
+from amd_jax.study import chains as chains_lib
+from amd_jax.study import recipe, run
+from amd_jax.study import release as release_lib
 from runs import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -53,7 +57,7 @@ def _training_files(root):
 
 @pytest.mark.slow
 def test_teacher_release_has_its_card_and_weights(release):
-  card = json.loads((release / study.CARD_FILE).read_text())
+  card = json.loads((release / release_lib.CARD_FILE).read_text())
   assert card["recipe"] == {"variant": "Mu/8x2", "image_size": 32, "steps": 2, "batch_size": 8,
                             "base_lr": 0.1, "finetune_base_lr": 6e-2}
   assert card["data"] == f"moving_digits {moving_digits.MovingDigits.VERSION}"
@@ -78,8 +82,8 @@ def test_smoke_study_writes_results_and_every_plot(smoke):
   results = json.loads((smoke / "results.json").read_text())
   assert results["study"]["seeds"] == [0]
   models = results["models"]
-  assert set(models) == set(study.MODELS)
-  for name, method in study.STUDENTS.items():
+  assert set(models) == set(recipe.MODELS)
+  for name, method in recipe.STUDENTS.items():
     m = models[name]
     assert 0 <= m["top1"] <= m["top5"] <= 1, m
     assert m["views"] > 1                                   # multi-view test
@@ -93,7 +97,7 @@ def test_smoke_study_writes_results_and_every_plot(smoke):
   teacher = models["teacher"]
   assert teacher["pretrain_steps"] == 2 and 0 <= teacher["top1"] <= 1
   assert 0 <= teacher["probe_top1"] <= 1 and "card" in teacher["note"]
-  for name in study.PLOTS:
+  for name in run.PLOTS:
     assert (smoke / name).read_bytes()[:8] == PNG_MAGIC, name
   distances = json.loads((smoke / "attention_distance.json").read_text())["models"]
   assert set(distances) == {"teacher", "amd_student", "videomae_student"}
@@ -103,7 +107,7 @@ def test_smoke_study_writes_results_and_every_plot(smoke):
   assert len(per_class["classes"]) == 8
   recon = json.loads((smoke / "reconstructions.json").read_text())["loss"]
   assert set(recon) == {"zero", "neighbour_copy", "teacher", "amd_student", "videomae_student"}
-  probes = json.loads((smoke / study.PROBE_FILE).read_text())["models"]
+  probes = json.loads((smoke / run.PROBE_FILE).read_text())["models"]
   assert set(probes) == {"teacher", "amd_student/seed_0", "videomae_student/seed_0",
                          "scratch_student/seed_0"}
   assert probes["scratch_student/seed_0"]["checkpoint"] == "random initial weights"
@@ -112,22 +116,22 @@ def test_smoke_study_writes_results_and_every_plot(smoke):
 @pytest.mark.slow
 def test_rerun_on_a_finished_dir_trains_nothing(smoke, env, release):
   before = _training_files(smoke)
-  plots = {name: (smoke / name).stat().st_mtime_ns for name in study.PLOTS}
+  plots = {name: (smoke / name).stat().st_mtime_ns for name in run.PLOTS}
   result = _study(smoke, env, "--teacher", str(release))
   assert result.returncode == 0, result.stderr[-3000:]
   stage_lines = [l for l in result.stderr.splitlines() if l.startswith("  ")]
   assert stage_lines and all(l.endswith("skipped") for l in stage_lines), stage_lines
   assert _training_files(smoke) == before
-  assert plots == {name: (smoke / name).stat().st_mtime_ns for name in study.PLOTS}
+  assert plots == {name: (smoke / name).stat().st_mtime_ns for name in run.PLOTS}
   assert "amd_student" in result.stdout                      # the table is printed again
 
 
 @pytest.mark.slow
 def test_a_release_made_otherwise_is_refused(release, tmp_path, env):
   with pytest.raises(errors.BadInput, match="'default' study needs"):
-    study.read_release(str(release), "default")
+    release_lib.read_release(str(release), "default")
   with pytest.raises(errors.BadInput, match="not a teacher release"):
-    study.read_release(str(tmp_path), "smoke")
+    release_lib.read_release(str(tmp_path), "smoke")
   result = _study(tmp_path / "again", env, "--make-teacher", str(release))
   assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
 
@@ -136,17 +140,17 @@ def test_the_shipped_teacher_serves_default_and_full():
   """The release in the package fits both long sizes; its card holds its fine-tuned
   top-1 with the default protocol (--full measures its own) and its probe."""
   for size in ("default", "full"):
-    card = study.read_release(study.RELEASED_TEACHER, size)
+    card = release_lib.read_release(release_lib.RELEASED_TEACHER, size)
   assert card["finetune"]["default"]["top1"] is not None
   assert card["probe"]["test_top1"] is not None
-  assert os.path.isfile(os.path.join(study.RELEASED_TEACHER, "checkpoint", "model.json"))
+  assert os.path.isfile(os.path.join(release_lib.RELEASED_TEACHER, "checkpoint", "model.json"))
 
 
 def test_another_size_on_a_study_dir_is_refused(tmp_path):
-  study._check_size(str(tmp_path), "smoke")
-  study._check_size(str(tmp_path), "smoke")                  # the same size resumes
+  run._check_size(str(tmp_path), "smoke")
+  run._check_size(str(tmp_path), "smoke")                  # the same size resumes
   with pytest.raises(errors.BadInput, match="holds a 'smoke' study"):
-    study._check_size(str(tmp_path), "full")
+    run._check_size(str(tmp_path), "full")
 
 
 @pytest.mark.parametrize("workdir", ["a_file", "a_file/under_it"])
@@ -172,37 +176,37 @@ def test_results_over_seeds_are_mean_and_sample_std():
   runs = [{"seed": s, "pretrain": {"done": True, "time_s": t, "steps": 7},
            "finetune": _record(top1, time_s=2 * t)}
           for s, top1, t in ((0, 0.5, 10.0), (1, 0.7, 20.0), (2, 0.6, 30.0))]
-  row = study.summarize(runs, "Mu/8x2")
+  row = run.summarize(runs, "Mu/8x2")
   assert row["top1"] == pytest.approx(0.6)
   assert row["top1_std"] == pytest.approx(0.1)              # sample std of 0.5, 0.7, 0.6
   assert row["pretrain_time_s"] == pytest.approx(20.0)
   assert row["finetune_time_s"] == pytest.approx(40.0)
   assert (row["pretrain_steps"], row["finetune_steps"], row["views"]) == (7, 5, 6)
   assert [r["top1"] for r in row["runs"]] == [0.5, 0.7, 0.6]
-  text = study.table({"amd_student": row})
+  text = run.table({"amd_student": row})
   assert "0.600 ± 0.100" in text and "7 steps, 20 s" in text
 
 
 def test_schedules_make_the_requested_steps():
   """Fractional epochs: the configs' schedule arithmetic lands on the size's step counts."""
-  size = study.SIZES["default"]
+  size = recipe.SIZES["default"]
   for config, steps, per_epoch in (
-      (study.teacher_config(size), size.teacher.steps, study.TRAIN_VIDEOS // 8 / 4),
-      (study.student_config(size, "amd", 0, teacher="t"), size.student_steps,
-       study.TRAIN_VIDEOS // 2 / 4),
-      (study.finetune_config_for(size, size.student, "init", 0), size.finetune_steps,
-       study.TRAIN_VIDEOS // 16)):
+      (recipe.teacher_config(size), size.teacher.steps, recipe.TRAIN_VIDEOS // 8 / 4),
+      (recipe.student_config(size, "amd", 0, teacher="t"), size.student_steps,
+       recipe.TRAIN_VIDEOS // 2 / 4),
+      (recipe.finetune_config_for(size, size.student, "init", 0), size.finetune_steps,
+       recipe.TRAIN_VIDEOS // 16)):
     assert round(config.optim.epochs * per_epoch) == steps
 
 
 def test_ablation_settings_are_config_keys():
-  size = study.SIZES["smoke"]
-  for name, settings in study.ABLATIONS.items():
+  size = recipe.SIZES["smoke"]
+  for name, settings in recipe.ABLATIONS.items():
     assert sum(not values for values in settings.values()) == 1, name   # one is the study's
     for values in settings.values():
-      study.student_config(size, "amd", 0, overrides=values)
+      recipe.student_config(size, "amd", 0, overrides=values)
   with pytest.raises(errors.BadInput, match="unknown config key"):
-    study.student_config(size, "amd", 0, overrides={"align.methd": "direct"})
+    recipe.student_config(size, "amd", 0, overrides={"align.methd": "direct"})
 
 
 def test_a_stage_stopped_early_is_not_done(tmp_path, monkeypatch):
@@ -211,35 +215,35 @@ def test_a_stage_stopped_early_is_not_done(tmp_path, monkeypatch):
   def stopped_at_3(config, workdir):
     (tmp_path / "metrics.jsonl").write_text(
         "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)))
-  monkeypatch.setattr(study.train, "train", stopped_at_3)
-  with pytest.raises(study.Stopped, match="step 3 of 5"):
-    study.run_training("stage", None, str(tmp_path), steps=5)
-  record = json.loads((tmp_path / study.STAGE_FILE).read_text())
+  monkeypatch.setattr(chains_lib.train, "train", stopped_at_3)
+  with pytest.raises(chains_lib.Stopped, match="step 3 of 5"):
+    chains_lib.run_training("stage", None, str(tmp_path), steps=5)
+  record = json.loads((tmp_path / chains_lib.STAGE_FILE).read_text())
   assert record["done"] is False and record["time_s"] >= 0
 
 
 def _scratch_chains(root, release, seeds=(0, 1)):
-  layout = study.Layout(str(root))
-  return [study.student_chain(layout, study.SIZES["smoke"], seed, "scratch_student",
+  layout = run.Layout(str(root))
+  return [run.student_chain(layout, recipe.SIZES["smoke"], seed, "scratch_student",
                               str(release / "checkpoint")) for seed in seeds]
 
 
 def _losses(workdir):
-  return [(r["step"], r["loss"]) for r in study.analysis.metric_rows(workdir) if "loss" in r]
+  return [(r["step"], r["loss"]) for r in curves.metric_rows(workdir) if "loss" in r]
 
 
 @pytest.mark.slow
 def test_chains_in_worker_processes_train_what_one_process_does(tmp_path, release):
   """--jobs 2 runs the chains in two spawned processes: the same losses and test
   top-1 as one after the other in this process; a rerun reads their records."""
-  here = study.run_chains(_scratch_chains(tmp_path / "one", release), jobs=1)
-  there = study.run_chains(_scratch_chains(tmp_path / "two", release), jobs=2)
+  here = chains_lib.run_chains(_scratch_chains(tmp_path / "one", release), jobs=1)
+  there = chains_lib.run_chains(_scratch_chains(tmp_path / "two", release), jobs=2)
   for seed, (a, b) in enumerate(zip(here, there)):
     assert a[-1]["top1"] == b[-1]["top1"] and a[-1]["steps"] == b[-1]["steps"] == 2
     one = str(tmp_path / "one" / f"seed_{seed}" / "scratch_student" / "finetune")
     two = one.replace(os.sep + "one" + os.sep, os.sep + "two" + os.sep)
     assert _losses(one) == _losses(two) and _losses(one)
-  assert study.run_chains(_scratch_chains(tmp_path / "two", release), jobs=2) == there
+  assert chains_lib.run_chains(_scratch_chains(tmp_path / "two", release), jobs=2) == there
 
 
 @pytest.mark.slow
@@ -247,7 +251,7 @@ def test_bad_input_in_a_worker_is_one_line_in_the_study(tmp_path, release):
   chains = _scratch_chains(tmp_path, release)
   chains[1][0][1].batch_size = 0
   with pytest.raises(errors.BadInput, match="batch_size"):
-    study.run_chains(chains, jobs=2)
+    chains_lib.run_chains(chains, jobs=2)
 
 
 @pytest.mark.slow
@@ -285,6 +289,6 @@ def test_ablation_reuses_the_study_student_and_probes_every_setting(smoke, env, 
   assert set(out) == {"with", "without"}
   for row in out.values():
     assert 0 <= row["top1"] <= 1 and 0 <= row["probe_top1"] <= 1 and row["pretrain_steps"] == 2
-  probes = json.loads((smoke / study.PROBE_FILE).read_text())["models"]
+  probes = json.loads((smoke / run.PROBE_FILE).read_text())["models"]
   assert out["with"]["probe_top1"] == probes["amd_student/seed_0"]["test_top1"]
   assert out["without"]["probe_top1"] == probes["ablation/rec-loss/without/seed_0"]["test_top1"]

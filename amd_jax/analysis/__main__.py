@@ -1,0 +1,109 @@
+"""The analyses' command line: python -m amd_jax.analysis COMMAND ... (see __init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+import amd_jax.analysis
+from amd_jax import errors
+from amd_jax.analysis import probe
+from amd_jax.analysis.attention import attention_distance_report
+from amd_jax.analysis.curves import plot_finetune_curves, plot_pretrain_losses
+from amd_jax.analysis.output import write_json
+from amd_jax.analysis.per_class import per_class_report
+from amd_jax.analysis.reconstruction import reconstructions_report
+
+
+def named_paths(items: list[str]) -> dict[str, str]:
+  """'NAME=PATH' or 'PATH' (named after its folder) → {name: path}."""
+  out = {}
+  for item in items:
+    m = re.fullmatch(r"(\w+)=(.+)", item)
+    name, path = (m.group(1), m.group(2)) if m else (
+        os.path.basename(os.path.normpath(item)), item)
+    out[name] = path
+  return out
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog="python -m amd_jax.analysis",
+                                   description=amd_jax.analysis.__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  p = sub.add_parser("attention-distance", help="Figure S2: mean attention distance")
+  p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH")
+  p.add_argument("--data", default="moving_digits")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--split", default="test")
+  p.add_argument("--videos", type=int, default=64, help="test videos (one view each)")
+  p.add_argument("--sampler", default="dense", choices=("dense", "segments"))
+  p.add_argument("--rate", type=int, default=2, help="frame step of the dense sampler")
+  p.add_argument("--frame-spacing", type=float, default=0.0,
+                 help="pixels per frame of time difference (0: spatial distance only)")
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--out", required=True)
+  p = sub.add_parser("per-class", help="Figure S3: per-class accuracy of two fine-tuned runs")
+  p.add_argument("--a", required=True, help="fine-tuning workdir (has test_results.json)")
+  p.add_argument("--b", required=True)
+  p.add_argument("--names", nargs=2, metavar=("NAME_A", "NAME_B"))
+  p.add_argument("--top", type=int, help="only the classes with the largest differences")
+  p.add_argument("--out", required=True)
+  p = sub.add_parser("curves", help="pre-training losses and fine-tuning curves")
+  p.add_argument("--run", action="append", required=True, metavar="[NAME=]WORKDIR")
+  p.add_argument("--finetune", action="store_true", help="the runs are fine-tuning runs")
+  p.add_argument("--out", required=True)
+  p = sub.add_parser("reconstructions", help="test clips through pre-training checkpoints")
+  p.add_argument("--run", action="append", required=True, metavar="[NAME=]WORKDIR")
+  p.add_argument("--videos", type=int, default=2)
+  p.add_argument("--out", required=True)
+  p = sub.add_parser("probe", help="linear probe on frozen encoder features")
+  p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH")
+  p.add_argument("--data", default="moving_digits")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--splits", nargs=3, default=("train", "val", "test"),
+                 metavar=("TRAIN", "VAL", "TEST"))
+  p.add_argument("--videos", type=int, help="at most this many videos per split (default: all)")
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--out", required=True)
+  args = parser.parse_args(argv)
+
+  try:
+    if args.command == "attention-distance":
+      report = attention_distance_report(
+          named_paths(args.checkpoint), args.out, data=args.data, data_dir=args.data_dir,
+          split=args.split, videos=args.videos, sampler=args.sampler, rate=args.rate,
+          frame_spacing=args.frame_spacing, batch=args.batch)
+      for name, m in report["models"].items():
+        print(f"{name}: mean distance per layer (px) "
+              + " ".join(f"{x:.1f}" for x in m["mean_per_layer"]))
+    elif args.command == "per-class":
+      report = per_class_report(args.a, args.b, args.out, names=args.names, top=args.top)
+      for row in report["classes"]:
+        print(f"{row['cls']:>16}: {row['difference']:+.3f}")
+    elif args.command == "curves":
+      os.makedirs(args.out, exist_ok=True)
+      plot = plot_finetune_curves if args.finetune else plot_pretrain_losses
+      plot(named_paths(args.run), os.path.join(
+          args.out, "finetune_curves.png" if args.finetune else "pretrain_losses.png"))
+    elif args.command == "probe":
+      report = probe.probe_report(named_paths(args.checkpoint), data=args.data,
+                                  data_dir=args.data_dir, splits=tuple(args.splits),
+                                  videos=args.videos, batch=args.batch)
+      os.makedirs(args.out, exist_ok=True)
+      write_json(os.path.join(args.out, "probe.json"), report)
+      for name, m in report["models"].items():
+        print(f"{name}: probe test top-1 {m['test_top1']:.3f} (val {m['val_top1']:.3f}, "
+              f"L2 {m['l2']:g})")
+    else:
+      reconstructions_report(named_paths(args.run), args.out, videos=args.videos)
+  except (errors.BadInput, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

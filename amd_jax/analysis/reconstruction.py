@@ -1,0 +1,192 @@
+"""Masked tubes reconstructed by pre-training checkpoints, beside trivial predictors."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+from matplotlib import pyplot as plt
+
+from amd_jax import errors, losses, masking, pretrained
+from amd_jax.analysis import probe
+from amd_jax.analysis.output import read_json, write_json
+from amd_jax.models import pretrain, vit
+
+
+def unpatchify(tokens: np.ndarray, grid: tuple[int, int, int], patch: int,
+               tubelet: int) -> np.ndarray:
+  """Inverse of vit.patchify: (B, N, tubelet·patch²·C) → (B, T, H, W, C)."""
+  t, h, w = grid
+  b = tokens.shape[0]
+  x = tokens.reshape(b, t, h, w, tubelet, patch, patch, -1)
+  x = x.transpose(0, 1, 4, 2, 5, 3, 6, 7)
+  return x.reshape(b, t * tubelet, h * patch, w * patch, -1)
+
+
+def _counts(codes: np.ndarray) -> masking.MaskCounts:
+  """The token counts of masking codes (B, N) that are the same in every clip."""
+  return masking.MaskCounts(tokens=codes.shape[1], student=int((codes[0] == 0).sum()),
+                            teacher=int((codes[0] <= 1).sum()))
+
+
+def reconstruct(model, videos: np.ndarray, codes: np.ndarray, patch: int, tubelet: int
+                ) -> np.ndarray:
+  """RGB in [0, 1] (B, T, H, W, 3): visible tubes as they are, masked ones predicted.
+
+  model: a pre-training model (pretrain.Pretrainer), or None for a prediction of
+  0 everywhere; codes (B, N) masking codes with the same counts in every clip
+  (AMD models need teacher-only tokens). Models predict per-patch normalised
+  pixels; each prediction is mapped back with the true patch's per-channel mean
+  and std (the statistics pixel_targets normalised with).
+  """
+  t = videos.shape[1] // tubelet
+  grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
+  counts = _counts(codes)
+  idx = masking.indices(jnp.asarray(codes), counts)
+  rgb = np.asarray(vit.patchify(jnp.asarray(videos, jnp.float32) / 255.0, patch, tubelet))
+  b, n, _ = rgb.shape
+  rgb = rgb.reshape(b, n, -1, 3)
+  masked = np.asarray(idx.masked)
+  rows = np.arange(b)[:, None]
+  if model is None:
+    pred = np.zeros(rgb[rows, masked].shape, np.float32)
+  else:
+    pred = np.asarray(model(losses.normalize(jnp.asarray(videos)), idx)["pred"], np.float32)
+  mean = rgb.mean(axis=2, keepdims=True)
+  std = rgb.std(axis=2, ddof=1, keepdims=True) + 1e-6
+  out = rgb.copy()
+  out[rows, masked] = (pred.reshape(b, masked.shape[1], -1, 3) * std[rows, masked]
+                       + mean[rows, masked])
+  return np.clip(unpatchify(out.reshape(b, n, -1), grid, patch, tubelet), 0.0, 1.0)
+
+
+def neighbour_copy(targets: np.ndarray, codes: np.ndarray, grid: tuple[int, int, int]
+                   ) -> np.ndarray:
+  """The trivial predictor that copies, for every student-masked token, the target
+  of the nearest student-visible token of the same time slice (the first on a
+  tie): (B, n_masked, D) in the order of masking.indices' masked tokens."""
+  t, h, w = grid
+  yx = np.stack(np.unravel_index(np.arange(t * h * w), grid), axis=1)   # (N, 3): t, y, x
+  out = []
+  for target, code in zip(targets, codes):
+    visible = np.flatnonzero(code == masking.STUDENT)
+    masked = np.flatnonzero(code != masking.STUDENT)    # masking.indices' order: ascending
+    d = np.square(yx[masked, None, 1:] - yx[None, visible, 1:]).sum(-1).astype(float)
+    d[yx[masked, None, 0] != yx[None, visible, 0]] = np.inf
+    out.append(target[visible[np.argmin(d, axis=1)]])
+  return np.stack(out)
+
+
+def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, patch: int,
+                        tubelet: int, batch: int = 16) -> dict[str, float]:
+  """The pre-training reconstruction loss (MSE of per-patch normalised pixels on the
+  student-masked tokens) of every model on uint8 `videos` under masking `codes`,
+  beside two trivial predictors: 0 everywhere (`zero`) and the nearest visible
+  token's target copied (`neighbour_copy`)."""
+  t = videos.shape[1] // tubelet
+  grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
+  counts = _counts(codes)
+  sums = {name: 0.0 for name in ("zero", "neighbour_copy", *models)}
+  for start in range(0, len(videos), batch):
+    video = losses.normalize(jnp.asarray(videos[start:start + batch]))
+    code = codes[start:start + batch]
+    idx = masking.indices(jnp.asarray(code), counts)
+    all_targets = np.asarray(losses.pixel_targets(video, patch, tubelet))
+    target = np.asarray(vit.gather_tokens(jnp.asarray(all_targets), idx.masked))
+    preds = {"zero": np.zeros_like(target),
+             "neighbour_copy": neighbour_copy(all_targets, code, grid)}
+    preds.update({name: np.asarray(m(video, idx)["pred"], np.float32)
+                  for name, m in models.items()})
+    for name, pred in preds.items():
+      sums[name] += float(np.square(pred - target).mean()) * len(code)
+  return {name: s / len(videos) for name, s in sums.items()}
+
+
+def masked_input(videos: np.ndarray, codes: np.ndarray, grid, patch: int, tubelet: int
+                 ) -> np.ndarray:
+  """What the student sees: its visible tubes, grey elsewhere; [0, 1] (B, T, H, W, 3)."""
+  tokens = vit.patchify(np.asarray(videos, np.float32) / 255.0, patch, tubelet)
+  tokens = np.where((codes == masking.STUDENT)[..., None], tokens, 0.5)
+  return unpatchify(np.asarray(tokens), grid, patch, tubelet)
+
+
+RECONSTRUCTION_CAPTION = (
+    "Masked tubes: each model's prediction of per-patch normalised pixels, re-scaled with the "
+    "TRUE patch's per-channel mean and std (the targets are normalised per patch, so the model "
+    "never predicts brightness or contrast). The 'zero prediction' row is what a model "
+    "predicting 0 everywhere would show: the blocky patch means; what a model adds is the "
+    "pattern inside each patch. Visible tubes are shown as they are.")
+
+
+def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 2,
+                           loss_videos: int = 64, student_ratio: float = 0.9,
+                           teacher_ratio: float = 0.75, seed: int = 0,
+                           data: str = "moving_digits", data_dir: str = "",
+                           split: str = "test") -> dict:
+  """A few test clips through every pre-training run, one tube mask per clip shared
+  by all runs → out_dir/reconstructions.png; the reconstruction loss of every run
+  and of the trivial predictors on `loss_videos` test clips → reconstructions.json."""
+  # Before any model or clip is read: a fine-tuning run has no pixel decoder to show.
+  for name, workdir in runs.items():
+    mode = read_json(os.path.join(workdir, "config.json"), default={}).get("mode")
+    if mode in ("finetune", "test"):
+      raise errors.BadInput(f"reconstructions needs a pre-training run (mode amd or "
+                            f"videomae): {name}={workdir} is a {mode} run, which has no "
+                            "pixel decoder")
+  models = {name: pretrained.load(w) for name, w in runs.items()}
+  for name, model in models.items():
+    if not isinstance(model, pretrain.Pretrainer):     # e.g. a converted classifier
+      raise errors.BadInput(f"reconstructions needs a pre-training checkpoint: {name}="
+                            f"{runs[name]} holds a {type(model).__name__}, which has no "
+                            "pixel decoder")
+  first = next(iter(models.values())).encoder
+  v, grid = first.variant, first.grid
+  all_clips, _ = probe.labelled_clips(grid, v.patch, v.tubelet, data=data, data_dir=data_dir,
+                                      split=split, videos=max(videos, loss_videos))
+  rng = np.random.default_rng(seed)
+  # One asymmetric mask per clip for every model: the student-visible tubes are the
+  # same for all; teacher-only tokens matter to AMD students' alignment heads alone.
+  all_codes = np.stack([masking.tube_mask(rng, grid, student_ratio, teacher_ratio)
+                        for _ in all_clips])
+  pixel_losses = masked_pixel_losses(models, all_clips, all_codes, v.patch, v.tubelet)
+  clips, codes = all_clips[:videos], all_codes[:videos]
+  panels = {"original": clips / 255.0,
+            f"input ({student_ratio:.0%} masked)": masked_input(clips, codes, grid, v.patch,
+                                                                v.tubelet),
+            "zero prediction": reconstruct(None, clips, codes, v.patch, v.tubelet)}
+  for name, model in models.items():
+    panels[name] = reconstruct(model, clips, codes, v.patch, v.tubelet)
+  # The first frame of every tubelet: its second frame holds the same tokens, and
+  # the noisy texture makes every extra frame cost ~50 kB of PNG.
+  frames = range(0, clips.shape[1], v.tubelet)
+  height = 1.1 * len(clips) * len(panels) + 0.9      # 0.9 inch for the caption
+  fig, axes = plt.subplots(len(clips) * len(panels), len(frames),
+                           figsize=(1.1 * len(frames) + 1.4, height), squeeze=False)
+  for c in range(len(clips)):
+    for p, (name, video) in enumerate(panels.items()):
+      row = axes[c * len(panels) + p]
+      for f, ax in zip(frames, row):
+        ax.imshow(video[c, f])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if c == p == 0:
+          ax.set_title(f"frame {f}", fontsize=7)
+      row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+  fig.tight_layout(rect=(0, 0.9 / height, 1, 1))
+  fig.text(0.5, 0.005, textwrap.fill(RECONSTRUCTION_CAPTION, 90), ha="center", va="bottom",
+           fontsize=6.5)
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, "reconstructions.png")
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  report = dict(
+      loss=pixel_losses, videos=len(all_clips), data=data, split=split,
+      student_ratio=student_ratio, seed=seed,
+      note=("MSE of per-patch normalised pixels on the student-masked tokens (the "
+            "pre-training loss_rec), one tube mask per clip shared by every model; "
+            "zero: a prediction of 0; neighbour_copy: the nearest visible token's target "
+            "of the same time slice"))
+  write_json(os.path.join(out_dir, "reconstructions.json"), report)
+  return report
