@@ -55,7 +55,7 @@ from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from amd_jax import errors, losses, masking, pretrained, probe  # noqa: E402
-from amd_jax.data import moving_digits  # noqa: E402
+from amd_jax.data.builders import moving_digits  # noqa: E402
 from amd_jax.models import pretrain, vit  # noqa: E402
 
 LOSS_TERMS = ("loss", "loss_rec", "loss_dir", "loss_gen")

@@ -70,7 +70,7 @@ from absl import logging as absl_logging
 
 from amd_jax import analysis, convert, errors, probe, train
 from amd_jax import workdir as workdir_lib
-from amd_jax.data import moving_digits
+from amd_jax.data.builders import moving_digits
 from amd_jax.models import vit
 from configs import finetune as finetune_config
 from configs import pretrain as pretrain_config

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from amd_jax import errors, study
-from amd_jax.data import moving_digits
+from amd_jax.data.builders import moving_digits
 from runs import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -18,11 +18,12 @@ import os
 import tensorflow_datasets as tfds
 
 from amd_jax import errors
-from amd_jax.data import ava, images, local, moving_digits
+from amd_jax.data import ava
+from amd_jax.data.builders import image_folder, moving_digits, video_lists
 
-BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, local.K400, local.Ucf101,
-                                local.Hmdb51, local.Ssv2, ava.Ava,
-                                images.ImageFolder)}
+BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, video_lists.K400,
+                                video_lists.Ucf101, video_lists.Hmdb51, video_lists.Ssv2,
+                                ava.Ava, image_folder.ImageFolder)}
 EMBEDDED = ("moving_digits",)     # need no manual dir: built on first use
 
 
