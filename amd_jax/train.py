@@ -31,7 +31,7 @@ from amd_jax import (checkpoint, convert, errors, losses, masking, metrics, mixu
                      pretrained, sharding, steps)
 from amd_jax import workdir as workdir_lib
 from amd_jax.convert import spec as spec_lib
-from amd_jax.data import ava, pipeline
+from amd_jax.data import ava_pipeline, pipeline
 from amd_jax.evaluators import ava as ava_evaluator
 from amd_jax.evaluators import classification
 from amd_jax.models import decoders, heads, pretrain, roi, vit
@@ -189,9 +189,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
   shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
   if finetune and detection(config):
     counts = None
-    sample = ava.TrainSample(records, max_boxes=config.data.max_boxes, size=config.data.size,
-                             short_side=config.data.short_side, bad_files=bad_files)
-    dataset = ava.ava_train_batches(records, sample, config.batch_size, config.seed, **shard)
+    sample = ava_pipeline.TrainSample(records, max_boxes=config.data.max_boxes,
+                                      size=config.data.size, short_side=config.data.short_side,
+                                      bad_files=bad_files)
+    dataset = ava_pipeline.ava_train_batches(records, sample, config.batch_size, config.seed,
+                                             **shard)
   elif finetune:
     counts = None
     dataset = pipeline.finetune_dataset(config, records=records, bad_files=bad_files, **shard)

@@ -14,7 +14,8 @@ import ml_collections
 import numpy as np
 
 from amd_jax import evaluators, metrics, sharding, steps
-from amd_jax.data import ava, pipeline, sources
+from amd_jax.data import ava_pipeline, pipeline, sources
+from amd_jax.data.builders import ava as ava_builder
 from amd_jax.evaluators import ava_map
 
 log = logging.getLogger("amd_jax")
@@ -32,12 +33,12 @@ class Evaluator:
   def __init__(self, config: ml_collections.ConfigDict, mesh, model_def, state_sharding):
     d = config.data
     self.config = config
-    self.sample = ava.TestSample(max_boxes=d.max_boxes, short_side=d.short_side,
-                                 height=d.test_height, width=d.test_width,
-                                 box_threshold=d.box_threshold)
+    self.sample = ava_pipeline.TestSample(max_boxes=d.max_boxes, short_side=d.short_side,
+                                          height=d.test_height, width=d.test_width,
+                                          box_threshold=d.box_threshold)
     self.splits = {"val": d.val_split, "test": d.test_split}
     self.batch_sharding = sharding.batch_sharding(mesh)
-    self.truth = ava.evaluation_data(sources.builder(d.name, d.data_dir))
+    self.truth = ava_builder.evaluation_data(sources.builder(d.name, d.data_dir))
     keys = ("proposals", "scores", "box_valid", "video_index", "timestamp", "valid",
             "skipped", "index")
 
