@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from amd_jax import bench_checkpoint, bench_step, errors
+from amd_jax.data import pipeline, sources
 
 # Per mode: the official clip sampling of each dataset family (docs/method.md#data-pipeline).
 SAMPLERS = {
@@ -50,7 +51,6 @@ DEFAULT_SAMPLER = {"pretrain": ("dense", 4), "finetune": ("span", 4), "test": ("
 
 def _input_dataset(args):
   """(grain dataset, clips per video) of the requested mode."""
-  from amd_jax.data import pipeline, sources
   records = sources.open_split(args.dataset, args.split, args.data_dir)
   sampler, rate = SAMPLERS[args.mode].get(args.dataset, DEFAULT_SAMPLER[args.mode])
   decoder = pipeline.Decoder(records, args.bad_files)
@@ -75,7 +75,6 @@ def _input_dataset(args):
 
 
 def bench_input(args) -> dict:
-  from amd_jax.data import pipeline
   if args.num_sample is None:
     args.num_sample = 4 if args.mode == "pretrain" else 2
   ds, clips_per_video = _input_dataset(args)

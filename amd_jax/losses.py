@@ -14,12 +14,8 @@ import optax
 
 from amd_jax import errors
 from amd_jax.models import vit
+from amd_jax.normalization import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# AVA detection normalises with VideoMAE-AVA's pixel statistics (0–255 scale).
-AVA_MEAN = (122.7717 / 255, 115.9465 / 255, 102.9801 / 255)
-AVA_STD = (57.375 / 255,) * 3
 ALIGN_LOSSES = ("l2", "l1", "smooth_l1")
 ALIGN_TARGET_NORMS = ("none", "layernorm")
 

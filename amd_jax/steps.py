@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from amd_jax import losses, masking, optim
+from amd_jax import losses, masking, normalization, optim
 from amd_jax import mixup as mixup_lib
 from amd_jax.models import roi, vit
 
@@ -135,7 +135,7 @@ def detect_loss(params: nnx.State, frozen: nnx.State, batch: dict, rng: jax.Arra
   (B, M, 80) multi-hot, box_valid (B, M).
   """
   model = nnx.merge(task.model, params, frozen)
-  video = losses.normalize(batch["video"], losses.AVA_MEAN, losses.AVA_STD)
+  video = losses.normalize(batch["video"], normalization.AVA_MEAN, normalization.AVA_STD)
   logits = model(video, batch["boxes"], rng=rng)
   loss = roi.ava_loss(logits, batch["labels"], batch["box_valid"])
   return loss, {"loss": loss, "boxes": batch["box_valid"].sum() / batch["box_valid"].shape[0]}
@@ -144,7 +144,7 @@ def detect_loss(params: nnx.State, frozen: nnx.State, batch: dict, rng: jax.Arra
 def eval_detections(params: nnx.State, frozen: nnx.State, video: jnp.ndarray,
                     boxes: jnp.ndarray, *, model: nnx.GraphDef) -> jnp.ndarray:
   """Action logits (B, M, 80) float32 of the people at `boxes` in AVA clips."""
-  video = losses.normalize(video, losses.AVA_MEAN, losses.AVA_STD)
+  video = losses.normalize(video, normalization.AVA_MEAN, normalization.AVA_STD)
   return nnx.merge(model, params, frozen)(video, boxes).astype(jnp.float32)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import signal
@@ -28,11 +27,13 @@ import tqdm
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from amd_jax import (ava_map, checkpoint, convert, errors, evaluate, losses, masking, metrics,
-                     mixup, optim, pretrained, sharding, steps)
+from amd_jax import (checkpoint, convert, errors, losses, masking, metrics, mixup, optim,
+                     pretrained, sharding, steps)
 from amd_jax import workdir as workdir_lib
 from amd_jax.convert import spec as spec_lib
-from amd_jax.data import ava, pipeline, sources
+from amd_jax.data import ava_pipeline, pipeline
+from amd_jax.evaluators import ava as ava_evaluator
+from amd_jax.evaluators import classification
 from amd_jax.models import decoders, heads, pretrain, roi, vit
 
 log = logging.getLogger("amd_jax")
@@ -188,9 +189,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
   shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
   if finetune and detection(config):
     counts = None
-    sample = ava.TrainSample(records, max_boxes=config.data.max_boxes, size=config.data.size,
-                             short_side=config.data.short_side, bad_files=bad_files)
-    dataset = ava.ava_train_batches(records, sample, config.batch_size, config.seed, **shard)
+    sample = ava_pipeline.TrainSample(records, max_boxes=config.data.max_boxes,
+                                      size=config.data.size, short_side=config.data.short_side,
+                                      bad_files=bad_files)
+    dataset = ava_pipeline.ava_train_batches(records, sample, config.batch_size, config.seed,
+                                             **shard)
   elif finetune:
     counts = None
     dataset = pipeline.finetune_dataset(config, records=records, bad_files=bad_files, **shard)
@@ -235,7 +238,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
       donate_argnums=(0,))
   evaluator = None
   if finetune:
-    evaluator = (DetectionEvaluator if detection(config) else Evaluator)(
+    evaluator = (ava_evaluator.Evaluator if detection(config) else classification.Evaluator)(
         config, mesh, model_def, state_sharding)
   eval_every = config.get("eval_every") or steps_per_pass
 
@@ -354,7 +357,7 @@ def test(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step = 0
   writer = metrics.Writer(workdir, resume_step=step)
   try:
-    evaluator = (DetectionEvaluator if detection(config) else Evaluator)(
+    evaluator = (ava_evaluator.Evaluator if detection(config) else classification.Evaluator)(
         config, mesh, model_def, state_sharding)
     return evaluator.log(writer, "test", state, step, workdir=workdir)
   finally:
@@ -510,148 +513,6 @@ def make_task(config: ml_collections.ConfigDict, model_def, teacher_def,
       target_norm=config.align.target_norm if amd else "none",
       rec_weight=config.loss.rec, dir_weight=config.loss.get("dir", 0.0),
       gen_weight=config.loss.get("gen", 0.0), stochastic=config.model.drop_path > 0)
-
-
-class Evaluator:
-  """Scores a split with the current parameters, all processes together (fine-tuning).
-
-  "val": one centre clip per video, drawn as in training with a fixed seed
-  (every validation sees the same clips); "test": the clips × crops views
-  (docs/method.md#validation-and-test-views). Every process reads its share of
-  the videos; the scores of all come back to every process, and process 0 writes.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, mesh, model_def, state_sharding):
-    d = config.data
-    self.config = config
-    self.views = {
-        "val": pipeline.CentreClip(d.sampler, d.frames, d.sampling_rate, d.size,
-                                   seed=config.seed),
-        "test": pipeline.Views(d.test_sampler, d.frames, d.sampling_rate, d.size,
-                               d.test_clips, d.test_crops)}
-    self.splits = {"val": d.val_split, "test": d.test_split}
-    self.batch_sharding = sharding.batch_sharding(mesh)
-    repl = sharding.replicated(mesh)
-
-    def scores(params, frozen, batch):
-      out = {k: batch[k] for k in ("label", "valid", "index", "skipped")}
-      return dict(out, probs=steps.eval_scores(params, frozen, batch["video"],
-                                               model=model_def))
-
-    self.scores = jax.jit(scores, in_shardings=(state_sharding["params"],
-                                                state_sharding["frozen"], self.batch_sharding),
-                          out_shardings=repl)
-
-  def __call__(self, split: str, state: dict) -> dict:
-    """Averaged scores of every video of `split`: probs, label, valid, index, skipped."""
-    records = sources.open_split(self.config.data.name, self.splits[split],
-                                 self.config.data.data_dir)
-    dataset = pipeline.eval_dataset(records, self.views[split], self.config.eval_batch_size,
-                                    process_index=jax.process_index(),
-                                    process_count=jax.process_count())
-    parts = []
-    for batch in _progress(self.config, pipeline.iterator(dataset, self.config.data.worker_count),
-                           len(dataset), split):
-      batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
-      parts.append(self.scores(state["params"], state["frozen"], batch))
-    out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-    # Padding elements and other processes' strides come back in any order.
-    keep = out["index"] < len(records)
-    order = np.argsort(out["index"][keep])
-    return {k: v[keep][order] for k, v in out.items()}
-
-  def log(self, writer: metrics.Writer, split: str, state: dict, step: int,
-          workdir: str | None = None) -> dict:
-    """Evaluates `split`, writes its metrics row (and, with workdir, the test files)."""
-    start = time.perf_counter()
-    out = self(split, state)
-    summary = evaluate.summarize(out["probs"], out["label"], out["valid"])
-    views = 1 if split == "val" else self.views["test"].clips * self.views["test"].crops
-    row = {"step": step, "split": split, "top1": summary["top1"], "top5": summary["top5"],
-           "views": views, "videos": summary["videos"], "skipped": int(out["skipped"].sum()),
-           "eval_s": time.perf_counter() - start}
-    writer.write(row)
-    log.info("%s at step %d: top-1 %.4f, top-5 %.4f (%d videos × %d views)", split, step,
-             row["top1"], row["top5"], row["videos"], views)
-    if workdir is not None and jax.process_index() == 0:
-      evaluate.write_test_results(workdir, summary, views, step, out["probs"], out["label"],
-                                  out["valid"], out["index"])
-    return row
-
-
-class DetectionEvaluator:
-  """AVA frame mAP@0.5 of the detector on a split, all processes together.
-
-  Every key frame of the split is scored on the detector's proposals (score ≥
-  box_threshold); the mAP is over the label map's 60 classes with the excluded
-  timestamps removed, against the ground truth of the key frames scored (all of
-  val in a full run). process 0 writes the per-class APs of a test.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, mesh, model_def, state_sharding):
-    d = config.data
-    self.config = config
-    self.sample = ava.TestSample(max_boxes=d.max_boxes, short_side=d.short_side,
-                                 height=d.test_height, width=d.test_width,
-                                 box_threshold=d.box_threshold)
-    self.splits = {"val": d.val_split, "test": d.test_split}
-    self.batch_sharding = sharding.batch_sharding(mesh)
-    self.truth = ava.evaluation_data(sources.builder(d.name, d.data_dir))
-    keys = ("proposals", "scores", "box_valid", "video_index", "timestamp", "valid",
-            "skipped", "index")
-
-    def scores(params, frozen, batch):
-      logits = steps.eval_detections(params, frozen, batch["video"], batch["boxes"],
-                                     model=model_def)
-      return dict({k: batch[k] for k in keys}, logits=logits)
-
-    self.scores = jax.jit(scores, in_shardings=(state_sharding["params"],
-                                                state_sharding["frozen"], self.batch_sharding),
-                          out_shardings=sharding.replicated(mesh))
-
-  def __call__(self, split: str, state: dict) -> tuple[dict, int, int]:
-    """(per-class result of frame_map, key frames scored, skipped clips)."""
-    d = self.config.data
-    records = sources.open_split(d.name, self.splits[split], d.data_dir)
-    dataset = pipeline.eval_dataset(records, self.sample, self.config.eval_batch_size,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count())
-    found, frames, skipped = {}, set(), 0
-    for batch in _progress(self.config, pipeline.iterator(dataset, d.worker_count),
-                           len(dataset), split):
-      batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
-      out = jax.tree.map(np.asarray, self.scores(state["params"], state["frozen"], batch))
-      real = out["index"] < len(records)
-      keys = [(self.truth["videos"][v], int(t))
-              for v, t in zip(out["video_index"][real], out["timestamp"][real])]
-      frames.update(keys)
-      skipped += int(out["skipped"][real].sum())
-      found.update(ava_map.detections(keys, out["proposals"][real], out["box_valid"][real],
-                                      out["logits"][real], out["scores"][real]))
-    truth = {k: v for k, v in self.truth["groundtruth"].items() if k in frames}
-    result = ava_map.frame_map(found, truth, self.truth["class_ids"], self.truth["excluded"])
-    return result, len(frames), skipped
-
-  def log(self, writer: metrics.Writer, split: str, state: dict, step: int,
-          workdir: str | None = None) -> dict:
-    start = time.perf_counter()
-    result, frames, skipped = self(split, state)
-    row = {"step": step, "split": split, "map": result["map"], "frames": frames,
-           "skipped": skipped, "eval_s": time.perf_counter() - start}
-    writer.write(row)
-    log.info("%s at step %d: frame mAP@0.5 %.4f over %d key frames", split, step,
-             row["map"], frames)
-    if workdir is not None and jax.process_index() == 0:
-      with open(os.path.join(workdir, "test_results.json"), "w") as f:
-        per_class = {c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()}
-        json.dump(dict(row, per_class=per_class), f, indent=1)
-    return row
-
-
-def _progress(config: ml_collections.ConfigDict, batches, total: int, split: str):
-  """An evaluation's batches with a progress bar (count and ETA: a K400 test runs for hours)."""
-  return tqdm.tqdm(batches, total=total, desc=split, unit="batch", dynamic_ncols=True,
-                   leave=False, disable=not (jax.process_index() == 0 and config.progress))
 
 
 def optax_state_sharding(tx, abstract_opt_state, param_sharding, replicated):

@@ -21,7 +21,7 @@ time, RoIAlign 7×7 on the 1/16 map, max-pool, a linear layer over the 80
 actions; sigmoid BCE on the (jittered) ground-truth people, no mixup, no
 RandAugment, no repeated sampling; testing scores the detector's proposals with
 score ≥ 0.8 on 256-short-side frames; metrics.jsonl gets `map`, the official
-frame mAP@0.5 over the 60 evaluated classes (amd_jax/ava_map.py). Expected:
+frame mAP@0.5 over the 60 evaluated classes (amd_jax/evaluators/ava_map.py). Expected:
 AMD ViT-B 29.9 mAP (K400 pre-training). The test is the val split.
 
 `runlocal`: for ucf101/hmdb51, configs/finetune.py's runlocal (moving_digits)

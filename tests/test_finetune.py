@@ -14,7 +14,8 @@ import optax
 import pytest
 from flax import nnx
 
-from amd_jax import checkpoint, evaluate, losses, optim, sharding, steps, train
+from amd_jax import checkpoint, losses, optim, sharding, steps, train
+from amd_jax.evaluators import classification
 from amd_jax import mixup as mixup_lib
 from amd_jax.convert import spec as spec_lib
 from configs import finetune as finetune_config
@@ -161,10 +162,10 @@ def test_topk_per_class_and_confusion_by_hand():
                     [0.9, 0.05, 0.05]])  # invalid: ignored
   labels = np.array([0, 1, 1, 2, 0])
   valid = np.array([True, True, True, True, False])
-  s = evaluate.summarize(probs, labels, valid)
+  s = classification.summarize(probs, labels, valid)
   assert s["top1"] == pytest.approx(2 / 4)
   assert s["top5"] == 1.0                                  # min(5, classes) = 3: all
-  np.testing.assert_array_equal(evaluate.topk_correct(probs[:4], labels[:4], 2),
+  np.testing.assert_array_equal(classification.topk_correct(probs[:4], labels[:4], 2),
                                 [True, True, True, True])
   assert s["per_class"] == [1.0, 0.0, 1.0]
   assert s["confusion"] == [[1, 0, 0], [2, 0, 0], [0, 0, 1]]

@@ -12,7 +12,7 @@ import pytest
 
 from amd_jax import errors
 from amd_jax.analysis import curves
-from amd_jax.data import moving_digits
+from amd_jax.data.builders import moving_digits
 from amd_jax.study import chains as chains_lib
 from amd_jax.study import recipe, run
 from amd_jax.study import release as release_lib

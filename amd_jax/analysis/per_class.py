@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from amd_jax import errors
 from amd_jax.analysis.output import legend_outside, read_json, save, write_json
-from amd_jax.data import moving_digits
+from amd_jax.data.builders import moving_digits
 
 
 def class_names(workdir: str, num_classes: int) -> list[str]:

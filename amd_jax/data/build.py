@@ -8,8 +8,8 @@ r"""Prepares a dataset as ArrayRecord: python -m amd_jax.data.build NAME --data_
 
 NAME: moving_digits (embedded, no input) | k400 | ucf101 | hmdb51 | ssv2 | ava. The
 manual dir holds train.csv / val.csv / test.csv in the official formats
-(amd_jax/data/local.py), or for ava the official annotation files and frames
-(amd_jax/data/ava.py). Bad input ends with one line and exit code 2.
+(amd_jax/data/builders/video_lists.py), or for ava the official annotation files and frames
+(amd_jax/data/builders/ava.py). Bad input ends with one line and exit code 2.
 """
 
 import os

@@ -319,7 +319,7 @@ class _EvalElement:
   record process_index + i·processes, or view.blank() past the end of the split."""
 
   records: Any
-  view: Any                   # Views | CentreClip | ava.TestSample
+  view: Any                   # Views | CentreClip | ava_pipeline.TestSample
   process_index: int
   process_count: int
 
@@ -334,7 +334,7 @@ def eval_dataset(records, view, global_batch: int, *, process_index: int = 0,
                  process_count: int = 1) -> grain.MapDataset:
   """One pass over the split in batches of global_batch / process_count videos per
   process, with every key of `view`'s output (Views, CentreClip: video (b, V, T, H,
-  W, 3) uint8, label, valid, skipped; ava.TestSample: its clip and proposals) and
+  W, 3) uint8, label, valid, skipped; ava_pipeline.TestSample: its clip and proposals) and
   index (the record).
 
   Every process gets the same number of full batches (they meet in the

@@ -18,11 +18,11 @@ import os
 import tensorflow_datasets as tfds
 
 from amd_jax import errors
-from amd_jax.data import ava, images, local, moving_digits
+from amd_jax.data.builders import ava, image_folder, moving_digits, video_lists
 
-BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, local.K400, local.Ucf101,
-                                local.Hmdb51, local.Ssv2, ava.Ava,
-                                images.ImageFolder)}
+BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, video_lists.K400,
+                                video_lists.Ucf101, video_lists.Hmdb51, video_lists.Ssv2,
+                                ava.Ava, image_folder.ImageFolder)}
 EMBEDDED = ("moving_digits",)     # need no manual dir: built on first use
 
 
@@ -88,7 +88,7 @@ def prepare(name: str, data_dir: str = "", manual_dir: str = "", **options
 
 def open_split(name: str, split: str, data_dir: str = ""):
   """A random-access source of records ({'video' | 'frames', 'label', 'path'}; ava's in
-  amd_jax/data/ava.py) of one split.
+  amd_jax/data/builders/ava.py) of one split.
 
   `split` takes TFDS slicing ('train[:64]'). The embedded dataset is built if
   missing; any other must have been prepared in `data_dir`.

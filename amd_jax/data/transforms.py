@@ -23,10 +23,11 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from amd_jax import normalization
 from amd_jax.data import sampling
 
-MEAN = np.array([0.485, 0.456, 0.406])      # ImageNet, the normalisation every clip gets
-STD = np.array([0.229, 0.224, 0.225])
+MEAN = np.array(normalization.IMAGENET_MEAN)      # the normalisation every clip gets
+STD = np.array(normalization.IMAGENET_STD)
 
 
 # ---------------------------------------------------------------- resizing

@@ -9,7 +9,7 @@ from outside (ground truth in training, detector proposals in testing).
 Boxes follow the AVA files: x1, y1, x2, y2 normalised to [0, 1] with an
 exclusive right/bottom edge. The official code (alphaction's BoxList) works on
 inclusive pixel boxes, x2_px = x2·W − 1, and so does RoIAlign here; the data
-pipeline (amd_jax/data/ava.py) produces boxes with that inverse.
+pipeline (amd_jax/data/ava_pipeline.py) produces boxes with that inverse.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class Detector(nnx.Module):
   """VideoMAE-AVA's action detector on a video ViT.
 
   Called as `detector(video, boxes, rng=None)`: video float (B, T, H, W, 3)
-  normalised with the AVA mean/std (amd_jax/data/ava.py MEAN, STD), H and W
+  normalised with the AVA mean/std (amd_jax/normalization.py), H and W
   any multiples of the patch (224×224 in training, 256×464 in testing); boxes
   (B, M, 4) normalised x1, y1, x2, y2 on that frame (see the module doc);
   returns logits (B, M, 80). `rng` enables stochastic depth and dropout.

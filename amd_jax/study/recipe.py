@@ -8,7 +8,7 @@ import dataclasses
 import ml_collections
 
 from amd_jax import errors
-from amd_jax.data import moving_digits
+from amd_jax.data.builders import moving_digits
 from configs import finetune as finetune_config
 from configs import pretrain as pretrain_config
 from configs import videomae as videomae_config

@@ -14,7 +14,7 @@ import jax
 
 from amd_jax import convert, errors
 from amd_jax.analysis import curves, output, probe, reconstruction
-from amd_jax.data import moving_digits
+from amd_jax.data.builders import moving_digits
 from amd_jax.study.chains import read_json, say, run_training
 from amd_jax.study.recipe import (FINETUNE_OVERRIDES, SIZES, Size, finetune_config_for,
                                   teacher_config)

@@ -31,18 +31,17 @@ sort happens to keep equal scores in place, and deterministic always.
 
 IoU has no +1 (boxes are normalised). alphaction keeps every (box, class)
 score, the ActivityNet script only the 50 highest per frame: `max_per_frame`.
+
+The official files (ground truth, exclusions, label map, detection CSVs) are
+read by amd_jax/data/builders/ava.py.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 
 import numpy as np
-
-from amd_jax import errors
 
 IOU_THRESHOLD = 0.5
 
@@ -147,93 +146,12 @@ def frame_map(detections: Detections, groundtruth: GroundTruth, class_ids: Itera
   return {"map": float(np.mean(aps)) if aps else math.nan, "per_class": per_class}
 
 
-# ---------------------------------------------------------------- official files
-
-def read_labelmap(path: str) -> dict[int, str]:
-  """{action id: name} of an AVA label map pbtxt (`label { name: "…" label_id: 1 … }`).
-
-  The same reading as the official evaluation: a `name:` line, then the
-  `label_id:` (or `id:`) line that closes the entry.
-  """
-  out, name = {}, ""
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      text = line.strip()
-      if text.startswith("name:"):
-        name = text.split('"')[1] if '"' in text else text[5:].strip()
-      elif text.startswith(("label_id:", "id:")):
-        try:
-          out[int(text.split(":", 1)[1])] = name
-        except ValueError:
-          raise errors.BadInput(f"{path}:{number}: expected 'label_id: 12', got "
-                                f"{text!r}") from None
-  if not out:
-    raise errors.BadInput(f"{path}: no 'label_id:' entries; expected the AVA label map "
-                          "(label {{ name: \"stand\" label_id: 12 label_type: PERSON_MOVEMENT }})")
-  return out
-
-
-def _rows(path: str, columns: tuple[int, ...], example: str):
-  with open(path, newline="") as f:
-    for number, row in enumerate(csv.reader(f), 1):
-      if not row:
-        continue
-      if len(row) not in columns:
-        raise errors.BadInput(f"{path}:{number}: expected '{example}', got {','.join(row)!r}")
-      yield number, row
-
-
-def frame_key(video_id: str, timestamp: str | int) -> tuple[str, int]:
-  return video_id, int(timestamp)
-
-
-def read_excluded(path: str) -> set[tuple[str, int]]:
-  """The frame keys of an excluded-timestamps CSV (`video_id,timestamp`)."""
-  out = set()
-  for number, row in _rows(path, (2,), "-5KQ66BBWC4,0902"):
-    try:
-      out.add(frame_key(*row))
-    except ValueError:
-      raise errors.BadInput(f"{path}:{number}: timestamp {row[1]!r} is not a number") from None
-  return out
-
-
-def _read_boxes(path: str):
-  rows = defaultdict(list)
-  for number, row in _rows(path, (7, 8), "-5KQ66BBWC4,0902,0.077,0.151,0.283,0.811,80,1"):
-    try:
-      rows[frame_key(row[0], row[1])].append([float(x) for x in row[2:6]] + [int(row[6])]
-                                             + [float(x) for x in row[7:]])
-    except ValueError:
-      raise errors.BadInput(f"{path}:{number}: expected numbers after the video id, got "
-                            f"{','.join(row)!r}") from None
-  return {key: np.asarray(values, np.float64) for key, values in rows.items()}
-
-
-def read_groundtruth(path: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
-  """An AVA annotation CSV (`video_id,timestamp,x1,y1,x2,y2,action_id,person_id`) →
-  {(video, timestamp): (boxes, action ids)}, one instance per row."""
-  return {k: (a[:, :4], a[:, 4].astype(np.int64)) for k, a in _read_boxes(path).items()}
-
-
-def read_detections(path: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """A detection CSV (`video_id,timestamp,x1,y1,x2,y2,action_id,score`) →
-  {(video, timestamp): (boxes, action ids, scores)}."""
-  out = {}
-  for k, a in _read_boxes(path).items():
-    if a.shape[1] != 6:
-      raise errors.BadInput(f"{path}: detections need a score column: "
-                            "'-5KQ66BBWC4,0902,0.077,0.151,0.283,0.811,80,0.93'")
-    out[k] = (a[:, :4], a[:, 4].astype(np.int64), a[:, 5])
-  return out
-
-
 def detections(keys: Iterable[Hashable], boxes: np.ndarray, box_valid: np.ndarray,
                logits: np.ndarray, box_scores: np.ndarray) -> dict:
   """Detections of a batch of test clips, as VideoMAE-AVA scores them.
 
   keys: the B frame keys; boxes (B, M, 4): the proposals normalised on the frame
-  and not enlarged (amd_jax/data/ava.TestSample's `proposals`); box_valid
+  and not enlarged (amd_jax/data/ava_pipeline.TestSample's `proposals`); box_valid
   (B, M); logits (B, M, 80); box_scores (B, M): the person detector's scores.
   Every valid box is a detection of each of the 80 actions (id j + 1) with score
   sigmoid(logit_j) × box score; a frame without a valid box (batch padding, an

@@ -1,4 +1,4 @@
-"""AVA v2.2 action detection: the TFDS builder, augmentation, pipelines
+"""AVA v2.2 action detection: the TFDS builder and the readers of the official files
 (docs/method.md#ava-action-detection).
 
 Layout of `--manual_dir` (the official files, frames as SlowFast/VideoMAE-AVA
@@ -35,24 +35,27 @@ loader. The clip length and stride are fixed by the build (FRAMES, RATE).
 
 The builder also copies the val ground truth, the val exclusions and the label
 map next to the records: `evaluation_data` reads them for the frame mAP
-(amd_jax/ava_map.py).
+(amd_jax/evaluators/ava.py).
+
+One reader parses the box CSVs, `video_id,timestamp,x1,y1,x2,y2,action_id` with
+an 8th column that is the person id in the ground truth and the score in a
+detection file (the official evaluation's `read_csv` takes both). The ground
+truth has two readings on top of it: `read_annotations`, the training targets
+(one box per person with its 80-way multi-hot, as alphaction's conversion), and
+`read_groundtruth`, the evaluation's instances (one per row, as the official
+evaluation counts them).
 
 Proposals in a pickle are read with an Unpickler whose `find_class` allows
 only numpy's array reconstruction names: no other object can be built, so a
 pickle carrying code is refused (files are data, never code: docs/design.md#bad-input).
 
-Pipelines: `TrainSample` / `ava_train_batches` (ground-truth boxes, short side
-256, random 224 crop, HSV jitter, flip, box jitter) and `TestSample` /
-`pipeline.eval_dataset` (short side 256 on a fixed 256×464 canvas, proposals with
-score ≥ 0.8 enlarged 10% × 5%), with boxes padded to `max_boxes` and a validity
-mask. Box geometry follows alphaction's BoxList on inclusive pixel boxes
-(x2_px = x2·W − 1) and is returned normalised on the clip's frame with the
-inverse, which is what amd_jax/models/roi.Detector expects.
+The clips made from these records, their augmentation and batches are
+amd_jax/data/ava_pipeline.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import csv
 import functools
 import importlib
 import io
@@ -62,14 +65,12 @@ import os
 import pickle
 import shutil
 from collections import defaultdict
-from typing import Any
 
-import grain
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from amd_jax import ava_map, errors, losses
+from amd_jax import errors
 from amd_jax.data import decode, transforms
 
 log = logging.getLogger("amd_jax")
@@ -84,20 +85,15 @@ OFFSETS = np.arange(FRAMES) * RATE + 1 - FRAMES * RATE // 2
 NUM_CLASSES = 80
 JPEG_QUALITY = 90
 
-# Normalisation of AVA clips (0–255 scale, RGB), VideoMAE-AVA's, not ImageNet's.
-MEAN = np.array(losses.AVA_MEAN) * 255
-STD = np.array(losses.AVA_STD) * 255
-# Test canvases are padded with the mean, i.e. zeros after normalisation (what
-# alphaction's batch padding of normalised clips gives).
-PAD = np.rint(MEAN).astype(np.uint8)
-
 ANNOTATIONS = "annotations"
 GROUND_TRUTH = "ava_{}_v2.2.csv"
 EXCLUDED = "ava_{}_excluded_timestamps_v2.2.csv"
 LABEL_MAP = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
 PROPOSALS = ("ava_dense_proposals_{}.FAIR.recall_93.9.pkl", "ava_dense_proposals_{}.csv")
 GT_EXAMPLE = "-5KQ66BBWC4,0902,0.077,0.151,0.283,0.811,80,1"
+DETECTION_EXAMPLE = "-5KQ66BBWC4,0902,0.077,0.151,0.283,0.811,80,0.93"
 PROPOSAL_EXAMPLE = "-5KQ66BBWC4,0902,0.077,0.151,0.283,0.811,0.998"
+EXCLUDED_EXAMPLE = "-5KQ66BBWC4,0902"
 
 
 def key_frame(timestamp: int) -> int:
@@ -107,26 +103,44 @@ def key_frame(timestamp: int) -> int:
 
 # ---------------------------------------------------------------- reading the files
 
+def _csv_rows(path: str):
+  """(line number, fields) of the non-empty lines of a CSV file."""
+  with open(path, newline="") as f:
+    for number, row in enumerate(csv.reader(f), 1):
+      if row:
+        yield number, row
+
+
+def _box_rows(path: str, expected: str, columns: tuple[int, ...] = (7, 8), last=float,
+              actions: range | None = None):
+  """(frame key, [x1, y1, x2, y2], action id, 8th column or None) of each row of a box
+  CSV, the 8th column converted by `last`. A row of another length than `columns`,
+  a field that is not a number, or an action id outside `actions` is one BadInput
+  line that names what was `expected`."""
+  for number, row in _csv_rows(path):
+    try:
+      if len(row) not in columns:
+        raise ValueError
+      action = int(row[6])
+      if actions is not None and action not in actions:
+        raise ValueError
+      parsed = ((row[0], int(row[1])), [float(x) for x in row[2:6]], action,
+                last(row[7]) if len(row) == 8 else None)
+    except ValueError:
+      raise errors.BadInput(f"{path}:{number}: expected {expected}, got "
+                            f"{','.join(row)!r}") from None
+    yield parsed
+
+
 def read_annotations(path: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
-  """{(video, timestamp): (boxes (n, 4) float32, multi-hot (n, 80) uint8)}, one box per
-  person (the box of the person's first row, as alphaction's conversion keeps)."""
+  """The training targets of a ground-truth CSV: {(video, timestamp): (boxes (n, 4)
+  float32, multi-hot (n, 80) uint8)}, one box per person (the box of the person's
+  first row, as alphaction's conversion keeps)."""
   people = defaultdict(dict)          # key → person id → (box, action ids), first-seen order
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      row = line.strip().split(",")
-      try:
-        if len(row) != 8:
-          raise ValueError
-        key = (row[0], int(row[1]))
-        box, action, person = [float(x) for x in row[2:6]], int(row[6]), int(row[7])
-        if not 1 <= action <= NUM_CLASSES:
-          raise ValueError
-      except ValueError:
-        raise errors.BadInput(f"{path}:{number}: expected '{GT_EXAMPLE}' (action id 1..80), "
-                              f"got {line.strip()!r}") from None
-      people[key].setdefault(person, (box, []))[1].append(action)
+  rows = _box_rows(path, f"'{GT_EXAMPLE}' (action id 1..80)", columns=(8,), last=int,
+                   actions=range(1, NUM_CLASSES + 1))
+  for key, box, action, person in rows:
+    people[key].setdefault(person, (box, []))[1].append(action)
   out = {}
   for key, persons in people.items():
     boxes = np.array([box for box, _ in persons.values()], np.float32)
@@ -134,6 +148,67 @@ def read_annotations(path: str) -> dict[tuple[str, int], tuple[np.ndarray, np.nd
     for i, (_, actions) in enumerate(persons.values()):
       labels[i, np.asarray(actions) - 1] = 1
     out[key] = (boxes, labels)
+  return out
+
+
+def read_groundtruth(path: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+  """The evaluation's instances of a ground-truth CSV: {(video, timestamp): (boxes
+  (n, 4), action ids (n,))}, one instance per row."""
+  rows = defaultdict(list)
+  for key, box, action, _ in _box_rows(path, f"'{GT_EXAMPLE}'"):
+    rows[key].append((box, action))
+  return {key: (np.array([box for box, _ in r], np.float64),
+                np.array([action for _, action in r], np.int64)) for key, r in rows.items()}
+
+
+def read_detections(path: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """A detection CSV (`video_id,timestamp,x1,y1,x2,y2,action_id,score`) →
+  {(video, timestamp): (boxes, action ids, scores)}."""
+  rows = defaultdict(list)
+  for key, box, action, score in _box_rows(path, f"'{GT_EXAMPLE}'"):
+    if score is None:
+      raise errors.BadInput(f"{path}: detections need a score column: '{DETECTION_EXAMPLE}'")
+    rows[key].append((box, action, score))
+  return {key: (np.array([box for box, _, _ in r], np.float64),
+                np.array([action for _, action, _ in r], np.int64),
+                np.array([score for _, _, score in r], np.float64)) for key, r in rows.items()}
+
+
+def read_excluded(path: str) -> set[tuple[str, int]]:
+  """The frame keys of an excluded-timestamps CSV (`video_id,timestamp`)."""
+  out = set()
+  for number, row in _csv_rows(path):
+    if len(row) != 2:
+      raise errors.BadInput(f"{path}:{number}: expected '{EXCLUDED_EXAMPLE}', got "
+                            f"{','.join(row)!r}")
+    try:
+      out.add((row[0], int(row[1])))
+    except ValueError:
+      raise errors.BadInput(f"{path}:{number}: timestamp {row[1]!r} is not a number") from None
+  return out
+
+
+def read_labelmap(path: str) -> dict[int, str]:
+  """{action id: name} of an AVA label map pbtxt (`label { name: "…" label_id: 1 … }`).
+
+  The same reading as the official evaluation: a `name:` line, then the
+  `label_id:` (or `id:`) line that closes the entry.
+  """
+  out, name = {}, ""
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      text = line.strip()
+      if text.startswith("name:"):
+        name = text.split('"')[1] if '"' in text else text[5:].strip()
+      elif text.startswith(("label_id:", "id:")):
+        try:
+          out[int(text.split(":", 1)[1])] = name
+        except ValueError:
+          raise errors.BadInput(f"{path}:{number}: expected 'label_id: 12', got "
+                                f"{text!r}") from None
+  if not out:
+    raise errors.BadInput(f"{path}: no 'label_id:' entries; expected the AVA label map "
+                          "(label {{ name: \"stand\" label_id: 12 label_type: PERSON_MOVEMENT }})")
   return out
 
 
@@ -175,18 +250,15 @@ def _proposal_rows(path: str):
         raise errors.BadInput(f"{path}: entry {name!r}: expected key 'video_id,timestamp' and "
                               "an (n, 5) array x1, y1, x2, y2, score") from None
     return
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      row = line.strip().split(",")
-      try:
-        if len(row) != 7:
-          raise ValueError
-        yield (row[0], int(row[1])), np.array([[float(x) for x in row[2:]]], np.float32)
-      except ValueError:
-        raise errors.BadInput(f"{path}:{number}: expected '{PROPOSAL_EXAMPLE}', got "
-                              f"{line.strip()!r}") from None
+  for number, row in _csv_rows(path):
+    try:
+      if len(row) != 7:
+        raise ValueError
+      parsed = (row[0], int(row[1])), np.array([[float(x) for x in row[2:]]], np.float32)
+    except ValueError:
+      raise errors.BadInput(f"{path}:{number}: expected '{PROPOSAL_EXAMPLE}', got "
+                            f"{','.join(row)!r}") from None
+    yield parsed
 
 
 def read_proposals(path: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
@@ -298,7 +370,7 @@ class Ava(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       missing.append("frames/")
     if missing:
       raise errors.BadInput(f"missing {', '.join(missing)} in {root}; " + self.layout())
-    ava_map.read_labelmap(self._file(root, LABEL_MAP))           # refuses a broken map now
+    read_labelmap(self._file(root, LABEL_MAP))           # refuses a broken map now
     self._bad_files = os.path.join(self.data_dir, "bad_files.txt")
     generators = {split: self._generate_examples(self._entries(root, frames_root, split),
                                                  frames_root)
@@ -310,7 +382,7 @@ class Ava(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _entries(self, root: str, frames_root: str, split: str) -> list[dict]:
     truth = read_annotations(self._file(root, GROUND_TRUTH, split))
-    excluded = ava_map.read_excluded(self._file(root, EXCLUDED, split))
+    excluded = read_excluded(self._file(root, EXCLUDED, split))
     path = next(filter(None, (self._file(root, p, split) for p in PROPOSALS)), None)
     proposals = read_proposals(path) if path else {}
     # Train clips are the annotated key frames (the official training set);
@@ -374,280 +446,7 @@ def evaluation_data(builder: tfds.core.DatasetBuilder) -> dict:
   it)}. The frame key of a test batch element is (videos[video_index], timestamp)."""
   folder = builder.data_dir
   path = functools.partial(os.path.join, folder)
-  return {"groundtruth": ava_map.read_groundtruth(path(GROUND_TRUTH.format("val"))),
-          "excluded": ava_map.read_excluded(path(EXCLUDED.format("val"))),
-          "class_ids": sorted(ava_map.read_labelmap(path(LABEL_MAP))),
+  return {"groundtruth": read_groundtruth(path(GROUND_TRUTH.format("val"))),
+          "excluded": read_excluded(path(EXCLUDED.format("val"))),
+          "class_ids": sorted(read_labelmap(path(LABEL_MAP))),
           "videos": list(builder.info.metadata["videos"]["val"])}
-
-
-# ---------------------------------------------------------------- boxes (alphaction's BoxList)
-# Pixel boxes are inclusive (x2 is the last pixel column): normalised x2 → x2·W − 1.
-
-def to_pixels(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-  return boxes * np.array([width, height, width, height]) - np.array([0, 0, 1, 1])
-
-
-def to_normalised(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-  return (pixels + np.array([0, 0, 1, 1])) / np.array([width, height, width, height])
-
-
-def clip_to_image(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-  return np.clip(pixels, 0, np.array([width - 1, height - 1, width - 1, height - 1]))
-
-
-def crop_boxes(pixels: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
-  """Boxes in a size × size crop at (top, left): shifted, clamped to [0, size] (a box
-  outside the crop becomes a flat box on its border and is kept, as officially)."""
-  return np.clip(pixels - np.array([left, top, left, top]), 0, size)
-
-
-def flip_boxes(pixels: np.ndarray, width: int) -> np.ndarray:
-  x1, y1, x2, y2 = pixels.T
-  return np.stack([width - x2 - 1, y1, width - x1 - 1, y2], -1)
-
-
-def jitter_boxes(pixels: np.ndarray, rng: np.random.Generator, height: int, width: int,
-                 x_out: float = 0.2, x_in: float = 0.1, y_out: float = 0.1,
-                 y_in: float = 0.05) -> np.ndarray:
-  """BoxList.random_aug: each side moves by up to `out`/`in` of the box size outwards /
-  inwards, then x1, y1 stay a pixel inside the image and x2, y2 a pixel past them."""
-  x1, y1, x2, y2 = pixels.T
-  w, h = x2 - x1 + 1, y2 - y1 + 1
-  n = len(pixels)
-  x1 = np.clip(x1 + w * rng.uniform(-x_out, x_in, n), 0, width - 2)
-  y1 = np.clip(y1 + h * rng.uniform(-y_out, y_in, n), 0, height - 2)
-  x2 = np.maximum(np.minimum(x2 + w * rng.uniform(-x_in, x_out, n), width - 1), x1 + 1)
-  y2 = np.maximum(np.minimum(y2 + h * rng.uniform(-y_in, y_out, n), height - 1), y1 + 1)
-  return clip_to_image(np.stack([x1, y1, x2, y2], -1), height, width)
-
-
-def extend_boxes(pixels: np.ndarray, height: int, width: int, x_scale: float = 0.1,
-                 y_scale: float = 0.05) -> np.ndarray:
-  """BoxList.extend: each side moves out by scale/2 of the (inclusive) box size, clipped."""
-  x1, y1, x2, y2 = pixels.T
-  pad_x, pad_y = x_scale * (x2 - x1 + 1) / 2, y_scale * (y2 - y1 + 1) / 2
-  return clip_to_image(np.stack([x1 - pad_x, y1 - pad_y, x2 + pad_x, y2 + pad_y], -1),
-                       height, width)
-
-
-# ---------------------------------------------------------------- colour
-
-def rgb_to_hsv(clip: np.ndarray) -> np.ndarray:
-  """uint8 RGB → int32 HSV with OpenCV's 8-bit ranges: H 0..179 (2° steps), S, V 0..255."""
-  c = clip.astype(np.float32)
-  r, g, b = c[..., 0], c[..., 1], c[..., 2]
-  v = np.maximum(np.maximum(r, g), b)
-  diff = v - np.minimum(np.minimum(r, g), b)
-  # Hue in degrees, max channel first red then green (OpenCV's order on ties);
-  # a grey pixel has diff 0 and a zero numerator: hue 0.
-  h = np.where(v == r, g - b, np.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
-  h = h * (60 / np.maximum(diff, 1))
-  h = np.where(h < 0, h + 360, h)
-  s = diff * 255 / np.maximum(v, 1)
-  return np.stack([np.rint(h / 2) % 180, np.rint(s), v], -1).astype(np.int32)
-
-
-def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-  """OpenCV-range HSV (as `rgb_to_hsv`) → uint8 RGB.
-
-  Channel n of (R, G, B) = (5, 3, 1) is V − V·S·clip(min(k, 4 − k), 0, 1) with
-  k = (n + H/60°) mod 6: the sextant formula without the per-sextant table.
-  """
-  sextant = hsv[..., 0].astype(np.float32) / 30
-  v = hsv[..., 2].astype(np.float32)
-  vs = v * hsv[..., 1].astype(np.float32) / 255
-  out = []
-  for n in (5, 3, 1):
-    k = (sextant + n) % 6
-    out.append(v - vs * np.clip(np.minimum(k, 4 - k), 0, 1))
-  return np.clip(np.rint(np.stack(out, -1)), 0, 255).astype(np.uint8)
-
-
-def color_jitter(clip: np.ndarray, rng: np.random.Generator, hue: float = 20.0,
-                 saturation: float = 0.1, value: float = 0.1) -> np.ndarray:
-  """alphaction's ColorJitter(hue 20, sat 0.1, val 0.1): one integer shift per clip of
-  H by ±hue/2 (cyclic over 180), of S and V by ±round(x·255) (clipped), in HSV."""
-  hsv = rgb_to_hsv(clip)
-  bounds = (int(round(hue / 2)), int(round(saturation * 255)), int(round(value * 255)))
-  shift = [int(rng.integers(-b, b + 1)) for b in bounds]
-  hsv[..., 0] = (hsv[..., 0] + shift[0] + 180) % 180
-  hsv[..., 1] = np.clip(hsv[..., 1] + shift[1], 0, 255)
-  hsv[..., 2] = np.clip(hsv[..., 2] + shift[2], 0, 255)
-  return hsv_to_rgb(hsv)
-
-
-# ---------------------------------------------------------------- samples
-
-def _pad(n: int, **arrays: np.ndarray) -> dict:
-  """Each array (k, ...) with k ≤ n zero-padded to (n, ...), plus box_valid (n,)."""
-  out = {}
-  for name, a in arrays.items():
-    out[name] = np.zeros((n,) + a.shape[1:], a.dtype)
-    out[name][:len(a)] = a
-  k = len(next(iter(arrays.values())))
-  out["box_valid"] = np.arange(n) < k
-  return out
-
-
-def _clip(record: dict) -> np.ndarray:
-  images = record["frames"]
-  return decode.jpeg_frames(images, range(len(images)))
-
-
-def _name(record: dict) -> str:
-  video = record["video_id"]
-  return f"{video.decode() if isinstance(video, bytes) else video},{int(record['timestamp']):04d}"
-
-
-def _report(bad_files: str | None, record: dict, error: Exception) -> None:
-  log.warning("skipped undecodable AVA clip %s: %s", _name(record), error)
-  if bad_files:
-    with open(bad_files, "a") as f:
-      f.write(f"{_name(record)}\n")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSample:
-  """One record → one training clip with its ground-truth people
-  (docs/method.md#ava-action-detection).
-
-  VideoMAE-AVA's order: short side `short_side` (bilinear, from the original
-  frame size), random size × size crop, HSV colour jitter, horizontal flip
-  (p 0.5), then at most `max_boxes` people (a random subset beyond, as its
-  100-box cap) whose boxes are jittered (`BoxList.random_aug(0.2, 0.1, 0.1,
-  0.05)`). Output, with a leading axis of 1 (one clip per record):
-  video uint8 (1, T, size, size, 3), boxes float32 (1, max_boxes, 4)
-  normalised on the crop (roi.Detector's convention), labels uint8
-  (1, max_boxes, 80), box_valid bool (1, max_boxes), skipped int32 (1,).
-  An undecodable record is replaced by a random other one (pipeline.Decoder's rule).
-  """
-
-  source: Any
-  max_boxes: int = 32
-  size: int = 224
-  short_side: int = 256
-  color: bool = True
-  flip: bool = True
-  box_jitter: bool = True
-  bad_files: str | None = None
-
-  def _decoded(self, record: dict, rng: np.random.Generator):
-    from amd_jax.data import pipeline     # not at the top: pipeline → sources → this module
-    return pipeline.decode_or_substitute(self.source, record, rng, _clip,
-                                         lambda r, e: _report(self.bad_files, r, e), _name)
-
-  def __call__(self, record: dict, rng: np.random.Generator) -> dict:
-    record, clip, skipped = self._decoded(record, rng)
-    height, width = (int(x) for x in record["size"])
-    oh, ow = transforms.short_side_size(height, width, self.short_side)
-    clip = transforms.resize_bilinear(clip, oh, ow)
-    boxes = clip_to_image(to_pixels(record["boxes"], height, width), height, width)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    boxes, labels = boxes[keep] * np.array([ow / width, oh / height] * 2), record["labels"][keep]
-    top = int(rng.uniform() * (oh - self.size))
-    left = int(rng.uniform() * (ow - self.size))
-    clip = clip[:, top:top + self.size, left:left + self.size]
-    boxes = crop_boxes(boxes, top, left, self.size)
-    if self.color:
-      clip = color_jitter(clip, rng)
-    if self.flip and rng.uniform() < 0.5:
-      clip, boxes = clip[:, :, ::-1], flip_boxes(boxes, self.size)
-    if len(boxes) > self.max_boxes:
-      chosen = rng.permutation(len(boxes))[:self.max_boxes]
-      boxes, labels = boxes[chosen], labels[chosen]
-    if self.box_jitter:
-      boxes = jitter_boxes(boxes, rng, self.size, self.size)
-    out = _pad(self.max_boxes, boxes=to_normalised(boxes, self.size, self.size).astype(np.float32),
-               labels=labels.astype(np.uint8))
-    out = dict(out, video=np.ascontiguousarray(clip), skipped=np.int32(skipped))
-    return {k: np.asarray(v)[None] for k, v in out.items()}
-
-
-def fit_size(height: int, width: int, short_side: int, canvas: tuple[int, int]
-             ) -> tuple[int, int]:
-  """(h, w): short side `short_side` (VideoMAE-AVA's test resize), shrunk to fit the
-  canvas if the long side would not (only for frames wider than the canvas allows)."""
-  oh, ow = transforms.short_side_size(height, width, short_side)
-  if oh > canvas[0] or ow > canvas[1]:
-    scale = min(canvas[0] / oh, canvas[1] / ow)
-    oh, ow = int(oh * scale), int(ow * scale)
-  return oh, ow
-
-
-@dataclasses.dataclass(frozen=True)
-class TestSample:
-  """One record → its test clip and person proposals, deterministic
-  (docs/method.md#ava-action-detection).
-
-  The clip, short side `short_side` with the aspect kept, sits at the top left
-  of a fixed canvas (height, width) padded with the mean colour (256 × 464 holds
-  16:9 at 455 px; VideoMAE-AVA pads its batches the same way, to multiples of
-  16). Proposals scoring ≥ `box_threshold` (highest first, at most `max_boxes`)
-  are clipped to the frame and enlarged by 10% × 5% (`BoxList.extend`).
-  Output: video uint8 (T, height, width, 3); boxes float32 (max_boxes, 4), the
-  enlarged boxes normalised on the canvas (roi.Detector's input); proposals
-  float32 (max_boxes, 4), the same boxes as detections (clipped, not enlarged,
-  normalised on the frame: ava_map.detections); scores float32 (max_boxes,);
-  box_valid bool (max_boxes,); video_index, timestamp int32; excluded, valid
-  bool; skipped int32 (1: undecodable, `valid` False).
-  """
-
-  max_boxes: int = 32
-  short_side: int = 256
-  height: int = 256
-  width: int = 464
-  box_threshold: float = 0.8
-  bad_files: str | None = None
-
-  def __call__(self, record: dict, index: int | None = None) -> dict:
-    del index  # pipeline.eval_dataset passes the record's position; the clip ignores it
-    height, width = (int(x) for x in record["size"])
-    scores = record["proposal_scores"]
-    order = np.argsort(-scores, kind="stable")
-    order = order[scores[order] >= self.box_threshold]
-    pixels = clip_to_image(to_pixels(record["proposals"][order], height, width), height, width)
-    keep = (pixels[:, 2] > pixels[:, 0]) & (pixels[:, 3] > pixels[:, 1])
-    pixels, scores = pixels[keep][:self.max_boxes], scores[order][keep][:self.max_boxes]
-    oh, ow = fit_size(height, width, self.short_side, (self.height, self.width))
-    boxes = extend_boxes(pixels * np.array([ow / width, oh / height] * 2), oh, ow)
-    out = _pad(self.max_boxes,
-               boxes=to_normalised(boxes, self.height, self.width).astype(np.float32),
-               proposals=np.clip(to_normalised(pixels, height, width), 0, 1).astype(np.float32),
-               scores=scores.astype(np.float32))
-    canvas = np.empty((FRAMES, self.height, self.width, 3), np.uint8)
-    canvas[...] = PAD
-    try:
-      canvas[:, :oh, :ow] = transforms.resize_bilinear(_clip(record), oh, ow)
-      valid = True
-    except decode.Undecodable as e:
-      _report(self.bad_files, record, e)
-      valid = False
-      out["box_valid"][:] = False
-    return dict(out, video=canvas, video_index=np.int32(record["video_index"]),
-                timestamp=np.int32(record["timestamp"]),
-                excluded=np.bool_(record["excluded"]), valid=np.bool_(valid),
-                skipped=np.int32(not valid))
-
-  def blank(self) -> dict:
-    """A batch-padding element: the output's shapes, no valid box, valid False."""
-    none = np.zeros((0, 4), np.float32)
-    out = _pad(self.max_boxes, boxes=none, proposals=none, scores=np.zeros(0, np.float32))
-    return dict(out, video=np.zeros((FRAMES, self.height, self.width, 3), np.uint8),
-                video_index=np.int32(0), timestamp=np.int32(0), excluded=np.bool_(False),
-                valid=np.bool_(False), skipped=np.int32(0))
-
-
-# ---------------------------------------------------------------- pipelines
-
-def ava_train_batches(records, sample: TrainSample, global_batch: int, seed: int, *,
-                      process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Endless shuffled training batches of this process (global_batch / process_count
-  clips): video (b, T, 224, 224, 3) uint8, boxes (b, M, 4), labels (b, M, 80) uint8,
-  box_valid (b, M), skipped (b,). Resumable and process-count independent as
-  pipeline.training_batches."""
-  from amd_jax.data import pipeline     # not at the top: pipeline → sources → this module
-  if global_batch % process_count:
-    raise errors.BadInput(f"batch_size {global_batch} must be a multiple of the "
-                          f"{process_count} processes")
-  return pipeline.training_batches(records, sample, global_batch // process_count, seed,
-                                   process_index=process_index, process_count=process_count)
