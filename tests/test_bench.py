@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from amd_jax import bench, bench_step, errors, masking
+from amd_jax import errors, masking
+from amd_jax.bench import cli
+from amd_jax.bench import step as bench_step
 from amd_jax.models import pretrain, vit
 from configs import pretrain as pretrain_config
 from runs import ROOT
@@ -23,7 +25,7 @@ FIELDS = {"step_s", "clips_per_s", "gflop_per_clip", "xla_gflop_per_clip", "mfu"
 
 
 def config_of(*argv):
-  return bench_step.make_config(bench.parser().parse_args(["step", *argv]))
+  return bench_step.make_config(cli.parser().parse_args(["step", *argv]))
 
 
 def test_flop_formula_by_hand():
@@ -73,7 +75,7 @@ def test_bench_step_prints_json_with_the_torch_reference_and_a_table(tmp_path, c
   launch/gpu_check.sh prints last."""
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
-  bench.main(["step", *TINY, "--steps", "2", "--warmup", "1", "--reference", "torch"])
+  cli.main(["step", *TINY, "--steps", "2", "--warmup", "1", "--reference", "torch"])
   lines = capsys.readouterr().out
   jax_row, torch_row = map(json.loads, lines.strip().splitlines())
   assert FIELDS <= set(jax_row)
@@ -85,7 +87,7 @@ def test_bench_step_prints_json_with_the_torch_reference_and_a_table(tmp_path, c
 
   results = tmp_path / "results.jsonl"
   results.write_text(lines + json.dumps({"label": "amd B/L", "error": "exit 137"}) + "\n")
-  bench.main(["table", str(results)])
+  cli.main(["table", str(results)])
   header, rule, jax_line, torch_line, failed = capsys.readouterr().out.strip().splitlines()
   assert header.split() == ["mode", "student/teacher", "dtype", "attention", "batch", "step_s",
                             "clips/s", "MFU", "peak", "GiB", "compile_s"]
@@ -110,7 +112,7 @@ def test_bench_step_finetune(capsys):
   """The fine-tuning step, and its PyTorch reference: every token through the encoder,
   FLOPs by hand."""
   pytest.importorskip("transformers")
-  bench.main(["step", "--mode", "finetune", "--student", "Mu/8x2", "--frames", "4", "--size",
+  cli.main(["step", "--mode", "finetune", "--student", "Mu/8x2", "--frames", "4", "--size",
               "32", "--batch", "2", "--steps", "1", "--warmup", "1", "--devices", "1",
               "--reference", "torch"])
   row, torch_row = map(json.loads, capsys.readouterr().out.strip().splitlines())
@@ -125,7 +127,7 @@ def test_bench_step_finetune(capsys):
 
 
 def test_bench_checkpoint_prints_json(tmp_path, capsys):
-  bench.main(["checkpoint", *TINY, "--repeats", "1", "--dir", str(tmp_path)])
+  cli.main(["checkpoint", *TINY, "--repeats", "1", "--dir", str(tmp_path)])
   row = json.loads(capsys.readouterr().out)
   assert row["bench"] == "checkpoint" and row["params"] > 0
   assert row["state_bytes"] > 4 * 3 * row["params"]          # float32 params + two moments

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amd_jax import bench_step
+from amd_jax.bench import step as bench_step
 from amd_jax.models import vit
 from configs import pretrain as pretrain_config
 

@@ -1,10 +1,11 @@
 """The package's import graph: no cycle, and no import hidden in a function to dodge one.
 
 Every module of `amd_jax` (as pkgutil walks the package) is read, not imported,
-and its `amd_jax` imports found in the syntax tree. Imports outside any function run when the module loads:
-they are the graph, which must be acyclic. Imports inside a function are
-refused unless listed in LOCAL_IMPORTS with their reason: a function-local
-import is how a cycle hides, so each one must say why it is not one.
+and its `amd_jax` imports found in the syntax tree. Imports outside any function
+run when the module loads: they are the graph, which must be acyclic. Imports
+inside a function are refused unless listed in LOCAL_IMPORTS with their reason:
+a function-local import is how a cycle hides, so each one must say why it is
+not one.
 """
 
 import ast
@@ -20,7 +21,7 @@ LOCAL_IMPORTS = {
     "amd_jax.main": {"amd_jax.distributed", "amd_jax.errors", "amd_jax.train"},
     "amd_jax.data.build": {"amd_jax.data.sources"},
     # PyTorch is an optional extra, imported only for `bench step --reference torch`.
-    "amd_jax.bench_step": {"amd_jax.bench_torch"},
+    "amd_jax.bench.step": {"amd_jax.bench.torch_reference"},
 }
 
 

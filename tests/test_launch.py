@@ -52,12 +52,13 @@ def test_every_xla_flag_is_known_to_this_jaxlib(env_file):
 def test_gpu_check_benchmarks_name_real_flags_and_models():
   """launch/gpu_check.sh runs on a lent GPU's scarce minutes: a typo in a `bench step`
   argument must fail here. (`launch/gpu_check.sh --dry-run` runs it all on the CPU.)"""
-  from amd_jax import bench, bench_step
+  from amd_jax.bench import cli
+  from amd_jax.bench import step as bench_step
   text = open(os.path.join(ROOT, "launch", "gpu_check.sh")).read()
   sizes = shlex.split(re.search(r"^SIZES=\(([^)]*)\)", text, re.M).group(1))
   runs = re.findall(r'^run_bench "[^"]+" (.*)$', text, re.M)
   assert len(runs) >= 3
   for argv in runs:
-    config = bench_step.make_config(bench.parser().parse_args(["step", *shlex.split(argv),
+    config = bench_step.make_config(cli.parser().parse_args(["step", *shlex.split(argv),
                                                                *sizes]))
     assert config.model.dtype == "bfloat16" and config.batch_size == 64

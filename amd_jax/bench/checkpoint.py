@@ -29,7 +29,8 @@ import time
 
 import jax
 
-from amd_jax import bench_step, checkpoint, optim, sharding, train
+from amd_jax import checkpoint, optim, sharding, train
+from amd_jax.bench import step as bench_step
 
 
 def run(args) -> dict:

@@ -153,7 +153,7 @@ def optimizer(model: Reference, config: ml_collections.ConfigDict) -> torch.opti
 
 
 class Runner:
-  """`step()` runs one update of the reference (bench_step.time_steps times it)."""
+  """`step()` runs one update of the reference (step.time_steps times it)."""
 
   def __init__(self, config: ml_collections.ConfigDict, batch: dict, *, threads: int):
     torch.set_num_threads(threads)

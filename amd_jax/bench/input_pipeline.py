@@ -1,43 +1,14 @@
-r"""Benchmarks: one subcommand each, printing JSON lines (docs/benchmarks.md).
-
-  python -m amd_jax.bench input --dataset k400 --data_dir ~/data [--split train] \
-      [--mode pretrain|finetune|test] [--batches 20] [--workers 8] [--videos 8]
-  python -m amd_jax.bench step --mode amd --student S --teacher B --batch 2 [--dtype bfloat16] \
-      [--attention auto|blocked|xla|cudnn] [--steps 5] [--reference torch] ...
-  python -m amd_jax.bench checkpoint --mode amd --student B --teacher L [--repeats 3] [--dir D]
-  python -m amd_jax.bench table RESULTS.jsonl
-
-`input` (here): the input pipeline alone (decode, sample, augment, mask, batch),
-no model: videos_per_s and clips_per_s after the first batch (worker start-up
-and the first decodes are left out), skipped videos, batch shapes, the worker
-count, and per-core rates (each worker process runs `--threads` threads, 1 by
-default, so a worker is one core; with 0 workers the main process does the work).
-
-`step` (amd_jax/bench_step.py): one jitted pre-training update on random data:
-step_s, clips_per_s, model and XLA FLOPs, MFU, compile time, peak device
-memory; `--reference torch` times the same update in PyTorch beside it.
-
-`checkpoint` (amd_jax/bench_checkpoint.py): how long `Checkpointer.save` blocks
-the training loop, asynchronous (train.py's) against synchronous, for the train
-state of the given model.
-
-`table` (amd_jax/bench_step.py): `step` lines collected in a file as a short
-text table (launch/gpu_check.sh prints one last). It prints no JSON.
-"""
+"""The input benchmark: the input pipeline alone, no model (see __init__.py)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
 
 import grain
 import ml_collections
 import numpy as np
 
-from amd_jax import bench_checkpoint, bench_step, errors
 from amd_jax.data import pipeline, sources
 
 # Per mode: the official clip sampling of each dataset family (docs/method.md#data-pipeline).
@@ -113,10 +84,7 @@ def bench_input(args) -> dict:
           "cpu_count": os.cpu_count()}
 
 
-def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m amd_jax.bench", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = p.add_subparsers(dest="command", required=True)
+def add_parser(sub) -> None:
   i = sub.add_parser("input", help="input pipeline throughput")
   i.add_argument("--dataset", required=True)
   i.add_argument("--data_dir", default="", help="prepared datasets (empty: the cache, "
@@ -133,21 +101,3 @@ def parser() -> argparse.ArgumentParser:
   i.add_argument("--size", type=int, default=224)
   i.add_argument("--bad_files", default=None, help="append undecodable paths to this file")
   i.set_defaults(run=bench_input)
-  bench_step.add_parser(sub)
-  bench_checkpoint.add_parser(sub)
-  return p
-
-
-def main(argv=None) -> None:
-  args = parser().parse_args(argv)
-  try:
-    result = args.run(args)
-  except errors.BadInput as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  if result is not None:               # `table` prints its own text
-    print(json.dumps(result), flush=True)
-
-
-if __name__ == "__main__":
-  main()

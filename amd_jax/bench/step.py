@@ -325,8 +325,8 @@ def run(args) -> dict:
   cores = len(os.sched_getaffinity(0))
   runners = [JaxRunner(config, devices)]
   if args.reference == "torch":
-    from amd_jax import bench_torch        # torch is an optional extra
-    runners.append(bench_torch.Runner(config, random_batch(config), threads=cores))
+    from amd_jax.bench import torch_reference   # torch is an optional extra
+    runners.append(torch_reference.Runner(config, random_batch(config), threads=cores))
   rows = [with_rates(dict(common, **r.describe(), **timing, **r.summary()), peak)
           for r, timing in zip(runners, time_steps(runners, args.steps, args.warmup))]
   if len(rows) == 2:
