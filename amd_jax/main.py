@@ -78,11 +78,9 @@ def _main(argv):
     print(f"error: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
     sys.exit(2)
   try:
-    distributed.initialize()
-    train.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-  except (errors.BadInput, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    with errors.exit_on_bad_input(FloatingPointError):   # a diverged run: its config
+      distributed.initialize()
+      train.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except errors.SaveFailed as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     # At once: the failed save's writer threads, still running, would print

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 
 import amd_jax.analysis
 from amd_jax import errors
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--out", required=True)
   args = parser.parse_args(argv)
 
-  try:
+  with errors.exit_on_bad_input(FileNotFoundError):
     if args.command == "attention-distance":
       report = attention_distance_report(
           named_paths(args.checkpoint), args.out, data=args.data, data_dir=args.data_dir,
@@ -99,9 +98,6 @@ def main(argv: list[str] | None = None) -> None:
               f"L2 {m['l2']:g})")
     else:
       reconstructions_report(named_paths(args.run), args.out, videos=args.videos)
-  except (errors.BadInput, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   print(f"wrote {args.out}")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import amd_jax.bench
 from amd_jax import errors
@@ -24,10 +23,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
   args = parser().parse_args(argv)
-  try:
+  with errors.exit_on_bad_input():
     result = args.run(args)
-  except errors.BadInput as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   if result is not None:               # `table` prints its own text
     print(json.dumps(result), flush=True)

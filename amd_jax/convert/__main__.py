@@ -47,14 +47,11 @@ def main(argv=None) -> int:
                       "refused)")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
-  try:
+  with errors.exit_on_bad_input():
     convert.convert(args.src, args.dst, to=args.to, kind=args.kind, part=args.part,
                     progress=not args.no_progress, num_frames=args.frames,
                     image_size=args.size, heads=args.heads, decoder_heads=args.decoder_heads,
                     student_layers=args.student_layers)
-  except errors.BadInput as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   return 0
 
 

@@ -13,7 +13,6 @@ manual dir holds train.csv / val.csv / test.csv in the official formats
 """
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -43,11 +42,8 @@ def main(argv):
   # Each builder takes the flags it declares (moving_digits none).
   accepted = getattr(sources.BUILDERS.get(name), "OPTIONS", ())
   options = {k: v for k, v in flag_values.items() if k in accepted}
-  try:
+  with errors.exit_on_bad_input():
     b = sources.prepare(name, _DATA_DIR.value, _MANUAL_DIR.value, **options)
-  except errors.BadInput as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   counts = ", ".join(f"{s} {info.num_examples}" for s, info in b.info.splits.items())
   print(f"{name} prepared in {b.data_dir}: {counts}")
 

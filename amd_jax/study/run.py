@@ -324,31 +324,25 @@ def main(argv: list[str] | None = None) -> None:
   teacher = os.path.abspath(args.teacher)
   jobs = args.jobs or default_jobs()
   try:
-    workdir_lib.check(root)     # as for a training run: refused before anything runs
-    if args.make_teacher:
-      typed = sys.argv[1:] if argv is None else argv
-      card = make_teacher(root, os.path.abspath(args.make_teacher),
-                          "python -m amd_jax.study " + shlex.join(typed), args.size)
-      print(json.dumps({k: card[k] for k in ("finetune", "probe", "reconstruction_loss")},
-                       indent=2))
-    elif args.ablation:
-      out = run_ablation(root, args.ablation, args.size, args.seeds, teacher, jobs)
-      print(table(out["settings"], first=args.ablation))
-      print(f"\n{os.path.join(root, f'ablation_{args.ablation}.json')}")
-    else:
-      out = run_study(root, args.size, args.seeds, teacher, jobs)
-      print(table(out["models"]))
-      print(f"\nresults: {os.path.join(root, 'results.json')}; plots: "
-            + ", ".join(out["plots"]))
-  except errors.BadInput as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    with errors.exit_on_bad_input():
+      workdir_lib.check(root)     # as for a training run: refused before anything runs
+      if args.make_teacher:
+        typed = sys.argv[1:] if argv is None else argv
+        card = make_teacher(root, os.path.abspath(args.make_teacher),
+                            "python -m amd_jax.study " + shlex.join(typed), args.size)
+        print(json.dumps({k: card[k] for k in ("finetune", "probe", "reconstruction_loss")},
+                         indent=2))
+      elif args.ablation:
+        out = run_ablation(root, args.ablation, args.size, args.seeds, teacher, jobs)
+        print(table(out["settings"], first=args.ablation))
+        print(f"\n{os.path.join(root, f'ablation_{args.ablation}.json')}")
+      else:
+        out = run_study(root, args.size, args.seeds, teacher, jobs)
+        print(table(out["models"]))
+        print(f"\nresults: {os.path.join(root, 'results.json')}; plots: "
+              + ", ".join(out["plots"]))
   except Stopped as e:      # as amd_jax.main after SIGTERM: saved, exit 0
     print(f"{e}; the same command resumes it", file=sys.stderr)
   except Failed as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-
-
-if __name__ == "__main__":
-  main()
