@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amd_jax import bench, errors
+from amd_jax import errors
+from amd_jax.bench import cli, input_pipeline
 from amd_jax.data import decode, pipeline, sources
 from amd_jax.data.builders import moving_digits
 
@@ -69,7 +70,7 @@ def test_k400_build_and_bench_with_a_truncated_file(k400_dir, tmp_path):
   assert "train 4, val 1" in result.stdout
   train = sources.open_split("k400", "train", out)
   assert sorted(int(r["label"]) for r in train) == [0, 0, 399, 399]
-  result = bench.bench_input(bench.parser().parse_args(
+  result = input_pipeline.bench_input(cli.parser().parse_args(
       ["input", "--dataset=k400", f"--data_dir={out}", "--batches=2", "--videos=4",
        "--frames=8", "--size=64", f"--bad_files={tmp_path / 'bad.txt'}"]))
   assert result["shapes"]["video"] == [[16, 8, 64, 64, 3], "uint8"]

@@ -316,7 +316,7 @@ def with_rates(row: dict, peak: float | None) -> dict:
 
 def run(args) -> dict:
   """Measures the JAX step (and the PyTorch reference beside it); prints every line but
-  the last, which it returns for bench.main to print."""
+  the last, which it returns for cli.main to print."""
   config = make_config(args)
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   common = describe(config, args)
