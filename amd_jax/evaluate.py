@@ -9,9 +9,6 @@ scores.
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
 
@@ -51,13 +48,3 @@ def summarize(probs: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = 
           "top5": float(topk_correct(probs, labels, min(5, num_classes)).mean()),
           "videos": int(len(labels)), "per_class": per_class,
           "class_counts": counts.tolist(), "confusion": confusion.tolist()}
-
-
-def write_test_results(workdir: str, summary: dict, views: int, step: int, probs: np.ndarray,
-                       labels: np.ndarray, valid: np.ndarray, index: np.ndarray) -> None:
-  """workdir/test_results.json (metrics, per-class, confusion) and test_scores.npz
-  (per-video averaged probabilities, labels, validity and record index)."""
-  with open(os.path.join(workdir, "test_results.json"), "w") as f:
-    json.dump(dict(summary, views=views, step=step), f, indent=1)
-  np.savez(os.path.join(workdir, "test_scores.npz"), probs=probs, labels=labels, valid=valid,
-           index=index)

@@ -11,7 +11,6 @@ config.mode: amd | videomae (pre-training), finetune, test (evaluate only).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -144,11 +143,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
                 ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in changes.items()))
   is_main = jax.process_index() == 0
   if is_main:
-    # Atomic: the other processes of the run may be reading it in check_resume.
-    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-    with open(path + ".tmp", "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(path + ".tmp", path)
+    workdir_lib.write_config(workdir, config)
 
   # ----------------------------------------------------------------- mesh
   mesh = sharding.make_mesh(config)
@@ -159,7 +154,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
   finetune = config.mode == "finetune"
   records = pipeline.source(config)
   # Undecodable videos are replaced in the pipeline, listed here, counted in metrics.
-  bad_files = os.path.join(workdir, "bad_files.txt")
+  bad_files = os.path.join(workdir, workdir_lib.BAD_FILES)
   shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
   if finetune and build.detection(config):
     counts = None
@@ -201,7 +196,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
   eval_every = config.get("eval_every") or steps_per_pass
 
   # ----------------------------------------------------------------- restore
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR),
                                  save_every=config.ckpt_every, keep=config.keep_ckpts)
   restored = ckpt.restore_newest(sharding.abstract_like(state, state_sharding))
   start = None
@@ -294,8 +289,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
 def test(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The multi-view test of the workdir's latest checkpoint (or, with none, of the
   fine-tuned classifier at config.init), without training; returns its row."""
-  saved = os.path.isdir(os.path.join(workdir, "checkpoints")) and any(
-      d.isdigit() for d in os.listdir(os.path.join(workdir, "checkpoints")))
+  saved = workdir_lib.has_checkpoints(workdir)
   if not saved and not config.init:
     raise errors.BadInput(f"mode=test: no checkpoint in {workdir} and no --config.init "
                           "(a fine-tuned checkpoint) to test")
@@ -303,7 +297,8 @@ def test(config: ml_collections.ConfigDict, workdir: str) -> dict:
   schedule = optim.Schedule(peak=0.0, final=0.0, warmup_steps=0, total_steps=1)  # unused
   state, state_sharding, model_def, _ = state_lib.create_state(config, mesh, schedule)
   if saved:
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR),
+                                   save_every=1)
     try:
       step, state, _ = ckpt.restore_newest(sharding.abstract_like(state, state_sharding))
     finally:
@@ -384,8 +379,10 @@ class Evaluator:
     log.info("%s at step %d: top-1 %.4f, top-5 %.4f (%d videos × %d views)", split, step,
              row["top1"], row["top5"], row["videos"], views)
     if workdir is not None and jax.process_index() == 0:
-      evaluate.write_test_results(workdir, summary, views, step, out["probs"], out["label"],
-                                  out["valid"], out["index"])
+      workdir_lib.write_test_results(workdir, row, **{
+          k: summary[k] for k in ("per_class", "class_counts", "confusion")})
+      workdir_lib.write_test_scores(workdir, probs=out["probs"], labels=out["label"],
+                                    valid=out["valid"], index=out["index"])
     return row
 
 
@@ -452,9 +449,8 @@ class DetectionEvaluator:
     log.info("%s at step %d: frame mAP@0.5 %.4f over %d key frames", split, step,
              row["map"], frames)
     if workdir is not None and jax.process_index() == 0:
-      with open(os.path.join(workdir, "test_results.json"), "w") as f:
-        per_class = {c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()}
-        json.dump(dict(row, per_class=per_class), f, indent=1)
+      workdir_lib.write_test_results(workdir, row, per_class={
+          c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()})
     return row
 
 
