@@ -27,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from amd_jax import errors
+from amd_jax import workdir as workdir_lib
 
 log = logging.getLogger("amd_jax")
 DAMAGED = ".damaged"     # suffix of a step moved aside: not a number, so orbax ignores it
@@ -232,7 +233,7 @@ def step_dirs(path: str | os.PathLike) -> list[str]:
     raise FileNotFoundError(f"checkpoint path {path} does not exist")
   if os.path.isdir(os.path.join(path, "state")):
     return [path]
-  for root in (os.path.join(path, "checkpoints"), path):
+  for root in (os.path.join(path, workdir_lib.CHECKPOINTS_DIR), path):
     if os.path.isdir(root):
       steps = sorted((int(d) for d in os.listdir(root)
                       if d.isdigit() and os.path.isdir(os.path.join(root, d))), reverse=True)

@@ -1,4 +1,5 @@
-"""Metric rows: DIR/metrics.jsonl (one JSON object per row) and TensorBoard events.
+"""Metric rows: DIR/metrics.jsonl (one JSON object per row) and TensorBoard events in
+DIR/tensorboard/ (amd_jax/workdir.py names both).
 
 Only process 0 writes. On resume, rows after the restored step are dropped:
 those steps run again and log again, so the file never holds a step twice.
@@ -11,12 +12,14 @@ import os
 
 import jax
 
+from amd_jax import workdir as workdir_lib
+
 
 class Writer:
 
   def __init__(self, workdir: str, resume_step: int | None = None):
     self.active = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
     self._tb = None
     if not self.active:
       return
@@ -25,7 +28,7 @@ class Writer:
     else:
       self._truncate_after(resume_step)
     from tensorboardX import SummaryWriter  # only process 0 needs it
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._tb = SummaryWriter(os.path.join(workdir, workdir_lib.TENSORBOARD_DIR))
 
   def _truncate_after(self, step: int) -> None:
     if not os.path.exists(self.path):

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import nnx
 
-from amd_jax.convert import spec as spec_lib
 from amd_jax.models import vit
 
 
@@ -60,21 +60,21 @@ def decay_mask(params):
 def layer_id(path: tuple, depth: int) -> int:
   """The official layer id of a fine-tuning parameter (AMD `optim_factory.get_layer_id_for_vit`).
 
+  path: the parameter's names in the model, ("encoder", "blocks", "layers", 3, ...).
   0: the embedding (patch embed; positions are fixed here, there is no cls
   token); k + 1: block k; depth + 1: everything after the blocks (fc_norm, head).
   """
-  names = spec_lib.flat_key(path).split("/")
-  if names[:2] == ["encoder", "patch_embed"]:
+  if path[:2] == ("encoder", "patch_embed"):
     return 0
-  if names[:3] == ["encoder", "blocks", "layers"]:
-    return int(names[3]) + 1
+  if path[:3] == ("encoder", "blocks", "layers"):
+    return int(path[3]) + 1
   return depth + 1
 
 
-def layer_decay_scales(params, decay: float, depth: int):
+def layer_decay_scales(params: nnx.State, decay: float, depth: int) -> nnx.State:
   """Per-parameter lr multipliers decay^(depth + 1 − layer_id): 1 for the head."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: decay ** (depth + 1 - layer_id(path, depth)), params)
+  return nnx.map_state(
+      lambda path, p: p.replace(decay ** (depth + 1 - layer_id(path, depth))), params)
 
 
 def scale_by_tree(scales) -> optax.GradientTransformation:

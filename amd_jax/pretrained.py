@@ -1,4 +1,5 @@
-"""Ready models from checkpoints, and the teacher of an AMD run.
+"""Weights from checkpoints: ready models, and the weights a run starts from (the
+teacher of an AMD run, the encoder a fine-tuning starts from, a classifier to test).
 
 Any checkpoint `amd_jax.convert` reads will do — an official VideoMAE/AMD
 `.pth`, a DeepSpeed folder, a Hugging Face VideoMAE folder, a converted orbax
@@ -20,10 +21,11 @@ import logging
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
-from amd_jax import convert, errors
+from amd_jax import convert, errors, sharding
 from amd_jax.convert import spec as spec_lib
 
 log = logging.getLogger("amd_jax")
@@ -87,3 +89,53 @@ def load_encoder(path: str, target: nnx.State, *, what: str = "teacher"
   leaves = [np.asarray(weights[spec_lib.flat_key(p)], x.dtype)
             for p, x in jax.tree_util.tree_flatten_with_path(target)[0]]
   return jax.tree.unflatten(jax.tree.structure(target), leaves), spec.ln_eps
+
+
+def load_init(config: ml_collections.ConfigDict, state: dict, state_sharding: dict) -> dict:
+  """The train state with its encoder taken from the pre-training checkpoint config.init.
+
+  Only encoder weights move (bit for bit); the source's decoder and alignment
+  heads are left, and its final norm too unless the model has one (the AVA
+  detector uses it); fc_norm and head keep their fresh initialisation.
+  """
+  target = state["params"]["encoder"]
+  host, ln_eps = load_encoder(config.init, sharding.abstract_like(
+      target, state_sharding["params"]["encoder"]), what="init")
+  if ln_eps != config.model.ln_eps:
+    # The epsilon is static (in the graphdef) and must be the same on every resume.
+    raise errors.BadInput(f"init {config.init} was trained with LayerNorm eps {ln_eps:g}: "
+                          f"add --config.model.ln_eps={ln_eps:g}")
+  loaded = spec_lib.flatten(jax.device_put(host, state_sharding["params"]["encoder"]))
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: loaded.get(spec_lib.flat_key(path).removeprefix("encoder/"), x)
+      if spec_lib.flat_key(path).startswith("encoder/") else x, state["params"])
+  new = sorted(k for k in state["params"] if k != "encoder")
+  norm = "with its final norm" if "norm" in target else "without its final norm"
+  log.info("init: encoder (%d tensors) loaded from %s %s; decoder and alignment heads left "
+           "out; %s newly initialised", len(jax.tree.leaves(host)), config.init, norm,
+           ", ".join(new))
+  return dict(state, params=params)
+
+
+def load_classifier(config: ml_collections.ConfigDict, params: nnx.State, shardings
+                    ) -> nnx.State:
+  """Parameters of a fine-tuned classification checkpoint of any kind, placed like `params`."""
+  spec, weights = convert.read(config.init)
+  if spec.task != "classifier":
+    raise errors.BadInput(f"init {config.init} holds a {spec.task} model: mode=test needs a "
+                          "fine-tuned classifier (or a workdir with checkpoints)")
+  wanted = spec_lib.flatten(params)
+  got = {k: tuple(v.shape) for k, v in weights.items()}
+  need = {k: tuple(v.shape) for k, v in wanted.items()}
+  if got != need:
+    diff = sorted(set(got.items()) ^ set(need.items()))[0][0]
+    raise errors.BadInput(f"init {config.init} does not fit the config's classifier "
+                          f"({config.model.variant}, {config.data.num_classes} classes): "
+                          f"{diff} differs")
+  if spec.ln_eps != config.model.ln_eps:
+    raise errors.BadInput(f"init {config.init} was trained with LayerNorm eps "
+                          f"{spec.ln_eps:g}: add --config.model.ln_eps={spec.ln_eps:g}")
+  host = jax.tree.unflatten(jax.tree.structure(params),
+                            [weights[k] for k in wanted])
+  log.info("testing the classifier at %s", config.init)
+  return jax.device_put(host, shardings)

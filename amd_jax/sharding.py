@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -60,6 +61,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis over every device."""
   return NamedSharding(mesh, P(AXES))
+
+
+def optax_state_sharding(tx: optax.GradientTransformation, abstract_opt_state,
+                         param_sharding, replicated_sharding: NamedSharding):
+  """Optimiser state sharded like the parameters it mirrors, scalars replicated."""
+  return optax.tree_map_params(
+      tx, lambda _, s: s, abstract_opt_state, param_sharding,
+      transform_non_params=lambda _: replicated_sharding,
+      is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def abstract_like(tree, shardings):
+  """`tree` as ShapeDtypeStructs placed by `shardings`: what a restore or a load fills."""
+  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                      tree, shardings)
 
 
 def assert_sharded(tree, mesh: Mesh, shardings=None, min_size: int = 2 ** 16) -> None:

@@ -1,4 +1,16 @@
-"""A training workdir's integrity: one run at a time, and no silent config change on resume."""
+"""A training workdir: the name of everything in it, one run at a time, and no silent
+config change on resume.
+
+  DIR/config.json         the resolved config (write_config)
+  DIR/run.lock            held by the run using the workdir (lock)
+  DIR/metrics.jsonl       one JSON row per logged step and evaluation (metrics.Writer)
+  DIR/tensorboard/        the same scalars as TensorBoard events
+  DIR/checkpoints/STEP/   the saved steps (checkpoint.Checkpointer)
+  DIR/bad_files.txt       undecodable training videos (replaced in the pipeline)
+  DIR/test_results.json   the test's metrics row and per-class results (write_test_results)
+  DIR/test_scores.npz     a classification test's per-video scores (write_test_scores)
+  DIR/stage.json          written by the study (amd_jax/study) when a stage completes
+"""
 
 from __future__ import annotations
 
@@ -9,11 +21,21 @@ import os
 import socket
 
 import ml_collections
+import numpy as np
+from flax import traverse_util
 
 from amd_jax import errors
 
-LOCK_FILE = "run.lock"
 CONFIG_FILE = "config.json"
+LOCK_FILE = "run.lock"
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINTS_DIR = "checkpoints"
+BAD_FILES = "bad_files.txt"
+TEST_RESULTS_FILE = "test_results.json"
+TEST_SCORES_FILE = "test_scores.npz"
+STAGE_FILE = "stage.json"
+
 # Keys a resumed run may change freely: where and how often it logs and saves,
 # how it is laid out on the devices, and what only the evaluation reads. Any
 # other key changes the model, the data order or the schedule.
@@ -62,22 +84,41 @@ def lock(workdir: str):
     yield
 
 
-def flat(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+def has_checkpoints(workdir: str) -> bool:
+  """Whether DIR/checkpoints holds a step folder (whether it restores is checkpoint.py's
+  to say)."""
+  folder = os.path.join(workdir, CHECKPOINTS_DIR)
+  return os.path.isdir(folder) and any(d.isdigit() for d in os.listdir(folder))
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """DIR/config.json, atomically: the other processes of the run may be reading it
+  in check_resume."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(path + ".tmp", path)
+
+
+def write_test_results(workdir: str, row: dict, **per_class) -> None:
+  """DIR/test_results.json, one schema for every task: the test's metrics row (as in
+  metrics.jsonl) and its per-class results (classification: per_class accuracy,
+  class_counts, confusion; AVA: per_class AP)."""
+  with open(os.path.join(workdir, TEST_RESULTS_FILE), "w") as f:
+    json.dump(dict(row, **per_class), f, indent=1)
+
+
+def write_test_scores(workdir: str, **arrays: np.ndarray) -> None:
+  """DIR/test_scores.npz: a classification test's per-video arrays."""
+  np.savez(os.path.join(workdir, TEST_SCORES_FILE), **arrays)
 
 
 def config_changes(workdir: str, config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Keys whose value differs from the workdir's config.json, beyond FREE_KEYS: key → (old, new)."""
   path = os.path.join(workdir, CONFIG_FILE)
   with open(path) as f:
-    old = flat(json.load(f))
-  new = flat(json.loads(config.to_json_best_effort()))
+    old = traverse_util.flatten_dict(json.load(f), sep=".")
+  new = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
   return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k) and k not in FREE_KEYS
           and not k.startswith(FREE_PREFIXES)}
@@ -89,9 +130,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict, *, allow_chang
   Called before anything in the workdir is written, so a refusal leaves it as
   it was. Returns the changes (empty for a fresh workdir or the same config).
   """
-  has_steps = os.path.isdir(os.path.join(workdir, "checkpoints")) and any(
-      d.isdigit() for d in os.listdir(os.path.join(workdir, "checkpoints")))
-  if not (has_steps and os.path.isfile(os.path.join(workdir, CONFIG_FILE))):
+  if not (has_checkpoints(workdir) and os.path.isfile(os.path.join(workdir, CONFIG_FILE))):
     return {}
   changes = config_changes(workdir, config)
   if changes and not allow_change:

@@ -583,7 +583,8 @@ def test_drop_path_reaches_decoder_and_generators():
 def test_table_s1_config_freezes_generator_mask_tokens():
   """The official generator mask tokens are never trained: the default config's are
   FrozenTokens, outside the parameters and the optimiser state."""
-  from amd_jax import optim, sharding, train
+  from amd_jax import optim, sharding
+  from amd_jax import state as state_lib
   from configs import pretrain as pretrain_config
   for arg in ("data=ssv2,model=S", "runlocal"):
     assert pretrain_config.get_config(arg).align.learnable_mask_tokens is False
@@ -592,7 +593,7 @@ def test_table_s1_config_freezes_generator_mask_tokens():
   config.teacher.variant, config.align.teacher_layers = "Mu/8x2", (2, 4)
   mesh = sharding.make_mesh(config, jax.devices()[:1])
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=10)
-  state, _, _, _ = train.create_state(config, mesh, schedule)
+  state, _, _, _ = state_lib.create_state(config, mesh, schedule)
   frozen = _flat(state["frozen"])
   assert set(frozen) == {("alignment", "generators", "0", "mask_token"),
                          ("alignment", "generators", "1", "mask_token")}

@@ -14,7 +14,7 @@ from flax import nnx
 from amd_jax import errors, masking
 from amd_jax.bench import cli
 from amd_jax.bench import step as bench_step
-from amd_jax.models import pretrain, vit
+from amd_jax.models import build, vit
 from configs import pretrain as pretrain_config
 from runs import ROOT
 
@@ -182,8 +182,8 @@ def test_attention_knob_reaches_every_attention_and_xla_equals_blocked():
   features = []
   for impl in ("blocked", "xla"):
     config.model.attention = config.teacher.attention = impl
-    student = nnx.eval_shape(lambda: pretrain.build_student(config, nnx.Rngs(0)))
-    teacher = pretrain.build_teacher(config, nnx.Rngs(0))
+    student = nnx.eval_shape(lambda: build.student(config, nnx.Rngs(0)))
+    teacher = build.teacher(config, nnx.Rngs(0))
     found = [m.implementation for model in (student, teacher)
              for _, m in nnx.iter_modules(model) if isinstance(m, vit.Attention)]
     # Mu/8x2: 4 encoder blocks, 1 decoder block, 2 generators × 2 blocks; the teacher's 4.

@@ -7,8 +7,8 @@ import os
 import pytest
 from flax import nnx
 
-from amd_jax import masking, train
-from amd_jax.models import pretrain, vit
+from amd_jax import masking
+from amd_jax.models import build, vit
 from configs import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,10 +37,10 @@ def test_pretraining_config_builds_its_models(name, arg):
                                config.masking.teacher_ratio if amd else None)
   assert counts.student > 0 and (counts.diff > 0) == amd
   assert config.batch_size % (config.data.num_sample * config.grad_accum) == 0
-  student = nnx.eval_shape(lambda: pretrain.build_student(config, nnx.Rngs(0)))
+  student = nnx.eval_shape(lambda: build.student(config, nnx.Rngs(0)))
   assert student.encoder.num_tokens == counts.tokens
   if amd:
-    teacher = nnx.eval_shape(lambda: pretrain.build_teacher(config, nnx.Rngs(0)))
+    teacher = nnx.eval_shape(lambda: build.teacher(config, nnx.Rngs(0)))
     assert teacher.norm is None
 
 
@@ -49,7 +49,7 @@ def test_pretraining_config_builds_its_models(name, arg):
 def test_finetuning_config_builds_its_model(name, arg):
   config = importlib.import_module(f"configs.{name}").get_config(arg)
   assert config.mode == "finetune" and config.batch_size % config.data.num_sample == 0
-  model = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: build.model(config, nnx.Rngs(0)))
   assert model.head.kernel.shape[-1] == config.data.num_classes
   views = config.data.test_clips * config.data.test_crops
   assert views in ((1,) if name == "image" else (6, 15))

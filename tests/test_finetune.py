@@ -10,14 +10,15 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
-from amd_jax import checkpoint, losses, optim, sharding, steps, train
+from amd_jax import checkpoint, losses, optim, pretrained, sharding, steps
+from amd_jax import state as state_lib
 from amd_jax.evaluators import classification
 from amd_jax import mixup as mixup_lib
 from amd_jax.convert import spec as spec_lib
+from amd_jax.models import build
 from configs import finetune as finetune_config
 from configs import transfer as transfer_config
 from runs import ROOT, rows
@@ -29,7 +30,7 @@ from runs import ROOT, rows
 def test_layer_decay_multipliers(model, decay):
   config = finetune_config.get_config(f"data=ssv2,model={model}")
   assert config.optim.layer_decay == decay            # Table S2: 0.7 for ViT-S on SSV2
-  abstract = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: build.model(config, nnx.Rngs(0)))
   params = nnx.state(abstract, nnx.Param)
   scales = spec_lib.flatten(optim.layer_decay_scales(params, decay, 12))
   # scale(id) = decay^(depth + 1 − id): embedding id 0, block k id k + 1, the rest depth + 1.
@@ -47,7 +48,7 @@ def test_layer_decay_scales_the_whole_adamw_update():
   """With decay, each update is exactly the plain AdamW update times its layer's multiplier."""
   config = finetune_config.get_config("runlocal")
   config.optim.weight_decay = 0.05
-  model = train.build_model(config, nnx.Rngs(0))
+  model = build.model(config, nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
   grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.3, p.dtype), params)
   schedule = optim.Schedule(peak=1e-2, final=1e-2, warmup_steps=0, total_steps=10)
@@ -136,7 +137,7 @@ def test_multi_view_scores_are_softmax_then_mean():
   """eval_scores: each view's softmax, then the mean over a video's views."""
   config = finetune_config.get_config("runlocal")
   config.data.num_classes = 3
-  model = train.build_model(config, nnx.Rngs(0))
+  model = build.model(config, nnx.Rngs(0))
   # A head that separates views: logits depend strongly on the input.
   model.head.kernel[...] = model.head.kernel[...] * 3000.0
   graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
@@ -181,10 +182,10 @@ def test_init_loads_the_encoder_bit_identical(reference, caplog):
   config.init = reference
   mesh = sharding.make_mesh(config, jax.devices()[:1])
   schedule = optim.Schedule(peak=0.0, final=0.0, warmup_steps=0, total_steps=1)
-  state, state_sharding, _, _ = train.create_state(config, mesh, schedule)
+  state, state_sharding, _, _ = state_lib.create_state(config, mesh, schedule)
   head_before = np.asarray(state["params"]["head"]["kernel"][...])
   with caplog.at_level("INFO", logger="amd_jax"):
-    state = train.load_init(config, state, state_sharding)
+    state = pretrained.load_init(config, state, state_sharding)
   assert "without its final norm" in caplog.text
   saved = checkpoint.read_tree(os.path.join(checkpoint.find_step_dir(reference), "state"),
                                ("params",))

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from amd_jax import masking, optim, sharding, steps, train
+from amd_jax import masking, optim, sharding, steps
+from amd_jax import state as state_lib
 from amd_jax.data import pipeline
 from amd_jax.models import vit
 from configs import pretrain, videomae
@@ -30,9 +31,9 @@ def setup(config, devices, grad_accum=1):
                                config.masking.teacher_ratio if amd else None)
   # No warm-up: optax counts its own steps from 0, where a warm-up's lr is 0.
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=10)
-  state, state_sharding, student_def, tx = train.create_state(config, mesh, schedule)
-  teacher_def, teacher_params, teacher_sharding = train.create_teacher(config, mesh)
-  task = train.make_task(config, student_def, teacher_def, counts)
+  state, state_sharding, student_def, tx = state_lib.create_state(config, mesh, schedule)
+  teacher_def, teacher_params, teacher_sharding = state_lib.create_teacher(config, mesh)
+  task = state_lib.make_task(config, student_def, teacher_def, counts)
   step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx, schedule=schedule,
                                    grad_accum=grad_accum),
                  in_shardings=(state_sharding, sharding.batch_sharding(mesh), teacher_sharding),

@@ -8,13 +8,14 @@ import os
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
+from amd_jax import workdir as workdir_lib
 from amd_jax.analysis.output import legend_outside, save
 
 LOSS_TERMS = ("loss", "loss_rec", "loss_dir", "loss_gen")
 
 
 def metric_rows(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+  with open(os.path.join(workdir, workdir_lib.METRICS_FILE)) as f:
     return [json.loads(line) for line in f if line.strip()]
 
 

@@ -9,13 +9,14 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from amd_jax import errors
+from amd_jax import workdir as workdir_lib
 from amd_jax.analysis.output import legend_outside, read_json, save, write_json
 from amd_jax.data.builders import moving_digits
 
 
 def class_names(workdir: str, num_classes: int) -> list[str]:
   """Class names of a run's dataset: the motions for moving_digits, else 'class i'."""
-  config = read_json(os.path.join(workdir, "config.json"), default={})
+  config = read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), default={})
   if config.get("data", {}).get("name") == "moving_digits":
     return list(moving_digits.MOTIONS)
   return [f"class {i}" for i in range(num_classes)]
@@ -29,7 +30,7 @@ def per_class_report(run_a: str, run_b: str, out_dir: str, *, names: tuple[str, 
   bottom in the plot); `top` keeps the `top` classes with the largest absolute
   difference (Figure S3 shows 14 of SSV2's 174).
   """
-  a, b = (read_json(os.path.join(r, "test_results.json")) for r in (run_a, run_b))
+  a, b = (read_json(os.path.join(r, workdir_lib.TEST_RESULTS_FILE)) for r in (run_a, run_b))
   os.makedirs(out_dir, exist_ok=True)
   if len(a["per_class"]) != len(b["per_class"]):
     raise errors.BadInput(f"{run_a} and {run_b} were tested on different class sets "

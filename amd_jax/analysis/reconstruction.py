@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib import pyplot as plt
 
 from amd_jax import errors, losses, masking, pretrained
+from amd_jax import workdir as workdir_lib
 from amd_jax.analysis import probe
 from amd_jax.analysis.output import read_json, write_json
 from amd_jax.models import pretrain, vit
@@ -130,7 +131,7 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   and of the trivial predictors on `loss_videos` test clips → reconstructions.json."""
   # Before any model or clip is read: a fine-tuning run has no pixel decoder to show.
   for name, workdir in runs.items():
-    mode = read_json(os.path.join(workdir, "config.json"), default={}).get("mode")
+    mode = read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), default={}).get("mode")
     if mode in ("finetune", "test"):
       raise errors.BadInput(f"reconstructions needs a pre-training run (mode amd or "
                             f"videomae): {name}={workdir} is a {mode} run, which has no "

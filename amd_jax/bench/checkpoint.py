@@ -3,7 +3,7 @@ r"""The checkpoint benchmark: how long a save holds up the training loop.
   python -m amd_jax.bench checkpoint --mode amd --student B --teacher L [--repeats 3] \
       [--keep 3] [--dir /tmp] [--devices N]
 
-Builds the train state as amd_jax/train.py does (train.create_state: the
+Builds the train state as amd_jax/train.py does (state.create_state: the
 student's parameters, its frozen tokens and the AdamW moments, float32) and
 saves it through checkpoint.Checkpointer as the training loop does, alternately
 with the asynchronous save that train.py uses and with a synchronous one:
@@ -29,7 +29,8 @@ import time
 
 import jax
 
-from amd_jax import checkpoint, optim, sharding, train
+from amd_jax import checkpoint, optim, sharding
+from amd_jax import state as state_lib
 from amd_jax.bench import step as bench_step
 
 
@@ -39,7 +40,7 @@ def run(args) -> dict:
   mesh = sharding.make_mesh(config, devices)
   # The optimiser state's shapes do not depend on the schedule's values.
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=1000)
-  state = train.create_state(config, mesh, schedule)[0]
+  state = state_lib.create_state(config, mesh, schedule)[0]
   jax.block_until_ready(state)
   # What train.py saves beside the state: the input iterator's small JSON state.
   data_state = {"next_index": 0}

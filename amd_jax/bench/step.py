@@ -8,9 +8,9 @@ or classification fine-tuning).
   python -m amd_jax.bench step --mode finetune --student B --frames 16 --size 224 --batch 8
   python -m amd_jax.bench table RESULTS.jsonl
 
-Builds the step exactly as amd_jax/train.py does (create_state, create_teacher,
-make_task, jit with shardings and a donated state) on random weights and one
-random uint8 batch that stays on the device, compiles it ahead of time, and
+Builds the step with amd_jax/state.py, as amd_jax/train.py does (the sharded
+state, the teacher, the jitted update with a donated state), on random weights
+and one random uint8 batch that stays on the device, compiles it ahead of time, and
 times `--steps` updates after `--warmup`, each synchronised with
 block_until_ready. Sizes are `S`, `B`, ... (16×16 patches, tubelets of 2) or
 full variant strings such as `Mu/8x2` for tiny runs.
@@ -30,7 +30,6 @@ rate this machine reaches on a float32 matmul, measured in the same run.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import statistics
@@ -41,8 +40,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from amd_jax import errors, masking, optim, sharding, steps, train
-from amd_jax.models import vit
+from amd_jax import errors, masking, optim, sharding
+from amd_jax import state as state_lib
+from amd_jax.data import pipeline
+from amd_jax.models import build, vit
 from configs import finetune, pretrain
 
 # Dense per-chip peaks (TFLOP/s) from the vendors' data sheets, by a substring of
@@ -163,18 +164,13 @@ def make_config(args) -> ml_collections.ConfigDict:
   return config
 
 
-def _teacher_ratio(config: ml_collections.ConfigDict) -> float | None:
-  return config.masking.teacher_ratio if config.mode == "amd" else None
-
-
 def mask_counts(config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int],
                                                             masking.MaskCounts]:
   """The token grid and counts; fine-tuning sees every token (no mask)."""
-  v = vit.decode_variant(config.model.variant)
-  grid = vit.token_grid(config.data.frames, config.data.size, v.patch, v.tubelet)
+  grid = build.token_grid(config)
   if config.mode == "finetune":
     return grid, masking.tube_counts(grid, 0.0)
-  return grid, masking.tube_counts(grid, config.masking.student_ratio, _teacher_ratio(config))
+  return grid, masking.tube_counts(grid, *pipeline.mask_ratios(config))
 
 
 def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
@@ -189,15 +185,14 @@ def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
             "label": rng.integers(0, d.num_classes, config.batch_size).astype(np.int32)}
   return {
       "video": video,
-      "mask": np.stack([masking.tube_mask(rng, grid, config.masking.student_ratio,
-                                          _teacher_ratio(config))
+      "mask": np.stack([masking.tube_mask(rng, grid, *pipeline.mask_ratios(config))
                         for _ in range(config.batch_size)]),
   }
 
 
 @dataclasses.dataclass
 class Step:
-  """A jitted train step and its inputs, built as amd_jax/train.py builds them."""
+  """The jitted train step of amd_jax/state.py and its inputs."""
 
   fn: object                    # jax.jit(train_step) with shardings, state donated
   state: dict
@@ -213,17 +208,9 @@ def build_step(config: ml_collections.ConfigDict, devices=None) -> Step:
   mesh = sharding.make_mesh(config, devices)
   _, counts = mask_counts(config)
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=1000)
-  state, state_sharding, student_def, tx = train.create_state(config, mesh, schedule)
-  teacher_def, teacher_params, teacher_sharding = train.create_teacher(config, mesh)
-  task = train.make_task(config, student_def, teacher_def, counts)
-  batch_sharding = sharding.batch_sharding(mesh)
-  fn = jax.jit(functools.partial(steps.train_step, task=task, tx=tx, schedule=schedule,
-                                 grad_accum=config.grad_accum),
-               in_shardings=(state_sharding, batch_sharding, teacher_sharding),
-               out_shardings=(state_sharding, sharding.replicated(mesh)),
-               donate_argnums=(0,))
-  batch = jax.device_put(random_batch(config), batch_sharding)
-  return Step(fn, state, batch, teacher_params)
+  training = state_lib.build_training(config, mesh, schedule, counts)
+  batch = jax.device_put(random_batch(config), training.batch_sharding)
+  return Step(training.step, training.state, batch, training.teacher_params)
 
 
 class JaxRunner:

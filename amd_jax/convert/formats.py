@@ -25,6 +25,7 @@ import zipfile
 import numpy as np
 
 from amd_jax import checkpoint, errors
+from amd_jax import workdir as workdir_lib
 from amd_jax.convert import spec as spec_lib
 from amd_jax.convert import tables
 from amd_jax.models import vit
@@ -416,7 +417,7 @@ class OrbaxSource(Source):
 def _workdir_meta(path: str, step_dir: str) -> dict:
   """What a training run's config.json says about its student (none: shapes only)."""
   for folder in (path, os.path.dirname(os.path.dirname(os.path.normpath(step_dir)))):
-    file = os.path.join(folder, "config.json")
+    file = os.path.join(folder, workdir_lib.CONFIG_FILE)
     if os.path.isfile(file):
       config = _read_json(file)
       break

@@ -15,7 +15,6 @@ import json
 import re
 
 import jax
-import ml_collections
 from flax import nnx
 
 from amd_jax import errors
@@ -60,10 +59,9 @@ class ModelSpec:
     align, teacher = None, None
     if self.align is not None:
       a = self.align
-      align = ml_collections.ConfigDict(dict(
-          method=a["method"], student_layers=tuple(a["student_layers"]),
-          generator_depth=a["generator_depth"],
-          learnable_mask_tokens=a["learnable_mask_tokens"]))
+      align = pretrain.Align(method=a["method"], student_layers=tuple(a["student_layers"]),
+                             generator_depth=a["generator_depth"],
+                             learnable_mask_tokens=a["learnable_mask_tokens"])
       # The student reads only the teacher's width.
       teacher = dataclasses.replace(v, width=a["teacher_width"], mlp_dim=4 * a["teacher_width"])
     return pretrain.Pretrainer(v, num_frames=self.num_frames, image_size=self.image_size,

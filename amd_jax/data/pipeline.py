@@ -238,6 +238,13 @@ def _concat(elements):
   return {k: np.concatenate([e[k] for e in elements]) for k in elements[0]}
 
 
+def mask_ratios(config: ml_collections.ConfigDict) -> tuple[float, float | None]:
+  """(student, teacher) mask ratios of a pre-training config: a teacher ratio only in
+  AMD mode (VideoMAE has no teacher, and its masks only codes 0 and 2)."""
+  return (config.masking.student_ratio,
+          config.masking.get("teacher_ratio") if config.mode == "amd" else None)
+
+
 def pretrain_dataset(config: ml_collections.ConfigDict, grid: tuple[int, int, int], *,
                      records=None, process_index: int = 0, process_count: int = 1,
                      bad_files: str | None = None) -> grain.MapDataset:
@@ -253,11 +260,9 @@ def pretrain_dataset(config: ml_collections.ConfigDict, grid: tuple[int, int, in
                           f"num_sample × processes = {d.num_sample} × {process_count}")
   records = source(config) if records is None else records
   videos_per_process = config.batch_size // d.num_sample // process_count
-  teacher_ratio = config.masking.get("teacher_ratio") if config.mode == "amd" else None
   temporal_rule(d.sampler, d.frames, d.sampling_rate)   # refuses an unknown rule up front
   sample = PretrainSample(Decoder(records, bad_files), d.sampler, d.frames, d.sampling_rate,
-                          d.size, d.num_sample, grid, config.masking.student_ratio,
-                          teacher_ratio)
+                          d.size, d.num_sample, grid, *mask_ratios(config))
   return training_batches(records, sample, videos_per_process, config.seed,
                           process_index=process_index, process_count=process_count)
 

@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 
 import jax
@@ -14,6 +12,7 @@ import ml_collections
 import numpy as np
 
 from amd_jax import evaluators, metrics, sharding, steps
+from amd_jax import workdir as workdir_lib
 from amd_jax.data import ava_pipeline, pipeline, sources
 from amd_jax.data.builders import ava as ava_builder
 from amd_jax.evaluators import ava_map
@@ -84,7 +83,6 @@ class Evaluator:
     log.info("%s at step %d: frame mAP@0.5 %.4f over %d key frames", split, step,
              row["map"], frames)
     if workdir is not None and jax.process_index() == 0:
-      with open(os.path.join(workdir, "test_results.json"), "w") as f:
-        per_class = {c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()}
-        json.dump(dict(row, per_class=per_class), f, indent=1)
+      workdir_lib.write_test_results(workdir, row, per_class={
+          c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()})
     return row

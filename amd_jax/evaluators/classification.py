@@ -10,9 +10,7 @@ scores.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 
 import jax
@@ -20,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from amd_jax import evaluators, metrics, sharding, steps
+from amd_jax import workdir as workdir_lib
 from amd_jax.data import pipeline, sources
 
 log = logging.getLogger("amd_jax")
@@ -61,16 +60,6 @@ def summarize(probs: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = 
           "top5": float(topk_correct(probs, labels, min(5, num_classes)).mean()),
           "videos": int(len(labels)), "per_class": per_class,
           "class_counts": counts.tolist(), "confusion": confusion.tolist()}
-
-
-def write_test_results(workdir: str, summary: dict, views: int, step: int, probs: np.ndarray,
-                       labels: np.ndarray, valid: np.ndarray, index: np.ndarray) -> None:
-  """workdir/test_results.json (metrics, per-class, confusion) and test_scores.npz
-  (per-video averaged probabilities, labels, validity and record index)."""
-  with open(os.path.join(workdir, "test_results.json"), "w") as f:
-    json.dump(dict(summary, views=views, step=step), f, indent=1)
-  np.savez(os.path.join(workdir, "test_scores.npz"), probs=probs, labels=labels, valid=valid,
-           index=index)
 
 
 class Evaluator:
@@ -135,6 +124,8 @@ class Evaluator:
     log.info("%s at step %d: top-1 %.4f, top-5 %.4f (%d videos × %d views)", split, step,
              row["top1"], row["top5"], row["videos"], views)
     if workdir is not None and jax.process_index() == 0:
-      write_test_results(workdir, summary, views, step, out["probs"], out["label"],
-                         out["valid"], out["index"])
+      workdir_lib.write_test_results(workdir, row, **{
+          k: summary[k] for k in ("per_class", "class_counts", "confusion")})
+      workdir_lib.write_test_scores(workdir, probs=out["probs"], labels=out["label"],
+                                    valid=out["valid"], index=out["index"])
     return row

@@ -1,26 +1,31 @@
-"""The pre-training models: the student (VideoMAE or AMD) and the frozen teacher.
+"""The pre-training student (VideoMAE or AMD).
 
 `Pretrainer` is everything the optimiser trains: encoder, pixel decoder and,
-in AMD mode, the alignment heads. The teacher is a separate `Encoder` without a
-final norm whose parameters never enter the optimiser (docs/method.md#teacher-branch).
+in AMD mode, the alignment heads. The teacher is a separate `vit.Encoder` without
+a final norm whose parameters never enter the optimiser
+(docs/method.md#teacher-branch); models/build.py builds both from a config.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from amd_jax import errors, masking
 from amd_jax.models import decoders, vit
 
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def dtype_of(name: str):
-  return DTYPES[name]
+@dataclasses.dataclass(frozen=True)
+class Align:
+  """AMD's alignment heads (decoders.Alignment): the method, the student blocks that
+  feed them (1-based), the generators' depth and whether their mask tokens train."""
+  method: str
+  student_layers: tuple[int, ...]
+  generator_depth: int
+  learnable_mask_tokens: bool
 
 
 class Pretrainer(nnx.Module):
@@ -33,7 +38,7 @@ class Pretrainer(nnx.Module):
   """
 
   def __init__(self, variant: vit.Variant, *, num_frames: int, image_size: int,
-               decoder_depth: int, align: ml_collections.ConfigDict | None = None,
+               decoder_depth: int, align: Align | None = None,
                teacher_variant: vit.Variant | None = None, drop_path: float = 0.0,
                ln_eps: float = 1e-6, norm_eps: float | None = None,
                decoder_norm_eps: float | None = None, remat: bool = False,
@@ -73,40 +78,3 @@ class Pretrainer(nnx.Module):
       out["direct"], out["generated"] = self.alignment(features, idx.student, idx.diff, gen_rng,
                                                        num_tokens=num_tokens)
     return out
-
-
-def build_student(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Pretrainer:
-  amd = config.mode == "amd"
-  model = Pretrainer(
-      vit.decode_variant(config.model.variant), num_frames=config.data.frames,
-      image_size=config.data.size, decoder_depth=config.model.decoder_depth,
-      align=config.align if amd else None,
-      teacher_variant=vit.decode_variant(config.teacher.variant) if amd else None,
-      drop_path=config.model.drop_path, ln_eps=config.model.ln_eps,
-      remat=config.model.remat, dtype=dtype_of(config.model.dtype), rngs=rngs)
-  vit.set_attention(model, config.model.attention)
-  return model
-
-
-def build_teacher(config: ml_collections.ConfigDict, rngs: nnx.Rngs,
-                  ln_eps: float | None = None) -> vit.Encoder:
-  """The teacher encoder, without its final norm (features are taken before it).
-
-  ln_eps: the blocks' LayerNorm epsilon of the checkpoint it is loaded from
-  (None: config.teacher.ln_eps).
-  """
-  variant = vit.decode_variant(config.teacher.variant)
-  for layer in config.align.teacher_layers:
-    if not 1 <= layer <= variant.depth:
-      raise errors.BadInput(f"align.teacher_layers: layer {layer} is outside the teacher's "
-                            f"1..{variant.depth}")
-  student = vit.decode_variant(config.model.variant)
-  if (variant.patch, variant.tubelet) != (student.patch, student.tubelet):
-    raise errors.BadInput(f"teacher {config.teacher.variant} and student {config.model.variant} "
-                          "must share the tubelet size: they see the same tokens")
-  teacher = vit.Encoder(variant, num_frames=config.data.frames, image_size=config.data.size,
-                        final_norm=False,
-                        ln_eps=config.teacher.ln_eps if ln_eps is None else ln_eps,
-                        dtype=dtype_of(config.teacher.dtype), rngs=rngs)
-  vit.set_attention(teacher, config.teacher.attention)
-  return teacher

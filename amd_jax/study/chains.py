@@ -18,9 +18,10 @@ import ml_collections
 from absl import logging as absl_logging
 
 from amd_jax import errors, train
+from amd_jax import workdir as workdir_lib
 from amd_jax.analysis import curves, output
 
-STAGE_FILE = "stage.json"
+STAGE_FILE = workdir_lib.STAGE_FILE
 
 
 def read_json(path: str) -> dict:
@@ -63,7 +64,7 @@ def run_training(title: str, config: ml_collections.ConfigDict, workdir: str,
   if done < steps:   # train() returns early, checkpoint saved, after a SIGTERM
     raise Stopped(f"{title} stopped at step {done} of {steps}")
   record.update(done=True, steps=done)
-  results = os.path.join(workdir, "test_results.json")
+  results = os.path.join(workdir, workdir_lib.TEST_RESULTS_FILE)
   if os.path.isfile(results):
     test = read_json(results)
     record.update(top1=test["top1"], top5=test["top5"], views=test["views"])

@@ -13,6 +13,7 @@ import shutil
 import jax
 
 from amd_jax import convert, errors
+from amd_jax import workdir as workdir_lib
 from amd_jax.analysis import curves, output, probe, reconstruction
 from amd_jax.data.builders import moving_digits
 from amd_jax.study.chains import read_json, say, run_training
@@ -67,7 +68,7 @@ def make_teacher(workdir: str, out: str, command: str, size_name: str = "default
   shutil.rmtree(staging, ignore_errors=True)
   os.makedirs(staging)
   convert.convert(pre_dir, os.path.join(staging, "checkpoint"), progress=False)
-  shutil.copy(os.path.join(pre_dir, "metrics.jsonl"), staging)
+  shutil.copy(os.path.join(pre_dir, workdir_lib.METRICS_FILE), staging)
   recon = reconstruction.reconstructions_report({"teacher": pre_dir}, staging)
   probed = probe.probe_report({"teacher": pre_dir}, videos=size.probe_videos)["models"]["teacher"]
   rows = [r for r in curves.metric_rows(pre_dir) if "loss" in r]
