@@ -1,5 +1,5 @@
 """The train state, the frozen teacher and the jitted update of a config, built in one
-place: train.py runs them and `bench step` (amd_jax/bench_step.py) times them.
+place: train.py runs them and `bench step` (amd_jax/bench/step.py) times them.
 
 The state (its keys: amd_jax/steps.py) is born sharded: the model is traced
 abstractly, the shardings come from its logical axis names, and the state is
