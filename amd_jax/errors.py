@@ -14,9 +14,9 @@ class SaveFailed(RuntimeError):
 
 @contextlib.contextmanager
 def exit_on_bad_input(*also: type[Exception]):
-  """Every command line's wrapper: BadInput (and the `also` exceptions, input errors
-  of that command) ends the process with one line on stderr and exit status 2, not
-  a traceback."""
+  """The command lines' wrapper: BadInput (and the `also` exceptions, input errors of
+  that command) ends the process with one line on stderr and exit status 2, not a
+  traceback. (`python -m amd_jax.convert`'s main returns its status instead.)"""
   try:
     yield
   except (BadInput, *also) as e:

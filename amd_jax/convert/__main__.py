@@ -47,11 +47,16 @@ def main(argv=None) -> int:
                       "refused)")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
-  with errors.exit_on_bad_input():
+  # main returns the exit status (tests and scripts call it), so it reports bad
+  # input itself rather than through errors.exit_on_bad_input, which exits.
+  try:
     convert.convert(args.src, args.dst, to=args.to, kind=args.kind, part=args.part,
                     progress=not args.no_progress, num_frames=args.frames,
                     image_size=args.size, heads=args.heads, decoder_heads=args.decoder_heads,
                     student_layers=args.student_layers)
+  except errors.BadInput as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   return 0
 
 
