@@ -1,13 +1,12 @@
 """Every config loads (every column, and runlocal) and builds its models abstractly."""
 
 import glob
-import importlib
 import os
 
 import pytest
 from flax import nnx
 
-from amd_jax import masking
+from amd_jax import config_files, masking
 from amd_jax.models import build, vit
 from configs import common
 
@@ -29,7 +28,7 @@ def test_every_config_is_covered():
 @pytest.mark.parametrize("name, arg", [(n, a) for n in PRETRAINING
                                        for a in COLUMNS[n] + ["runlocal"]])
 def test_pretraining_config_builds_its_models(name, arg):
-  config = importlib.import_module(f"configs.{name}").get_config(arg)
+  config = config_files.load(name, arg)
   variant = vit.decode_variant(config.model.variant)
   grid = vit.token_grid(config.data.frames, config.data.size, variant.patch, variant.tubelet)
   amd = config.mode == "amd"
@@ -47,7 +46,7 @@ def test_pretraining_config_builds_its_models(name, arg):
 @pytest.mark.parametrize("name, arg", [(n, a) for n in CONFIGS if n not in PRETRAINING
                                        for a in COLUMNS[n] + ["runlocal"] * (n != "image")])
 def test_finetuning_config_builds_its_model(name, arg):
-  config = importlib.import_module(f"configs.{name}").get_config(arg)
+  config = config_files.load(name, arg)
   assert config.mode == "finetune" and config.batch_size % config.data.num_sample == 0
   model = nnx.eval_shape(lambda: build.model(config, nnx.Rngs(0)))
   assert model.head.kernel.shape[-1] == config.data.num_classes
@@ -57,7 +56,7 @@ def test_finetuning_config_builds_its_model(name, arg):
 
 
 def test_table_s1_values():
-  config = importlib.import_module("configs.pretrain").get_config("data=ssv2,model=B")
+  config = config_files.load("pretrain", "data=ssv2,model=B")
   assert config.batch_size == 2048 and config.data.num_sample == 4
   assert (config.optim.base_lr, config.optim.epochs, config.optim.warmup_epochs) == (1.2e-3, 800, 40)
   assert (config.optim.b1, config.optim.b2, config.optim.weight_decay) == (0.9, 0.95, 0.05)

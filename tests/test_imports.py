@@ -1,4 +1,5 @@
-"""The package's import graph: no cycle, and no import hidden in a function to dodge one.
+"""The package's import graph: no cycle, no import hidden in a function to dodge one,
+and no import of the top-level `configs` (the library loads config files by path).
 
 Every module of `amd_jax` (as pkgutil walks the package) is read, not imported,
 and its `amd_jax` imports found in the syntax tree. Imports outside any function
@@ -125,3 +126,18 @@ def test_local_import_list_is_current():
   stale = [f"{module} → {imported}" for module, allowed in LOCAL_IMPORTS.items()
            for imported in sorted(allowed - local.get(module, set()))]
   assert not stale, f"LOCAL_IMPORTS lists imports that are gone: {stale}"
+
+
+def test_the_library_reads_configs_as_files():
+  """amd_jax.config_files loads configs/*.py by path; `import configs` would make the
+  config files a second package the library depends on."""
+  importers = []
+  for module, path in _modules().items():
+    with open(path, encoding="utf-8") as f:
+      for node in ast.walk(ast.parse(f.read(), path)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                 else [])
+        if any(name.split(".")[0] == "configs" for name in names):
+          importers.append(f"{module}:{node.lineno}")
+  assert not importers, f"modules importing configs: {importers}"

@@ -40,11 +40,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from amd_jax import errors, masking, optim, sharding
+from amd_jax import config_files, errors, masking, optim, sharding
 from amd_jax import state as state_lib
 from amd_jax.data import pipeline
 from amd_jax.models import build, vit
-from configs import finetune, pretrain
 
 # Dense per-chip peaks (TFLOP/s) from the vendors' data sheets, by a substring of
 # device_kind; float32 matmuls run as TF32 on these GPUs under JAX's default precision.
@@ -137,14 +136,14 @@ def make_config(args) -> ml_collections.ConfigDict:
   """configs/pretrain.py (configs/finetune.py: K400 400 classes, mixup on) with the
   benchmark's sizes, masks and dtypes."""
   if args.mode == "finetune":
-    config = finetune.get_config("data=k400")
+    config = config_files.load("finetune", "data=k400")
     config.model.update(variant=variant_name(args.student), dtype=args.dtype,
                         attention=args.attention)
     config.model.drop_path = 0.0            # HF's VideoMAE (the reference) has none
     config.data.update(frames=args.frames, size=args.size)
     config.batch_size = args.batch
     return config
-  config = pretrain.get_config()
+  config = config_files.load("pretrain")
   config.mode = args.mode
   student = vit.decode_variant(variant_name(args.student))
   teacher = vit.decode_variant(variant_name(args.teacher))

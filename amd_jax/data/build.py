@@ -12,41 +12,42 @@ manual dir holds train.csv / val.csv / test.csv in the official formats
 (amd_jax/data/builders/ava.py). Bad input ends with one line and exit code 2.
 """
 
+import argparse
 import os
-
-from absl import app, flags
 
 from amd_jax import errors
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the prepared dataset goes.")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "The folder with the lists (not for "
-                                  "moving_digits).")
-_SHORT_SIDE = flags.DEFINE_integer("short_side", 0, "Re-encode videos (ava: frames) at this "
-                                   "short side (0: store the files as they are).")
-_KEYINT = flags.DEFINE_integer("keyint", 16, "Keyframe interval when re-encoding.")
-_VALIDATE = flags.DEFINE_bool("validate", False, "Demux every file and leave the broken "
-                              "ones out (listed in bad_files.txt).")
-_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes that re-encode "
-                                "or validate videos.")
-flags.mark_flags_as_required(["data_dir"])
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m amd_jax.data.build", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("name", metavar="NAME", help="the dataset (see above)")
+  p.add_argument("--data_dir", required=True, help="where the prepared dataset goes")
+  p.add_argument("--manual_dir", default="", help="the folder with the lists (not for "
+                 "moving_digits)")
+  p.add_argument("--short_side", type=int, default=0, help="re-encode videos (ava: frames) "
+                 "at this short side (0: store the files as they are)")
+  p.add_argument("--keyint", type=int, default=16, help="keyframe interval when re-encoding")
+  p.add_argument("--validate", action="store_true", help="demux every file and leave the "
+                 "broken ones out (listed in bad_files.txt)")
+  p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                 help="processes that re-encode or validate videos")
+  return p
 
 
-def main(argv):
-  if len(argv) != 2:
-    raise app.UsageError("usage: python -m amd_jax.data.build NAME --data_dir OUT "
-                         "[--manual_dir IN]")
+def main(argv: list[str] | None = None) -> None:
+  args = parser().parse_args(argv)
+  # After parsing, so that a usage error or --help answers before TFDS loads.
   from amd_jax.data import sources
-  name = argv[1]
-  flag_values = dict(short_side=_SHORT_SIDE.value, keyint=_KEYINT.value,
-                     validate=_VALIDATE.value, workers=_WORKERS.value)
   # Each builder takes the flags it declares (moving_digits none).
-  accepted = getattr(sources.BUILDERS.get(name), "OPTIONS", ())
-  options = {k: v for k, v in flag_values.items() if k in accepted}
+  accepted = getattr(sources.BUILDERS.get(args.name), "OPTIONS", ())
+  options = {k: getattr(args, k) for k in ("short_side", "keyint", "validate", "workers")
+             if k in accepted}
   with errors.exit_on_bad_input():
-    b = sources.prepare(name, _DATA_DIR.value, _MANUAL_DIR.value, **options)
+    b = sources.prepare(args.name, args.data_dir, args.manual_dir, **options)
   counts = ", ".join(f"{s} {info.num_examples}" for s, info in b.info.splits.items())
-  print(f"{name} prepared in {b.data_dir}: {counts}")
+  print(f"{args.name} prepared in {b.data_dir}: {counts}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

@@ -7,11 +7,8 @@ import dataclasses
 
 import ml_collections
 
-from amd_jax import errors
+from amd_jax import config_files, errors
 from amd_jax.data.builders import moving_digits
-from configs import finetune as finetune_config
-from configs import pretrain as pretrain_config
-from configs import videomae as videomae_config
 
 # The students: name → pre-training method (None: fine-tuned from random weights).
 STUDENTS = {"amd_student": "amd", "videomae_student": "videomae", "scratch_student": None}
@@ -112,7 +109,11 @@ TRAIN_VIDEOS = moving_digits.SPLITS["train"]
 
 
 def override(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
-  """Sets dotted keys ('align.method') of a config; an unknown key is an error."""
+  """Sets dotted keys ('align.method') of a config; an unknown key is an error.
+
+  Not ConfigDict.update_from_flattened_dict: it adds an unknown key (a typo in an
+  ablation) as a new field, locked config or not, and the run would ignore it.
+  """
   for key, value in values.items():
     *path, last = key.split(".")
     node = config
@@ -153,7 +154,7 @@ def _set_epochs(config: ml_collections.ConfigDict, epochs: float) -> None:
 def teacher_config(size: Size) -> ml_collections.ConfigDict:
   """VideoMAE pre-training of the teacher (configs/videomae.py:runlocal, Size.teacher)."""
   t = size.teacher
-  config = videomae_config.get_config("runlocal")
+  config = config_files.load("videomae", "runlocal")
   config.model.variant = t.variant
   config.data.size = t.image_size
   config.batch_size = t.batch_size
@@ -174,13 +175,13 @@ def student_config(size: Size, method: str, seed: int, teacher: str = "",
   gradient clipping at 0.02 (Table S1's recipe; VideoMAE's has none).
   """
   if method == "amd":
-    config = pretrain_config.get_config("runlocal")
+    config = config_files.load("pretrain", "runlocal")
     config.teacher.variant = size.teacher.variant
     config.teacher.init = teacher
     config.align.student_layers = size.student_layers
     config.align.teacher_layers = size.teacher_layers
   else:
-    config = videomae_config.get_config("runlocal")
+    config = config_files.load("videomae", "runlocal")
   config.model.variant = size.student
   config.data.size = size.image_size
   _pretrain_schedule(config, size.student_steps)
@@ -196,7 +197,7 @@ def finetune_config_for(size: Size, variant: str, init: str, seed: int,
   A fine-tuning epoch is one pass (V // v steps), so `finetune_steps` updates
   are finetune_steps / (V // v) epochs; validation halfway and at the end.
   """
-  config = finetune_config.get_config("runlocal")
+  config = config_files.load("finetune", "runlocal")
   config.mode = "finetune"
   config.init = init
   config.model.variant = variant
