@@ -63,10 +63,12 @@ def _block(key=0):
 
 
 def test_attention_probs_reproduce_the_block():
-  """probs @ v through proj equals the block's own attention: the rebuilt qkv is right."""
+  """probs @ v through proj equals the block's own (fused) attention: the sown
+  probabilities are the ones the block attends with."""
   block = _block()
   x = jax.random.normal(jax.random.key(3), (2, 10, 64))
-  probs = attention.attention_probs(block, x)
+  _, found = nnx.capture(block, nnx.Intermediate)(x, probs=True)
+  probs = found["attn"]["probs"].get_value()[0]
   assert probs.shape == (2, 2, 10, 10)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   h = block.norm1(x)

@@ -113,6 +113,40 @@ def test_drop_path_rates_and_remat_match():
   assert not np.allclose(x1, enc(video)[0])   # an rng turns stochastic depth on
 
 
+@pytest.mark.parametrize("remat", [False, True])
+def test_encoder_attention_probs_are_the_softmax_of_its_scores(remat):
+  """Encoder.attention_probs against softmax(q·kᵀ/√d) computed here from each block's
+  weights on its input (the embedding, then the previous block's output), with
+  random q/v biases; asking for them leaves the encoder's outputs as they were."""
+  encoder = vit.Encoder(V("Mu/8x2"), num_frames=4, image_size=16, remat=remat,
+                        rngs=nnx.Rngs(0))
+  width, heads_, head_dim = 64, 2, 32
+  keys = jax.random.split(jax.random.key(1), 2 * len(encoder.blocks.layers))
+  for layer, k1, k2 in zip(encoder.blocks.layers, keys[::2], keys[1::2]):
+    layer.attn.q_bias[...] = jax.random.normal(k1, (width,))
+    layer.attn.v_bias[...] = jax.random.normal(k2, (width,))
+  video = jax.random.normal(jax.random.key(2), (2, 4, 16, 16, 3))
+  x, hidden = encoder(video)
+  probs = nnx.jit(lambda e, v: e.attention_probs(v))(encoder, video)
+  assert len(probs) == 4
+  inputs = (encoder.embed(video),) + hidden[:-1]
+  for layer, h, p in zip(encoder.blocks.layers, inputs, probs):
+    assert p.shape == (2, heads_, 8, 8) and p.dtype == jnp.float32
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
+    n = np.asarray(layer.norm1(h), np.float64)
+    w = np.asarray(layer.attn.qkv.kernel[...], np.float64)
+    q = (n @ w[:, :width] + np.asarray(layer.attn.q_bias[...])).reshape(2, 8, heads_, head_dim)
+    k = (n @ w[:, width:2 * width]).reshape(2, 8, heads_, head_dim)
+    scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(head_dim)
+    want = np.exp(scores - scores.max(-1, keepdims=True))
+    np.testing.assert_allclose(p, want / want.sum(-1, keepdims=True), atol=1e-5)
+  (x_asked, hidden_asked), _ = nnx.capture(encoder, nnx.Intermediate)(video,
+                                                                       attention_probs=True)
+  np.testing.assert_allclose(x_asked, x, atol=1e-5)
+  for a, b in zip(hidden_asked, hidden):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_a_model_takes_a_clip_of_another_size():
   """Built for 8×64×64, called on 4×32×48: the same as the model built for that clip."""
   small = dict(num_classes=5, drop_path=0.0, head_dropout=0.0, init_scale=0.001)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
@@ -49,30 +48,10 @@ def mean_distance(attn: jnp.ndarray, dist: jnp.ndarray) -> jnp.ndarray:
   return jnp.einsum("bhqk,qk->bh", attn.astype(jnp.float32), dist) / attn.shape[2]
 
 
-def attention_probs(block: vit.Block, x: jnp.ndarray) -> jnp.ndarray:
-  """The softmax attention (B, heads, N, N) of `block` on its input residual stream x (B, N, D).
-
-  Rebuilds what vit.Attention computes before its value product: norm1, the
-  fused qkv with the q and v biases (k bias 0), scale head_dim^-0.5, f32 softmax.
-  """
-  attn = block.attn
-  b, n, d = x.shape
-  q_bias = attn.q_bias[...]
-  bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), attn.v_bias[...]])
-  qkv = (attn.qkv(block.norm1(x)) + bias.astype(attn.dtype)).reshape(b, n, 3, attn.heads, -1)
-  q, k = qkv[:, :, 0], qkv[:, :, 1]
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-  return jax.nn.softmax(logits * q.shape[-1] ** -0.5, axis=-1)
-
-
 @nnx.jit
 def _layer_distances(encoder: vit.Encoder, video: jnp.ndarray, dist: jnp.ndarray) -> jnp.ndarray:
   """(layers, B, heads) mean attention distance of every block on a normalised video."""
-  _, hidden = encoder(video)
-  # Block l's input: the embedding for l = 1, else the residual stream after block l−1.
-  inputs = (encoder.embed(video),) + tuple(hidden[:-1])
-  return jnp.stack([mean_distance(attention_probs(block, x), dist)
-                    for block, x in zip(encoder.blocks.layers, inputs)])
+  return jnp.stack([mean_distance(p, dist) for p in encoder.attention_probs(video)])
 
 
 def attention_distance(encoder: vit.Encoder, videos: np.ndarray, *, frame_spacing: float = 0.0,

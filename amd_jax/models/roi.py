@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from amd_jax import errors
-from amd_jax.models import posemb, vit
+from amd_jax.models import heads, posemb, vit
 
 NUM_CLASSES = 80          # AVA action ids 1..80 → logits 0..79
 ROI_SIZE = 7              # RoIAlign output and max-pool window (VideoMAE-AVA)
@@ -160,8 +160,9 @@ class Detector(nnx.Module):
 
   The encoder is built for the pre-training clip (`num_frames`,
   `pretrain_size`) so that its parameters and positions are the pre-trained
-  ones; other frame sizes get the resized position table (`position_table`).
-  The head starts at N(0, 0.02²)·init_scale (0.001 in VideoMAE-AVA), zero bias.
+  ones; other frame sizes get the resized position table (`position_table`,
+  the encoder's `positions`).
+  The head is heads.linear_head (init_scale 0.001 in VideoMAE-AVA).
   """
 
   def __init__(self, variant: vit.Variant, num_classes: int = NUM_CLASSES, *,
@@ -172,10 +173,8 @@ class Detector(nnx.Module):
     self.encoder = vit.Encoder(variant, num_frames=num_frames, image_size=pretrain_size,
                                drop_path=drop_path, final_norm=True, ln_eps=ln_eps,
                                norm_eps=norm_eps, remat=remat, dtype=dtype, rngs=rngs)
-    head_init = lambda key, shape, dtype=jnp.float32: (
-        init_scale * 0.02 * jax.random.truncated_normal(key, -100.0, 100.0, shape, dtype))
-    self.head = vit.dense(variant.width, num_classes, ("embed", "classes"), init=head_init,
-                          dtype=dtype, rngs=rngs)
+    self.head = heads.linear_head(variant.width, num_classes, init_scale, dtype=dtype,
+                                  rngs=rngs)
     self.head_dropout = head_dropout
 
   def __call__(self, video: jnp.ndarray, boxes: jnp.ndarray, *,
@@ -188,19 +187,14 @@ class Detector(nnx.Module):
       raise errors.BadInput(f"the detector was built for {enc.grid[0] * v.tubelet}-frame "
                             f"clips, got {t} frames")
     enc_rng, drop_rng = (None, None) if rng is None else tuple(jax.random.split(rng))
-    x = enc.patch_embed(vit.patchify(video, v.patch, v.tubelet))
-    x = x + jnp.asarray(position_table(enc.grid, grid[1:], v.width)).astype(x.dtype)
-    x, _ = enc.blocks(x, enc_rng)
-    x = enc.norm(x)
+    x, _ = enc(video, rng=enc_rng,
+               positions=jnp.asarray(position_table(enc.grid, grid[1:], v.width)))
     # Mean over time in float32: the map RoIAlign samples (B, H', W', D).
     fmap = x.astype(jnp.float32).reshape(b, *grid, v.width).mean(axis=1)
     pixels = boxes * jnp.array([w, h, w, h], jnp.float32) - jnp.array([0, 0, 1, 1], jnp.float32)
     rois = roi_align(fmap, pixels, ROI_SIZE, spatial_scale=1.0 / v.patch)
     x = rois.max(axis=(2, 3))                                     # 7×7 max-pool: (B, M, D)
-    if drop_rng is not None and self.head_dropout > 0:
-      keep = 1.0 - self.head_dropout
-      x = jnp.where(jax.random.bernoulli(drop_rng, keep, x.shape), x / keep, 0.0)
-    return self.head(x)
+    return self.head(heads.dropout(x, self.head_dropout, drop_rng))
 
 
 def ava_loss(logits: jnp.ndarray, labels: jnp.ndarray, box_valid: jnp.ndarray,

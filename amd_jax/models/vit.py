@@ -226,9 +226,14 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
   return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
 
 
-def _attention_block(q, k, v):
+def _logits(q: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
+  """Scores (B, heads, Nq, Nk) in float32: q·k scaled by head_dim^-0.5."""
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-  logits = logits * q.shape[-1] ** -0.5
+  return logits * q.shape[-1] ** -0.5
+
+
+def _attention_block(q, k, v):
+  logits = _logits(q, k)
   # Softmax is shift-invariant: the max only keeps exp in range, no gradient flows.
   e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
   y = jnp.einsum("bhqk,bkhd->bqhd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
@@ -239,6 +244,10 @@ class Attention(nnx.Module):
   """Fused qkv without a bias parameter; learnable q and v biases, k bias fixed at 0.
 
   `implementation` is `attention`'s; `set_attention` sets it model-wide.
+  Called with `probs=True`, it computes the float32 softmax over keys
+  explicitly, sows it as the `nnx.Intermediate` "probs" (B, heads, N, N) for
+  `nnx.capture` to collect (`Encoder.attention_probs`), and takes its output
+  from those probabilities: the fused implementations never form them.
   """
 
   def __init__(self, width: int, heads: int, *, dtype, rngs: nnx.Rngs):
@@ -251,13 +260,20 @@ class Attention(nnx.Module):
     self.v_bias = nnx.Param(sharded(zeros, "qkv")(rngs.params(), (width,)))
     self.proj = dense(width, width, ("qkv", "embed"), dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, *, probs: bool = False) -> jnp.ndarray:
     b, n, d = x.shape
     q_bias = self.q_bias[...]
     bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), self.v_bias[...]])
     qkv = self.qkv(x) + bias.astype(self.dtype)
-    q, k, v = jnp.split(qkv.reshape(b, n, 3, self.heads, d // self.heads), 3, axis=2)
-    y = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], self.implementation)
+    q, k, v = (t[:, :, 0] for t in
+               jnp.split(qkv.reshape(b, n, 3, self.heads, d // self.heads), 3, axis=2))
+    if probs:
+      p = jax.nn.softmax(_logits(q, k), axis=-1)
+      self.sow(nnx.Intermediate, "probs", p)
+      y = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v,
+                     preferred_element_type=jnp.float32).astype(v.dtype)
+    else:
+      y = attention(q, k, v, self.implementation)
     return self.proj(y.reshape(b, n, d))
 
 
@@ -304,9 +320,11 @@ class Block(nnx.Module):
     self.mlp = Mlp(width, mlp_dim, dtype=dtype, rngs=rngs)
     self.drop_path = drop_path
 
-  def __call__(self, x: jnp.ndarray, rng: jax.Array | None = None) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, rng: jax.Array | None = None,
+               probs: bool = False) -> jnp.ndarray:
+    """`probs`: Attention's (its probabilities sown for nnx.capture)."""
     rngs = (None, None) if rng is None else tuple(jax.random.split(rng))
-    x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, rngs[0])
+    x = x + drop_path(self.attn(self.norm1(x), probs=probs), self.drop_path, rngs[0])
     return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, rngs[1])
 
 
@@ -322,13 +340,14 @@ class Blocks(nnx.Module):
               dtype=dtype, rngs=rngs) for r in rates])
     self.remat = remat
 
-  def __call__(self, x: jnp.ndarray, rng: jax.Array | None = None
+  def __call__(self, x: jnp.ndarray, rng: jax.Array | None = None, *, probs: bool = False
                ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, ...]]:
-    call = nnx.remat(Block.__call__) if self.remat else Block.__call__
+    # `probs` is a Python flag choosing the code path: static under remat.
+    call = nnx.remat(Block.__call__, static_argnums=3) if self.remat else Block.__call__
     keys = [None] * len(self.layers) if rng is None else jax.random.split(rng, len(self.layers))
     hidden = []
     for layer, key in zip(self.layers, keys):
-      x = call(layer, x, key)
+      x = call(layer, x, key, probs)
       hidden.append(x)
     return x, tuple(hidden)
 
@@ -341,8 +360,12 @@ class Encoder(nnx.Module):
   after the final LayerNorm when `final_norm` (pre-training, AVA) else the last
   residual stream, and `hidden`, the raw residual stream after every block
   (hidden[l-1] is layer l, for alignment; unused ones cost nothing under jit).
-  `ln_eps` is the blocks' LayerNorm epsilon, `norm_eps` the final norm's (None:
-  the same); converted checkpoints set both (HF's defaults differ from 1e-6).
+  `positions` replaces the position embedding (see `embed`). With
+  `attention_probs=True` every block computes its attention probabilities
+  explicitly and sows them (see `Attention`); the method `attention_probs`
+  collects them. `ln_eps` is the blocks' LayerNorm epsilon, `norm_eps` the
+  final norm's (None: the same); converted checkpoints set both (HF's defaults
+  differ from 1e-6).
   """
 
   def __init__(self, variant: Variant, *, num_frames: int, image_size: int | Sequence[int],
@@ -360,18 +383,24 @@ class Encoder(nnx.Module):
     self.norm = (layer_norm(variant.width, ln_eps if norm_eps is None else norm_eps, dtype, rngs)
                  if final_norm else None)
 
-  def embed(self, video: jnp.ndarray, idx: jnp.ndarray | None = None) -> jnp.ndarray:
+  def embed(self, video: jnp.ndarray, idx: jnp.ndarray | None = None,
+            positions: jnp.ndarray | None = None) -> jnp.ndarray:
     """Tokens (B, n, D) of the tubelets at idx, with their position embedding.
 
     The fixed sinusoid table is the one of this clip's token grid, so a model
     takes clips of any size its tubelets divide (as the official code rebuilds
     the table for a new frame count), not only the size it was built for.
+    `positions` ((n, D) or (B, n, D), for the tokens at idx) is added instead
+    of that table: the AVA detector's, the pre-training table resized to its
+    clip (roi.position_table).
     """
     v = self.variant
     num_tokens = self.clip_tokens(video)     # first: a clip the tubelets do not divide is refused
     tubelets = gather_tokens(patchify(video, v.patch, v.tubelet), idx)
     x = self.patch_embed(tubelets)
-    return x + position_embedding(num_tokens, v.width, idx, x.shape[0]).astype(x.dtype)
+    if positions is None:
+      positions = position_embedding(num_tokens, v.width, idx, x.shape[0])
+    return x + positions.astype(x.dtype)
 
   def clip_tokens(self, video: jnp.ndarray) -> int:
     """The token count of this clip (B, T, H, W, C), whatever clip the model was built for."""
@@ -379,8 +408,21 @@ class Encoder(nnx.Module):
     return math.prod(token_grid(video.shape[1], video.shape[2:4], v.patch, v.tubelet))
 
   def __call__(self, video: jnp.ndarray, idx: jnp.ndarray | None = None, *,
-               rng: jax.Array | None = None):
-    x, hidden = self.blocks(self.embed(video, idx), rng)
+               rng: jax.Array | None = None, positions: jnp.ndarray | None = None,
+               attention_probs: bool = False):
+    x, hidden = self.blocks(self.embed(video, idx, positions), rng, probs=attention_probs)
     if self.norm is not None:
       x = self.norm(x)
     return x, hidden
+
+  def attention_probs(self, video: jnp.ndarray, idx: jnp.ndarray | None = None
+                      ) -> tuple[jnp.ndarray, ...]:
+    """Every block's attention probabilities (B, heads, n, n), float32, layer 1 first.
+
+    The softmax over keys each block computed and used on this clip: the
+    `Attention` "probs" that `__call__(attention_probs=True)` sows.
+    """
+    _, found = nnx.capture(self, nnx.Intermediate)(video, idx, attention_probs=True)
+    layers = found["blocks"]["layers"]
+    # sow keeps a tuple with one entry per call of the module: one call here.
+    return tuple(layers[l]["attn"]["probs"].get_value()[0] for l in range(len(layers)))
