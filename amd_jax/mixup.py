@@ -18,6 +18,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +61,8 @@ class Mixup:
 
 
 def smooth_one_hot(labels: jnp.ndarray, num_classes: int, smoothing: float) -> jnp.ndarray:
-  off = smoothing / num_classes
-  return jax.nn.one_hot(labels, num_classes) * (1.0 - smoothing) + off
+  """Integer labels (B,) → (B, K) targets, off = s/K and on = 1 − s + s/K."""
+  return optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
 
 
 def cutmix_box(rng: jax.Array, lam: jnp.ndarray, h: int, w: int
@@ -86,5 +87,4 @@ def cutmix_box(rng: jax.Array, lam: jnp.ndarray, h: int, w: int
 
 def soft_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
   """Mean over the batch of −Σ_k target_k · log softmax(logits)_k (float32)."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return jnp.mean(-jnp.sum(targets * logp, axis=-1))
+  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))

@@ -175,3 +175,12 @@ def test_ava_loss_by_hand():
   box0 = (79 * math.log(2) + math.log1p(math.exp(-3.0))) / 80
   want = (box0 + 2 * math.log(2)) / (2 / 4)
   assert float(roi.ava_loss(logits, labels, valid)) == pytest.approx(want, rel=1e-6)
+
+
+def test_ava_loss_gradient_at_zero_logits():
+  """d loss / d logit = (σ(logit) − label) / 80 per box (one box, B = 4 here) at logit 0
+  too, where the derivatives of max(x, 0) and |x| are conventions."""
+  labels = np.zeros((4, 1, 80), np.float32)
+  labels[:, :, :40] = 1.0
+  grad = jax.grad(roi.ava_loss)(jnp.zeros((4, 1, 80)), labels, np.ones((4, 1), bool))
+  np.testing.assert_allclose(grad, (0.5 - labels) / 80, rtol=1e-6)

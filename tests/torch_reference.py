@@ -15,19 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import VideoMAEConfig
 
+from amd_jax.convert import formats
+from amd_jax.models import vit
+
 EPS = 1e-6
 
 
 def hf_config(*, size: int, frames: int, patch: int, width: int, depth: int, heads: int,
               dec_width: int = 32, dec_depth: int = 1, dec_heads: int = 1,
-              **kw) -> VideoMAEConfig:
-  return VideoMAEConfig(
-      image_size=size, patch_size=patch, num_channels=3, num_frames=frames, tubelet_size=2,
-      hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
-      intermediate_size=4 * width, hidden_act="gelu", qv_bias=True,
-      decoder_hidden_size=dec_width, decoder_num_hidden_layers=dec_depth,
-      decoder_num_attention_heads=dec_heads, decoder_intermediate_size=4 * dec_width,
-      norm_pix_loss=True, attn_implementation="eager", **kw)
+              layer_norm_eps: float = 1e-12, **kw) -> VideoMAEConfig:
+  """A VideoMAEConfig of these sizes (tubelets of 2), with transformers' own default
+  eps unless told: the converter must carry whatever eps a config.json says."""
+  variant = vit.Variant(width=width, depth=depth, heads=heads, mlp_dim=4 * width, patch=patch,
+                        tubelet=2, decoder_width=dec_width, decoder_heads=dec_heads)
+  return VideoMAEConfig(**formats.videomae_config(
+      variant, image_size=size, num_frames=frames, layer_norm_eps=layer_norm_eps,
+      decoder_depth=dec_depth, attn_implementation="eager", **kw))
 
 
 def randomize(model: nn.Module, seed: int) -> nn.Module:

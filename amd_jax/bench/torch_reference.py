@@ -30,21 +30,14 @@ from transformers import (VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVid
 from transformers.models.videomae.modeling_videomae import VideoMAELayer
 
 from amd_jax import losses
+from amd_jax.convert import formats
 from amd_jax.models import posemb, vit
 
 
 def hf_config(variant: vit.Variant, config: ml_collections.ConfigDict, **kw) -> VideoMAEConfig:
-  return VideoMAEConfig(
-      image_size=config.data.size, patch_size=variant.patch, num_channels=3,
-      num_frames=config.data.frames, tubelet_size=variant.tubelet,
-      hidden_size=variant.width, num_hidden_layers=variant.depth,
-      num_attention_heads=variant.heads, intermediate_size=variant.mlp_dim,
-      hidden_act="gelu", qv_bias=True, layer_norm_eps=1e-6,
-      decoder_hidden_size=variant.decoder_width,
-      decoder_num_hidden_layers=config.model.get("decoder_depth", 4),
-      decoder_num_attention_heads=variant.decoder_heads,
-      decoder_intermediate_size=4 * variant.decoder_width, norm_pix_loss=True,
-      attn_implementation="sdpa", **kw)
+  return VideoMAEConfig(**formats.videomae_config(
+      variant, image_size=config.data.size, num_frames=config.data.frames, layer_norm_eps=1e-6,
+      decoder_depth=config.model.get("decoder_depth", 4), attn_implementation="sdpa", **kw))
 
 
 class Generator(nn.Module):

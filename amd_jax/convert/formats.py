@@ -560,23 +560,38 @@ def write_pth(dst: str, spec: spec_lib.ModelSpec, weights: dict[str, np.ndarray]
   os.rename(tmp, dst)
 
 
-def hf_config(spec: spec_lib.ModelSpec) -> dict:
-  v = spec.variant
-  arch = {t: a for a, t in HF_ARCHITECTURES.items()}[spec.task]
-  h, w = spec.image_size
+def videomae_config(variant: vit.Variant, *, image_size: int | tuple[int, int], num_frames: int,
+                    layer_norm_eps: float, use_mean_pooling: bool = True,
+                    decoder_depth: int | None = None, **extra) -> dict:
+  """The transformers `VideoMAEConfig` fields of our ViT `variant`: the one mapping of our
+  models onto HF's, for the config.json we write (`hf_config`) and for the PyTorch
+  references built from transformers (amd_jax/bench, tests). `use_mean_pooling` true
+  (HF's default) leaves the encoder without a final norm; the decoder's fields come
+  only with `decoder_depth`; `extra` adds fields as they are (num_labels, dtype, …)."""
+  v = variant
+  h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
   config = dict(
-      architectures=[arch], model_type="videomae", image_size=h if h == w else [h, w],
-      patch_size=v.patch, num_channels=3, num_frames=spec.num_frames, tubelet_size=v.tubelet,
-      hidden_size=v.width, num_hidden_layers=v.depth, num_attention_heads=v.heads,
-      intermediate_size=v.mlp_dim, hidden_act="gelu", hidden_dropout_prob=0.0,
-      attention_probs_dropout_prob=0.0, initializer_range=0.02, layer_norm_eps=spec.ln_eps,
-      qv_bias=True, use_mean_pooling=spec.task == "classifier" or spec.norm_eps is None,
-      norm_pix_loss=True, dtype="float32")
-  if spec.task == "pretrainer":
-    config.update(decoder_hidden_size=v.decoder_width,
-                  decoder_num_hidden_layers=spec.decoder_depth,
+      image_size=h if h == w else [h, w], patch_size=v.patch, num_channels=3,
+      num_frames=num_frames, tubelet_size=v.tubelet, hidden_size=v.width,
+      num_hidden_layers=v.depth, num_attention_heads=v.heads, intermediate_size=v.mlp_dim,
+      hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+      initializer_range=0.02, layer_norm_eps=layer_norm_eps, qv_bias=True,
+      use_mean_pooling=use_mean_pooling, norm_pix_loss=True)
+  if decoder_depth is not None:
+    config.update(decoder_hidden_size=v.decoder_width, decoder_num_hidden_layers=decoder_depth,
                   decoder_num_attention_heads=v.decoder_heads,
                   decoder_intermediate_size=4 * v.decoder_width)
+  return dict(**config, **extra)
+
+
+def hf_config(spec: spec_lib.ModelSpec) -> dict:
+  """The config.json of a Hugging Face folder holding `spec`."""
+  arch = {t: a for a, t in HF_ARCHITECTURES.items()}[spec.task]
+  config = dict(architectures=[arch], model_type="videomae", **videomae_config(
+      spec.variant, image_size=spec.image_size, num_frames=spec.num_frames,
+      layer_norm_eps=spec.ln_eps,
+      use_mean_pooling=spec.task == "classifier" or spec.norm_eps is None,
+      decoder_depth=spec.decoder_depth if spec.task == "pretrainer" else None, dtype="float32"))
   if spec.task == "classifier":
     config["id2label"] = {str(i): f"LABEL_{i}" for i in range(spec.num_classes)}
     config["label2id"] = {f"LABEL_{i}": i for i in range(spec.num_classes)}

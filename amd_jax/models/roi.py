@@ -20,6 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from amd_jax import errors
@@ -213,9 +214,6 @@ def ava_loss(logits: jnp.ndarray, labels: jnp.ndarray, box_valid: jnp.ndarray,
   which is what this returns (padding boxes count for nothing): the gradient
   scale does not depend on how many devices share the batch.
   """
-  x = logits.astype(jnp.float32)
-  y = labels.astype(jnp.float32)
-  # Stable sigmoid BCE: max(x, 0) − x·y + log(1 + e^−|x|).
-  bce = jnp.maximum(x, 0.0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x)))
+  bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels)
   per_box = jnp.where(box_valid, bce.mean(axis=-1), 0.0)
   return per_box.sum() * clips_per_gpu / logits.shape[0]
