@@ -87,6 +87,10 @@ class Checkpointer:
     )
     # JsonCheckpointHandler writes only on the primary process by default;
     # primary_host=None with a per-process file name keeps every iterator state.
+    # Not grain's own handler (grain.checkpoint.CheckpointHandler): it reads the
+    # live iterator at save time, one batch past the state train.py saves (the
+    # state taken before the loop fetched the next batch), and it names its files
+    # process_I-of-N.json, so existing checkpoints would not restore.
     data_handler = ocp.JsonCheckpointHandler(
         filename=f"process_{jax.process_index()}.json",
         multiprocessing_options=ocp.options.MultiprocessingOptions(
