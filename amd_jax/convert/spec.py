@@ -15,7 +15,7 @@ import json
 import re
 
 import jax
-from flax import nnx
+from flax import nnx, traverse_util
 
 from amd_jax import errors
 from amd_jax.models import heads as heads_lib
@@ -141,14 +141,7 @@ def flatten(tree) -> dict[str, object]:
 
 def unflatten(flat: dict[str, object]) -> dict:
   """Nested dicts from flat keys (how converted weights are saved)."""
-  tree: dict = {}
-  for key, value in flat.items():
-    *parents, leaf = key.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def default_heads(width: int, *, decoder: bool = False) -> int:

@@ -5,6 +5,7 @@ video_lists.py    k400, ucf101, hmdb51, ssv2: the official list files of local v
                   or frame folders
 image_folder.py   image_folder: an ImageNet-layout folder as one-frame videos
 moving_digits.py  moving_digits: the embedded dataset, rendered on first use
+manual.py         ManualBuilder: the base of the builders over files a user supplies
 ava.py            ava: AVA v2.2 key frames from the official annotations and frames, and
                   the readers of those files (the mAP evaluation reads them too)
 """

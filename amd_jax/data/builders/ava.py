@@ -72,6 +72,7 @@ from PIL import Image
 
 from amd_jax import errors
 from amd_jax.data import decode, transforms
+from amd_jax.data.builders import manual
 
 log = logging.getLogger("amd_jax")
 
@@ -306,7 +307,7 @@ def _load(frames_root: str, short_side: int, validate: bool, entry: dict):
   return entry, images, (height, width), ""
 
 
-class Ava(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Ava(manual.ManualBuilder, skip_registration=True):
   """AVA v2.2 key frames from the official annotation files and extracted frames."""
 
   name = "ava"
@@ -326,10 +327,6 @@ class Ava(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             f"{PROPOSALS[0].format('val')} or {PROPOSALS[1].format('val')} (lines like "
             f"'{PROPOSAL_EXAMPLE}'), and the 30 fps frames as "
             "frames/<video_id>/<video_id>_000001.jpg")
-
-  @property
-  def MANUAL_DOWNLOAD_INSTRUCTIONS(self):  # noqa: N802 (tfds's name)
-    return self.layout()
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 
 from amd_jax import errors
 from amd_jax.data import decode
+from amd_jax.data.builders import manual
 
 SPLITS = ("train", "val", "test")
 EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -29,7 +30,7 @@ def _class_folders(split_dir: str) -> list[str]:
   return sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
 
 
-class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class ImageFolder(manual.ManualBuilder, skip_registration=True):
   """Records: frames (one encoded image), label, path."""
 
   name = "image_folder"
@@ -44,10 +45,6 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def layout(cls) -> str:
     return (f"{cls.name}: expected train/, val/ and/or test/ in the manual dir, each with "
             f"one folder of images per class, like '{EXAMPLE}'")
-
-  @property
-  def MANUAL_DOWNLOAD_INSTRUCTIONS(self):  # noqa: N802 (tfds's name)
-    return self.layout()
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -29,6 +29,7 @@ import tensorflow_datasets as tfds
 
 from amd_jax import errors
 from amd_jax.data import decode, transforms
+from amd_jax.data.builders import manual
 
 log = logging.getLogger("amd_jax")
 
@@ -109,7 +110,7 @@ def _load(read, options: tuple, entry: tuple[str, list[int]]):
     return path, numbers[-1], None, str(e)
 
 
-class _ListBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _ListBuilder(manual.ManualBuilder, skip_registration=True):
   """Shared by every list-based builder; subclasses set the layout."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -132,10 +133,6 @@ class _ListBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return (f"{cls.name}: expected train.csv, val.csv and/or test.csv in the manual dir, "
             f"one line per {'frame folder' if cls.COLUMNS == 3 else 'video'} like "
             f"'{cls.EXAMPLE}'")
-
-  @property
-  def MANUAL_DOWNLOAD_INSTRUCTIONS(self):  # noqa: N802 (tfds's name)
-    return self.layout()
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
