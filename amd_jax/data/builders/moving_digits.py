@@ -8,13 +8,22 @@ the same way. The label is the motion, not the digits, so a single frame does
 not tell the class (as in SSV2): positions and angles are uniform, so one frame
 shows where the digits are but not where they go.
 
-Under per-patch normalisation a flat patch's target is 0 (H.264 keeps a flat
-colour flat), so a hidden tube of background follows from any visible one and
-the pre-training loss is spent on the digits: where they are and how they move.
-Earlier versions hid the digits in structure that normalisation turns into
-noise: an i.i.d. texture (1.0.0) and a faint brightness ramp (2.0.0), whose
-patches differ by a few grey levels, as much as H.264 changes them; no model
-reconstructed either better than a prediction of 0.
+The background is one colour whose light flickers: FLICKER grey levels up for
+two frames, down for the next two, in a phase drawn per clip. Pre-training
+(every other frame) and fine-tuning (one frame of each pair) both see the light
+alternate between the two frames of every tubelet, so under per-patch
+normalisation every tube of background has the same exact target, ±1 in its two
+frames with the clip's phase as sign: a hidden tube of background follows from
+any visible one, but only for a model that reads the phase there (a prediction
+of 0 scores 1 on it, copying a neighbour fails wherever the neighbour holds a
+digit). To a classifier the flicker is one offset per clip, with no trend, so it
+does not compete with the motion. The flicker is what lets masked pre-training
+be told from a prediction of 0: the hidden strokes of the digits cannot be
+inferred from the few visible tubes (3.0.0, with a still background, left every
+model at the zero predictor's loss). Earlier versions hid the digits in structure
+that normalisation turns into noise: an i.i.d. texture (1.0.0) and a faint
+brightness ramp (2.0.0), whose patches differ by a few grey levels, as much as
+H.264 changes them.
 
 Clips are stored as H.264 mp4 bytes so the real decoding path runs. Every clip
 is a pure function of (seed, split, index) and the splits draw on disjoint
@@ -42,7 +51,8 @@ SEED = 0
 NUM_DIGITS = 2                   # sprites per clip, all moving by the clip's motion
 SPRITE = (0.3, 0.4)              # sprite side, fraction of the frame
 TRAVEL = 0.35                    # a translation's path over the clip, fraction of the frame
-BACK_LOW, BACK_HIGH = 20, 90     # the flat background's colour, per channel
+BACK_LOW, BACK_HIGH = 20, 90     # the background's colour, per channel
+FLICKER = 5.0                    # the background's light: ± grey levels, 2 frames each way
 
 
 def _bilinear(image: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -61,8 +71,10 @@ def _bilinear(image: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
 def render(digits: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
   """uint8 (FRAMES, SIZE, SIZE, 3): `digits` (n × 8×8, values 0..16) moving by MOTIONS[label]."""
   t, s = FRAMES, SIZE
-  video = np.broadcast_to(rng.uniform(BACK_LOW, BACK_HIGH, 3), (t, s, s, 3)).copy()
   k = np.arange(t) / (t - 1) - 0.5                      # -0.5 … 0.5 over the clip
+  base = rng.uniform(BACK_LOW, BACK_HIGH, 3)
+  light = rng.choice((-1, 1)) * FLICKER * np.where(np.arange(t) % 4 < 2, 1, -1)
+  video = base + light[:, None, None, None] + np.zeros((t, s, s, 3))
   yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) + 0.5
   motion = MOTIONS[label]
   for digit in digits:
@@ -100,13 +112,15 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Records: video (mp4 bytes), label (motion), path ('<split>/<index>')."""
 
   name = "moving_digits"
-  VERSION = tfds.core.Version("3.0.0")
+  VERSION = tfds.core.Version("4.0.0")
   RELEASE_NOTES = {
       "1.0.0": "16×64×64 H.264 clips; 2048 / 256 / 256 videos; i.i.d. 2×2-pixel background texture.",
       "2.0.0": ("A brightness ramp as background (predictable under tube masking and per-patch "
                 "normalisation); larger digits, uniform positions on a torus and angles."),
       "3.0.0": ("Two digits per clip on a flat background (a ramp's normalised patches were "
                 "H.264 noise: no model learnt to reconstruct them); fine-tuning learns again."),
+      "4.0.0": ("The background's light flickers ±5 grey levels every two frames, in a phase "
+                "per clip: hidden tubes of background are inferable only by reading it."),
   }
 
   def _info(self) -> tfds.core.DatasetInfo:
