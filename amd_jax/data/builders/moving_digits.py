@@ -2,7 +2,7 @@
 
 Each clip is 16 RGB frames of 64×64: two of scikit-learn's bundled 8×8
 handwritten digits (`load_digits`, 1,797 real scans, no download), scaled up and
-coloured, move over a flat background by one of eight motions — left, right,
+coloured, move over a one-colour background by one of eight motions — left, right,
 up, down, zoom in, zoom out, rotate clockwise, rotate counter-clockwise — both
 the same way. The label is the motion, not the digits, so a single frame does
 not tell the class (as in SSV2): positions and angles are uniform, so one frame
