@@ -59,7 +59,8 @@ def _training_files(root):
 def test_teacher_release_has_its_card_and_weights(release):
   card = json.loads((release / release_lib.CARD_FILE).read_text())
   assert card["recipe"] == {"variant": "Mu/8x2", "image_size": 32, "steps": 2, "batch_size": 8,
-                            "base_lr": 0.1, "finetune_base_lr": 6e-2}
+                            "base_lr": 0.1, "finetune_base_lr": 6e-2, "clip_norm": 0.0}
+  assert card["config"]["optim"]["clip_norm"] == 0.0 and card["config"]["optim"]["base_lr"] == 0.1
   assert card["data"] == f"moving_digits {moving_digits.MovingDigits.VERSION}"
   # The command as it was typed (the fixture's arguments), not rewritten with this
   # machine's absolute paths.
@@ -197,6 +198,15 @@ def test_schedules_make_the_requested_steps():
       (recipe.finetune_config_for(size, size.student, "init", 0), size.finetune_steps,
        recipe.TRAIN_VIDEOS // 16)):
     assert round(config.optim.epochs * per_epoch) == steps
+
+
+def test_the_teacher_recipe_reaches_its_config():
+  """The release's lr and gradient clipping (Teacher in recipe.py) are the teacher run's."""
+  size = recipe.SIZES["default"]
+  config = recipe.teacher_config(size)
+  assert (config.optim.base_lr, config.optim.clip_norm) == (0.025, 0.02)
+  assert (size.teacher.base_lr, size.teacher.clip_norm) == (0.025, 0.02)
+  assert recipe.teacher_config(recipe.SIZES["smoke"]).optim.clip_norm == 0.0
 
 
 def test_ablation_settings_are_config_keys():
