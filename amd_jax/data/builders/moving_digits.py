@@ -74,7 +74,7 @@ def render(digits: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarr
   k = np.arange(t) / (t - 1) - 0.5                      # -0.5 … 0.5 over the clip
   base = rng.uniform(BACK_LOW, BACK_HIGH, 3)
   light = rng.choice((-1, 1)) * FLICKER * np.where(np.arange(t) % 4 < 2, 1, -1)
-  video = base + light[:, None, None, None] + np.zeros((t, s, s, 3))
+  video = np.broadcast_to(base + light[:, None, None, None], (t, s, s, 3)).copy()
   yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) + 0.5
   motion = MOTIONS[label]
   for digit in digits:
