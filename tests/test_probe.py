@@ -80,14 +80,46 @@ def test_probe_of_a_pretraining_checkpoint_from_the_command_line(tmp_path):
   path = _write(tmp_path, "pretrainer", decoder_depth=1, decoder_norm_eps=1e-6)
   out = tmp_path / "out"
   result = subprocess.run([sys.executable, "-m", "amd_jax.analysis", "probe", "--checkpoint",
-                           f"random={path}", "--videos", "16", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                           f"random={path}", "--videos", "16", "--blocks", "all", "--out",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads((out / "probe.json").read_text())
   m = report["models"]["random"]
   assert m["videos"] == {"train": 16, "val": 16, "test": 16} and m["dim"] == 64
   assert 0.0 <= m["test_top1"] <= 1.0 and m["l2"] in probe.L2_GRID
   assert "random: probe test top-1" in result.stdout
+  # Mu has 4 blocks: each probed on its own features.
+  assert sorted(m["blocks"]) == ["1", "2", "3", "4"]
+  assert all(b["videos"] == m["videos"] and b["dim"] == 64 for b in m["blocks"].values())
+  assert "random: after block 4: probe test top-1" in result.stdout
+  result = subprocess.run([sys.executable, "-m", "amd_jax.analysis", "probe", "--checkpoint",
+                           f"random={path}", "--blocks", "2,5", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == "error: random has 4 blocks: no block 5"
+
+
+def test_block_features_are_the_pooled_residual_stream():
+  """features()[0] is the mean of the output tokens (after the final norm), [l] the
+  mean of the residual stream after block l: computed here from the encoder's own call."""
+  import jax.numpy as jnp
+  from amd_jax import losses
+  encoder = probe.random_encoder("Mu/8x2", num_frames=8, image_size=32, seed=0)
+  videos = np.random.default_rng(0).integers(0, 256, (3, 8, 32, 32, 3), dtype=np.uint8)
+  got = probe.features(encoder, videos, batch=2)        # two batches, the second padded
+  x, hidden = encoder(losses.normalize(jnp.asarray(videos)))
+  want = np.stack([np.asarray(t).mean(axis=1) for t in (x, *hidden)])
+  assert got.shape == (5, 3, 64)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(got[0], got[4], atol=1e-2)     # the final norm is not a no-op
+
+
+@pytest.mark.parametrize("text, message", [("x", "'all' or block numbers"),
+                                           ("0,2", "blocks count from 1")])
+def test_block_list_refuses_bad_input(text, message):
+  assert probe.block_list("all") == "all" and probe.block_list("1,3") == (1, 3)
+  with pytest.raises(errors.BadInput, match=message):
+    probe.block_list(text)
 
 
 def test_random_encoder_is_the_seeded_control():
@@ -103,3 +135,14 @@ def test_random_encoder_is_the_seeded_control():
   m = probe.probe_report({"scratch": a}, videos=8)["models"]["scratch"]
   assert m["checkpoint"] == "random initial weights" and m["dim"] == 64
   assert m["videos"] == {"train": 8, "val": 8, "test": 8}
+
+
+def test_blocks_gather_seeds_and_plot(tmp_path):
+  """by_block puts 'NAME/seed_S' under NAME, block by block; plot_blocks draws them."""
+  entry = lambda *top1: {"blocks": {str(b + 1): {"test_top1": t} for b, t in enumerate(top1)}}
+  report = {"models": {"teacher": entry(0.8, 0.9), "amd/seed_0": entry(0.5, 0.4),
+                       "amd/seed_1": entry(0.7, 0.6), "plain": {"test_top1": 0.3}}}
+  assert probe.by_block(report) == {"teacher": {1: [0.8], 2: [0.9]},
+                                    "amd": {1: [0.5, 0.7], 2: [0.4, 0.6]}}
+  probe.plot_blocks(report, str(tmp_path / "blocks.png"))
+  assert (tmp_path / "blocks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

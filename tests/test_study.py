@@ -91,6 +91,8 @@ def test_smoke_study_writes_results_and_every_plot(smoke):
     assert m["finetune_steps"] == 2 and m["finetune_time_s"] > 0
     assert m["top1_std"] is None                            # one seed
     assert 0 <= m["probe_top1"] <= 1                        # scratch: its random weights
+    assert sorted(m["probe_blocks"]) == ["1", "2", "3", "4"]  # Mu: after each of 4 blocks
+    assert m["runs"][0]["probe_blocks"] == m["probe_blocks"]  # one seed: its own values
     if method:
       assert m["pretrain_steps"] == 2 and m["pretrain_time_s"] > 0
     else:                                                   # the control: no pre-training
@@ -112,6 +114,7 @@ def test_smoke_study_writes_results_and_every_plot(smoke):
   assert set(probes) == {"teacher", "amd_student/seed_0", "videomae_student/seed_0",
                          "scratch_student/seed_0"}
   assert probes["scratch_student/seed_0"]["checkpoint"] == "random initial weights"
+  assert models["teacher"]["probe_blocks"]["4"] == probes["teacher"]["blocks"]["4"]["test_top1"]
 
 
 @pytest.mark.slow
@@ -175,11 +178,14 @@ def _record(top1, time_s=10.0):
 
 def test_results_over_seeds_are_mean_and_sample_std():
   runs = [{"seed": s, "pretrain": {"done": True, "time_s": t, "steps": 7},
-           "finetune": _record(top1, time_s=2 * t)}
+           "finetune": _record(top1, time_s=2 * t),
+           "probe_blocks": {"1": top1 / 2, "2": 0.25}}
           for s, top1, t in ((0, 0.5, 10.0), (1, 0.7, 20.0), (2, 0.6, 30.0))]
   row = run.summarize(runs, "Mu/8x2")
   assert row["top1"] == pytest.approx(0.6)
   assert row["top1_std"] == pytest.approx(0.1)              # sample std of 0.5, 0.7, 0.6
+  assert row["probe_blocks"] == pytest.approx({"1": 0.3, "2": 0.25})
+  assert row["probe_blocks_std"] == pytest.approx({"1": 0.05, "2": 0.0})
   assert row["pretrain_time_s"] == pytest.approx(20.0)
   assert row["finetune_time_s"] == pytest.approx(40.0)
   assert (row["pretrain_steps"], row["finetune_steps"], row["views"]) == (7, 5, 6)

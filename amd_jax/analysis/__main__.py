@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                  metavar=("TRAIN", "VAL", "TEST"))
   p.add_argument("--videos", type=int, help="at most this many videos per split (default: all)")
   p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--blocks", default="",
+                 help="also probe the residual stream after these blocks: 'all' or '1,3'")
   p.add_argument("--out", required=True)
   args = parser.parse_args(argv)
 
@@ -90,12 +92,18 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "probe":
       report = probe.probe_report(named_paths(args.checkpoint), data=args.data,
                                   data_dir=args.data_dir, splits=tuple(args.splits),
-                                  videos=args.videos, batch=args.batch)
+                                  videos=args.videos, batch=args.batch,
+                                  blocks=probe.block_list(args.blocks) if args.blocks else ())
       os.makedirs(args.out, exist_ok=True)
       write_json(os.path.join(args.out, "probe.json"), report)
+      if args.blocks:
+        probe.plot_blocks(report, os.path.join(args.out, "probe_blocks.png"))
       for name, m in report["models"].items():
         print(f"{name}: probe test top-1 {m['test_top1']:.3f} (val {m['val_top1']:.3f}, "
               f"L2 {m['l2']:g})")
+        for block, b in m.get("blocks", {}).items():
+          print(f"{name}: after block {block}: probe test top-1 {b['test_top1']:.3f} "
+                f"(val {b['val_top1']:.3f}, L2 {b['l2']:g})")
     else:
       reconstructions_report(named_paths(args.run), args.out, videos=args.videos)
   print(f"wrote {args.out}")

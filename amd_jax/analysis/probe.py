@@ -1,7 +1,7 @@
 """Linear probe: what a pre-trained encoder's frozen features know of the labels.
 
   python -m amd_jax.analysis probe --checkpoint NAME=PATH [...] --out DIR \
-      [--data moving_digits --train-split train --val-split val --test-split test]
+      [--data moving_digits --splits train val test --blocks all]
 
 Every video's centre clip (one view, the test views' dense rule) goes through
 the frozen encoder; its output tokens (after the final norm, when the encoder
@@ -13,6 +13,11 @@ best validation top-1 is kept (the stronger on a tie) and its test top-1
 reported. Nothing of the encoder is trained, so the number compares what
 pre-training put into the features, without a fine-tuning recipe in between.
 
+`--blocks` probes the residual stream after chosen blocks as well (mean-pooled
+the same way, no norm): a masked autoencoder's last blocks serve its pixel
+decoder, so what it knows of the labels can peak in a middle block, and the
+output alone would hide it.
+
 Any checkpoint `amd_jax.pretrained.load` reads works but a fine-tuned one (its
 features were trained on the labels).
 """
@@ -20,6 +25,7 @@ features were trained on the labels).
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +33,11 @@ import numpy as np
 import optax
 import tqdm
 from flax import nnx
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 
 from amd_jax import errors, losses, pretrained
+from amd_jax.analysis.output import legend_outside, save
 from amd_jax.data import pipeline, sources
 from amd_jax.models import heads, pretrain, roi, vit
 
@@ -68,13 +77,14 @@ def labelled_clips(encoder_grid: tuple[int, int, int], patch: int, tubelet: int,
 
 @nnx.jit
 def _pooled(encoder: vit.Encoder, video: jnp.ndarray) -> jnp.ndarray:
-  x, _ = encoder(losses.normalize(video))
-  return x.astype(jnp.float32).mean(axis=1)
+  x, hidden = encoder(losses.normalize(video))
+  return jnp.stack([t.astype(jnp.float32).mean(axis=1) for t in (x, *hidden)])
 
 
 def features(encoder: vit.Encoder, videos: np.ndarray, *, batch: int = 32,
              desc: str = "features") -> np.ndarray:
-  """Mean-pooled output tokens of uint8 videos (V, T, H, W, 3): float32 (V, D)."""
+  """Mean-pooled tokens of uint8 videos (V, T, H, W, 3): float32 (1 + depth, V, D),
+  [0] the output, [l] the residual stream after block l."""
   out = []
   for start in tqdm.trange(0, len(videos), batch, desc=desc, unit="batch", leave=False,
                            dynamic_ncols=True):
@@ -82,8 +92,8 @@ def features(encoder: vit.Encoder, videos: np.ndarray, *, batch: int = 32,
     pad = batch - len(chunk)            # one compiled shape for every batch
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    out.append(np.asarray(_pooled(encoder, jnp.asarray(chunk)))[:batch - pad])
-  return np.concatenate(out)
+    out.append(np.asarray(_pooled(encoder, jnp.asarray(chunk)))[:, :batch - pad])
+  return np.concatenate(out, axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
@@ -140,17 +150,35 @@ def random_encoder(variant: str, *, num_frames: int, image_size: int, seed: int)
                      final_norm=True, rngs=nnx.Rngs(seed))
 
 
+def block_list(text: str) -> tuple[int, ...] | str:
+  """--blocks: 'all' (every block of each encoder) or block numbers '1,3' (1-indexed)."""
+  if text == "all":
+    return text
+  try:
+    blocks = tuple(int(b) for b in text.split(","))
+  except ValueError:
+    raise errors.BadInput(f"--blocks {text!r}: 'all' or block numbers such as 1,3") from None
+  if min(blocks) < 1:
+    raise errors.BadInput(f"--blocks {text!r}: blocks count from 1")
+  return blocks
+
+
 def probe_report(checkpoints: dict[str, str | vit.Encoder], *, data: str = "moving_digits",
                  data_dir: str = "", splits: tuple[str, str, str] = ("train", "val", "test"),
-                 videos: int | None = None, batch: int = 32) -> dict:
+                 videos: int | None = None, batch: int = 32,
+                 blocks: tuple[int, ...] | str = ()) -> dict:
   """The probe of every checkpoint's encoder (what `analysis probe` writes to probe.json).
 
   A value is a checkpoint path or an encoder itself (`random_encoder`). videos:
   at most this many videos of each split (None: all). Encoders of one clip
-  layout share the decoded clips.
+  layout share the decoded clips. blocks: also probe the residual stream after
+  these blocks (1-indexed; 'all': every one), under each model's `blocks`.
   """
   encoders = {name: c if isinstance(c, vit.Encoder) else load_encoder(c)
               for name, c in checkpoints.items()}
+  for name, encoder in encoders.items():
+    if blocks != "all" and blocks and max(blocks) > encoder.variant.depth:
+      raise errors.BadInput(f"{name} has {encoder.variant.depth} blocks: no block {max(blocks)}")
   clips, report = {}, {}
   for name, encoder in encoders.items():
     v = encoder.variant
@@ -164,8 +192,46 @@ def probe_report(checkpoints: dict[str, str | vit.Encoder], *, data: str = "movi
              for role, (x, y) in clips[key].items()}
     source = checkpoints[name]
     report[name] = dict(checkpoint=source if isinstance(source, str) else "random initial weights",
-                        **fit(feats, num_classes))
+                        **fit({k: (x[0], y) for k, (x, y) in feats.items()}, num_classes))
+    chosen = range(1, encoder.variant.depth + 1) if blocks == "all" else blocks
+    if chosen:
+      report[name]["blocks"] = {str(b): fit({k: (x[b], y) for k, (x, y) in feats.items()},
+                                            num_classes) for b in chosen}
   return dict(data=data, splits=dict(zip(("train", "val", "test"), splits)),
-             method=("mean-pooled final tokens, standardised; multinomial logistic regression "
+             method=("mean-pooled final tokens (under `blocks`: the residual stream after "
+                     "each block), standardised; multinomial logistic regression "
                      f"(L-BFGS, {LBFGS_STEPS} steps), L2 from {list(L2_GRID)} by val top-1"),
              models=report)
+
+
+def by_block(report: dict) -> dict[str, dict[int, list[float]]]:
+  """Test top-1 per block of every model of a probe report with `blocks`, seeds
+  ('NAME/seed_S') gathered under NAME: {NAME: {block: [top-1 per seed]}}."""
+  out: dict[str, dict[int, list[float]]] = {}
+  for name, m in report["models"].items():
+    group = re.sub(r"/seed_\d+$", "", name)
+    for block, b in m.get("blocks", {}).items():
+      out.setdefault(group, {}).setdefault(int(block), []).append(b["test_top1"])
+  return out
+
+
+def plot_blocks(report: dict, path: str) -> Figure:
+  """Probe test top-1 after each block, against the block's depth as a fraction of
+  its encoder's (so encoders of other depths line up): mean over seeds, ± std."""
+  fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
+  for i, (name, blocks) in enumerate(by_block(report).items()):
+    depth = max(blocks)
+    x = [b / depth for b in sorted(blocks)]
+    mean = np.array([np.mean(blocks[b]) for b in sorted(blocks)])
+    std = np.array([np.std(blocks[b], ddof=1) if len(blocks[b]) > 1 else 0.0
+                    for b in sorted(blocks)])
+    seeds = len(blocks[depth])
+    ax.plot(x, mean, marker="o", color=f"C{i}",
+            label=f"{name} ({depth} blocks" + (f", {seeds} seeds)" if seeds > 1 else ")"))
+    ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.15)
+  ax.set_xlabel("block / depth (residual stream after it, mean-pooled)")
+  ax.set_ylabel("probe test top-1")
+  ax.grid(alpha=0.3)
+  legend_outside(fig, [ax], fontsize=7)
+  fig.suptitle("Linear probe after each block", fontsize=9)
+  return save(fig, path)

@@ -30,7 +30,7 @@ from amd_jax.study.release import (RELEASED_TEACHER, data_id, machine, make_teac
 STUDY_FILE = "study.json"
 PROBE_FILE = "probe.json"
 PLOTS = ("pretrain_losses.png", "finetune_curves.png", "reconstructions.png", "per_class.png",
-         "attention_distance.png")
+         "attention_distance.png", "probe_blocks.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +73,17 @@ def pretrain_then_finetune(name: str, method: str, size: Size, seed: int,
 
 
 def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> dict:
-  """The linear probe of every checkpoint (or encoder) → `path` (probe.json); those
-  already in it are not probed again."""
+  """The linear probe of every checkpoint (or encoder), of its output and after each
+  block → `path` (probe.json); those already in it are not probed again."""
   done = read_json(path) if os.path.isfile(path) else {"models": {}}
-  todo = {name: p for name, p in checkpoints.items() if name not in done["models"]}
+  todo = {name: p for name, p in checkpoints.items()
+          if "blocks" not in done["models"].get(name, {})}
   if not todo:
     say("  probes: done, skipped")
     return done
   say(f"  probes: {', '.join(todo)}")
-  report = probe.probe_report(todo, splits=("train", "val", "test"), videos=size.probe_videos)
+  report = probe.probe_report(todo, splits=("train", "val", "test"), videos=size.probe_videos,
+                              blocks="all")
   report["models"] = {**done["models"], **report["models"]}
   output.write_json(path, report)
   for name in todo:
@@ -90,7 +92,8 @@ def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> 
 
 
 def plots(layout: Layout, size: Size, teacher: str) -> list[str]:
-  """The PNGs (and their JSON numbers) from seed 0's runs; each drawn only if missing."""
+  """The PNGs (and their JSON numbers) from seed 0's runs, and the probe after each
+  block from every seed's (probe.json); each drawn only if missing."""
   root = layout.root
   pre = {"teacher": teacher,
          "amd_student": layout.student("amd_student", 0, "pretrain"),
@@ -108,6 +111,8 @@ def plots(layout: Layout, size: Size, teacher: str) -> list[str]:
           names=("videomae_student", "amd_student")),
       "attention_distance.png": lambda: attention.attention_distance_report(
           pre, root, videos=size.analysis_videos),
+      "probe_blocks.png": lambda: probe.plot_blocks(
+          read_json(os.path.join(root, PROBE_FILE)), os.path.join(root, "probe_blocks.png")),
   }
   for name in PLOTS:
     path = os.path.join(root, name)
@@ -130,9 +135,16 @@ def _stats(values: list) -> tuple[float | None, float | None]:
   return float(np.mean(values)), std
 
 
+def _probed(m: dict) -> dict:
+  """A run's probe results from its probe.json entry: the output's test top-1 and
+  each block's."""
+  return {"probe_top1": m["test_top1"],
+          "probe_blocks": {b: v["test_top1"] for b, v in m["blocks"].items()}}
+
+
 def summarize(runs: list[dict], variant: str) -> dict:
   """One model's row from its runs ({seed, pretrain: record | None, finetune: record |
-  None, probe_top1: float | None}).
+  None, probe_top1: float | None, probe_blocks: {block: top-1} | None}).
 
   Times and top-k are means over the runs (std: the sample std, None for one run).
   """
@@ -142,13 +154,18 @@ def summarize(runs: list[dict], variant: str) -> dict:
   for key in ("top1", "top5"):
     row[key], row[f"{key}_std"] = _stats([f.get(key) for f in fine])
   row["probe_top1"], row["probe_top1_std"] = _stats([r.get("probe_top1") for r in runs])
+  blocks = [r.get("probe_blocks") or {} for r in runs]
+  stats = {b: _stats([per.get(b) for per in blocks]) for b in blocks[0]}
+  row["probe_blocks"] = {b: mean for b, (mean, _) in stats.items()}
+  row["probe_blocks_std"] = {b: std for b, (_, std) in stats.items()}
   row["views"] = fine[0].get("views")
   row["pretrain_time_s"], _ = _stats([p.get("time_s") for p in pre])
   row["finetune_time_s"], _ = _stats([f.get("time_s") for f in fine])
   row["pretrain_steps"] = pre[0].get("steps", 0)
   row["finetune_steps"] = fine[0].get("steps")
   row["runs"] = [{"seed": r["seed"], "top1": f.get("top1"), "top5": f.get("top5"),
-                  "probe_top1": r.get("probe_top1"), "pretrain_time_s": p.get("time_s"),
+                  "probe_top1": r.get("probe_top1"), "probe_blocks": r.get("probe_blocks"),
+                  "pretrain_time_s": p.get("time_s"),
                   "finetune_time_s": f.get("time_s")}
                  for r, p, f in zip(runs, pre, fine)]
   return row
@@ -234,12 +251,12 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None,
   models = {}
   for name, method in STUDENTS.items():
     runs = [{"seed": s, **by_seed[s][name],
-             "probe_top1": probed[f"{name}/seed_{s}"]["test_top1"]}
+             **_probed(probed[f"{name}/seed_{s}"])}
             for s in sorted(by_seed)]
     models[name] = summarize(runs, size.student)
   models["teacher"] = summarize(
       [{"seed": 0, "pretrain": card["pretrain"], "finetune": teacher_finetune,
-        "probe_top1": probed["teacher"]["test_top1"]}], size.teacher.variant)
+        **_probed(probed["teacher"])}], size.teacher.variant)
   models["teacher"]["note"] = (
       f"released teacher ({teacher}): pre-trained once ({card['command']}); its fine-tuned "
       f"top-1 ('{size_name}' protocol, base lr {size.teacher.finetune_base_lr:g}) is "
@@ -285,7 +302,7 @@ def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | 
   runs = {setting: [] for setting in ABLATIONS[name]}
   for (seed, setting), (pre, fine) in zip(plan, records):
     runs[setting].append({"seed": seed, "pretrain": pre, "finetune": fine,
-                          "probe_top1": probed[names[seed, setting]]["test_top1"]})
+                          **_probed(probed[names[seed, setting]])})
   rows = {setting: dict(summarize(r, size.student), overrides=ABLATIONS[name][setting])
           for setting, r in runs.items()}
   out = {"ablation": name, "size": size_name, "settings": rows, "machine": machine()}
