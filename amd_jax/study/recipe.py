@@ -56,7 +56,11 @@ class Teacher:
 # wobbled between 0.36 and 1.03 until step 750 (fine-tuned 0.281, probe 0.738);
 # at 0.0125 it lost the flicker from step 450 to 650 and ended with probe 0.590.
 # Its fine-tuning lr stays the students' (teacher 0.398 / 0.406 / 0.297 at base
-# lr 3e-2 / 6e-2 / 1.2e-1). docs/study/backgrounds.md has the runs.
+# lr 3e-2 / 6e-2 / 1.2e-1), and so does its layer decay: 0.866, which gives its
+# first of 8 blocks the share of the lr a student's first of 4 gets at 0.75,
+# scored level on val at the default size (0.385 against 0.380, 3 seeds) and
+# lower at --full (0.391 against 0.602, seed 0). docs/study/backgrounds.md and
+# docs/study/probe_vs_finetune.md have the runs.
 RELEASE = Teacher(variant="Mi/8x2", image_size=64, steps=2048, batch_size=32, base_lr=0.025,
                   finetune_base_lr=6e-2, clip_norm=0.02)
 
