@@ -58,6 +58,7 @@ def data_config(name: str, *, sampler: str, rate: int, flip: bool, test_sampler:
       test_sampler=test_sampler,      # segments (SSV2) | dense (every rate-th frame)
       test_clips=test_clips, test_crops=3,
       train_videos=train_videos,      # videos one epoch counts; 0 = the split's size
+      per_class=0,                    # > 0: train on the split's first N videos of each class
       worker_count=8))
 
 

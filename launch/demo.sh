@@ -6,6 +6,7 @@
 #
 #   launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--jobs N] [--ablation NAME]
 #     NAME: alignment | teacher-ratio | rec-loss | student-ratio | target-norm | align-loss
+#           (the AMD student's pre-training), labels (every model's fine-tuning)
 #
 # Default: about 9 minutes on 2 CPU cores (two runs at a time, --jobs). --full:
 # longer runs, every test video.

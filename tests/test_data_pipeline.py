@@ -175,3 +175,12 @@ def test_centre_clip_is_the_same_at_every_evaluation(records):
   a, b = views(records[0], 0), views(records[0], 0)
   np.testing.assert_array_equal(a["video"], b["video"])
   assert a["video"].shape == (1, 4, 40, 40, 3)
+
+
+def test_first_per_class_keeps_the_split_order_and_stops_when_every_class_is_full():
+  records = [{"label": c} for c in (1, 1, 0, 1, 2, 0, 2, 0)]
+  subset = sources.first_per_class(records, 2, num_classes=3)
+  assert subset.indices == [0, 1, 2, 4, 5, 6] and len(subset) == 6
+  assert [r["label"] for r in subset] == [1, 1, 0, 2, 0, 2]
+  with pytest.raises(errors.BadInput, match="only 3 videos of class 0"):
+    sources.first_per_class(records, 4, num_classes=3)

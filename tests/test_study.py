@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from amd_jax import errors
 from amd_jax.analysis import curves
+from amd_jax.data import pipeline, sources
 from amd_jax.data.builders import moving_digits
 from amd_jax.study import chains as chains_lib
 from amd_jax.study import recipe, run
@@ -202,7 +204,10 @@ def test_schedules_make_the_requested_steps():
       (recipe.student_config(size, "amd", 0, teacher="t"), size.student_steps,
        recipe.TRAIN_VIDEOS // 2 / 4),
       (recipe.finetune_config_for(size, size.student, "init", 0), size.finetune_steps,
-       recipe.TRAIN_VIDEOS // 16)):
+       recipe.TRAIN_VIDEOS // 16),
+      (recipe.finetune_config_for(size, size.student, "init", 0,
+                                  overrides=recipe.FINETUNE_ABLATIONS["labels"]["64"]),
+       size.finetune_steps, 64 // 16)):
     assert round(config.optim.epochs * per_epoch) == steps
 
 
@@ -223,6 +228,29 @@ def test_ablation_settings_are_config_keys():
       recipe.student_config(size, "amd", 0, overrides=values)
   with pytest.raises(errors.BadInput, match="unknown config key"):
     recipe.student_config(size, "amd", 0, overrides={"align.methd": "direct"})
+  for name, settings in recipe.FINETUNE_ABLATIONS.items():
+    assert sum(not values for values in settings.values()) == 1, name
+    for values in settings.values():
+      recipe.finetune_config_for(size, size.student, "", 0, overrides=values)
+  assert not set(recipe.ABLATIONS) & set(recipe.FINETUNE_ABLATIONS)   # one --ablation NAME each
+
+
+def test_fewer_labels_are_the_first_videos_of_every_class():
+  """labels=64: the train split's first 8 videos of each motion, in the split's order."""
+  config = recipe.finetune_config_for(recipe.SIZES["default"], "Mu/8x2", "", 0,
+                                      overrides=recipe.FINETUNE_ABLATIONS["labels"]["64"])
+  assert (config.data.per_class, config.data.train_videos) == (8, 64)
+  records = pipeline.source(config)
+  assert len(records) == 64
+  labels = [int(r["label"]) for r in records]
+  assert np.bincount(labels, minlength=8).tolist() == [8] * 8
+  split = sources.open_split("moving_digits", "train")
+  ours = [r["path"] for r in records]
+  first = [r["path"] for r in (split[i] for i in range(len(split)))
+           if r["path"] in set(ours)]
+  assert ours == first                               # in the split's order
+  late = next(i for i in range(len(split)) if split[i]["path"] not in set(ours))
+  assert labels.count(int(split[late]["label"])) == 8  # skipped only once its class was full
 
 
 def test_a_stage_stopped_early_is_not_done(tmp_path, monkeypatch):
@@ -308,3 +336,26 @@ def test_ablation_reuses_the_study_student_and_probes_every_setting(smoke, env, 
   probes = json.loads((smoke / run.PROBE_FILE).read_text())["models"]
   assert out["with"]["probe_top1"] == probes["amd_student/seed_0"]["test_top1"]
   assert out["without"]["probe_top1"] == probes["ablation/rec-loss/without/seed_0"]["test_top1"]
+
+
+@pytest.mark.slow
+def test_finetune_ablation_fine_tunes_every_model_under_each_setting(smoke, env, release):
+  """--ablation labels: the study's students reused for all labels, every model fine-tuned
+  again on fewer, the teacher with the students' seeds; the runs really saw fewer videos."""
+  result = _study(smoke, env, "--teacher", str(release), "--ablation", "labels")
+  assert result.returncode == 0, result.stderr[-3000:]
+  all_labels = str(recipe.TRAIN_VIDEOS)
+  assert f"amd_student, labels={all_labels}: fine-tuning + test (seed 0): done" in result.stderr
+  out = json.loads((smoke / "ablation_labels.json").read_text())["settings"]
+  assert set(out) == set(recipe.FINETUNE_ABLATIONS["labels"])
+  study = json.loads((smoke / "results.json").read_text())["models"]
+  for setting, row in out.items():
+    assert set(row["models"]) == set(recipe.MODELS)
+    for model, m in row["models"].items():
+      assert 0 <= m["top1"] <= 1 and m["finetune_steps"] == 2 and m["seeds"] == [0], model
+  for name in recipe.STUDENTS:                       # the study's own runs
+    assert out[all_labels]["models"][name]["top1"] == study[name]["top1"]
+  seen = json.loads((smoke / "ablation" / "labels" / "seed_0" / "64" / "scratch_student"
+                     / "finetune" / "config.json").read_text())["data"]
+  assert (seen["split"], seen["per_class"], seen["train_videos"]) == ("train", 8, 64)
+  assert "labels = 64" in result.stdout

@@ -159,8 +159,8 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
             "zero prediction": reconstruct(None, clips, codes, v.patch, v.tubelet)}
   for name, model in models.items():
     panels[name] = reconstruct(model, clips, codes, v.patch, v.tubelet)
-  # The first frame of every tubelet: its second frame holds the same tokens, and
-  # the noisy texture makes every extra frame cost ~50 kB of PNG.
+  # The first frame of every tubelet: its second frame belongs to the same tokens and,
+  # on moving_digits, differs from it by the flicker (±5 grey levels: invisible here).
   frames = range(0, clips.shape[1], v.tubelet)
   height = 1.1 * len(clips) * len(panels) + 0.9      # 0.9 inch for the caption
   fig, axes = plt.subplots(len(clips) * len(panels), len(frames),

@@ -34,9 +34,13 @@ MAX_SUBSTITUTES = 10          # undecodable videos in a row before the dataset i
 
 
 def source(config: ml_collections.ConfigDict):
-  """The random-access records of config.data.split of config.data.name."""
+  """The random-access records of config.data.split of config.data.name; in fine-tuning
+  with config.data.per_class > 0, the first that many of each class."""
   d = config.data
-  return sources.open_split(d.name, d.split, d.data_dir)
+  records = sources.open_split(d.name, d.split, d.data_dir)
+  if d.get("per_class", 0):
+    return sources.first_per_class(records, d.per_class, d.num_classes)
+  return records
 
 
 def _frames(record: dict, pick: Callable[[int], np.ndarray]) -> np.ndarray:

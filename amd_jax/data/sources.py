@@ -106,3 +106,35 @@ def open_split(name: str, split: str, data_dir: str = ""):
   except (ValueError, KeyError) as e:
     raise errors.BadInput(f"split {split!r} of {name}: {str(e).splitlines()[0]} "
                           f"(prepared: {', '.join(b.info.splits)})") from None
+
+
+class Subset:
+  """Some records of a random-access source, by index: itself a random-access source."""
+
+  def __init__(self, records, indices: list[int]):
+    self.records, self.indices = records, indices
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict:
+    return self.records[self.indices[index]]
+
+
+def first_per_class(records, per_class: int, num_classes: int) -> Subset:
+  """The first `per_class` records of each of `num_classes` classes in the split's
+  order (few-label fine-tuning). Reads records until every class has its share,
+  so a large split is not read through; a class without enough is BadInput."""
+  counts = [0] * num_classes
+  keep = []
+  for index in range(len(records)):
+    label = int(records[index]["label"])
+    if counts[label] < per_class:
+      counts[label] += 1
+      keep.append(index)
+      if len(keep) == per_class * num_classes:
+        return Subset(records, keep)
+  short = [c for c in range(num_classes) if counts[c] < per_class]
+  raise errors.BadInput(f"data.per_class={per_class}: the split has only {counts[short[0]]} "
+                        f"videos of class {short[0]}")
+

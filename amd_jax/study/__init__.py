@@ -37,11 +37,14 @@ With --ablation the AMD student is pre-trained and fine-tuned once per setting
 of one factor (the supplementary's Sections B–E, and two opt-in deviations: the
 alignment targets' normalisation and loss); the other factors are the study's
 AMD student, which is reused for the default setting, and the table goes to
-DIR/ablation_NAME.json.
+DIR/ablation_NAME.json. A fine-tuning factor (--ablation labels: 2048, 256 or
+64 labelled videos, the first of each motion) fine-tunes every model instead,
+the teacher included, with every seed, from the study's pre-training.
 
 Layout: DIR/seed_S/{amd_student,videomae_student}/{pretrain,finetune},
 DIR/seed_S/scratch_student/finetune, DIR/ablation/NAME/seed_S/SETTING/
-{pretrain,finetune}; each is a training workdir (metrics.jsonl, checkpoints/,
+{pretrain,finetune}, DIR/ablation/labels/seed_S/SETTING/MODEL/finetune; each is a
+training workdir (metrics.jsonl, checkpoints/,
 config.json) with a stage.json written when it completes. DIR/probe.json holds
 the probes.
 

@@ -122,6 +122,24 @@ ABLATIONS = {
 TRAIN_VIDEOS = moving_digits.SPLITS["train"]
 
 
+def _labelled(videos: int) -> dict:
+  """Fine-tuning on `videos` of the train split: the first videos / 8 of each motion."""
+  classes = len(moving_digits.MOTIONS)
+  return {"data.per_class": videos // classes, "data.train_videos": videos}
+
+
+# One factor of the fine-tuning of every model (each student with every seed, and the
+# teacher with the same seeds), its pre-training the study's: setting → fine-tuning
+# config overrides. "labels": fewer labelled videos for the same steps (more passes
+# over fewer videos), while pre-training still sees all of them unlabelled: the
+# regime where pre-training matters most (the paper's UCF101 and HMDB51 have 9.5k
+# and 3.6k training videos), unlike the study's, where 2048 labelled videos teach
+# a student the motion from random weights (docs/study/probe_vs_finetune.md).
+FINETUNE_ABLATIONS = {
+    "labels": {str(TRAIN_VIDEOS): {}, "256": _labelled(256), "64": _labelled(64)},
+}
+
+
 def override(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
   """Sets dotted keys ('align.method') of a config; an unknown key is an error.
 
@@ -205,12 +223,15 @@ def student_config(size: Size, method: str, seed: int, teacher: str = "",
 
 
 def finetune_config_for(size: Size, variant: str, init: str, seed: int,
-                        base_lr: float | None = None) -> ml_collections.ConfigDict:
+                        base_lr: float | None = None, overrides: dict | None = None
+                        ) -> ml_collections.ConfigDict:
   """configs/finetune.py:runlocal for `variant` from the pre-training run `init`
-  ('' = random weights), with FINETUNE_OVERRIDES (base_lr: another lr).
+  ('' = random weights), with FINETUNE_OVERRIDES (base_lr: another lr), then
+  `overrides` (a FINETUNE_ABLATIONS setting).
 
-  A fine-tuning epoch is one pass (V // v steps), so `finetune_steps` updates
-  are finetune_steps / (V // v) epochs; validation halfway and at the end.
+  A fine-tuning epoch is one pass over the V training videos (V // v steps), so
+  `finetune_steps` updates are finetune_steps / (V // v) epochs, whatever V the
+  overrides leave; validation halfway and at the end.
   """
   config = config_files.load("finetune", "runlocal")
   config.mode = "finetune"
@@ -221,7 +242,8 @@ def finetune_config_for(size: Size, variant: str, init: str, seed: int,
   override(config, FINETUNE_OVERRIDES)
   if base_lr is not None:
     config.optim.base_lr = base_lr
-  per_epoch = TRAIN_VIDEOS // (config.batch_size // config.data.num_sample)
+  override(config, overrides or {})
+  per_epoch = config.data.train_videos // (config.batch_size // config.data.num_sample)
   _set_epochs(config, size.finetune_steps / per_epoch)
   config.eval_every = max(size.finetune_steps // 2, 1)
   _runtime(config, size, seed)

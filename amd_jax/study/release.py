@@ -91,11 +91,13 @@ def make_teacher(workdir: str, out: str, command: str, size_name: str = "default
 
 
 
-def teacher_finetune_stage(size: Size, checkpoint: str, workdir: str) -> tuple:
-  """The teacher fine-tuned and tested with the size's protocol and its own lr."""
-  config = finetune_config_for(size, size.teacher.variant, checkpoint, seed=0,
-                               base_lr=size.teacher.finetune_base_lr)
-  return ("teacher: fine-tuning + test (seed 0)", config, workdir, size.finetune_steps)
+def teacher_finetune_stage(size: Size, checkpoint: str, workdir: str, seed: int = 0,
+                           overrides: dict | None = None, label: str = "teacher") -> tuple:
+  """The teacher fine-tuned and tested with the size's protocol and its own lr
+  (`overrides`: a FINETUNE_ABLATIONS setting's)."""
+  config = finetune_config_for(size, size.teacher.variant, checkpoint, seed=seed,
+                               base_lr=size.teacher.finetune_base_lr, overrides=overrides)
+  return (f"{label}: fine-tuning + test (seed {seed})", config, workdir, size.finetune_steps)
 
 
 

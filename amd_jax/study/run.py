@@ -22,8 +22,8 @@ from amd_jax.analysis import attention, curves, output, per_class, probe, recons
 from amd_jax.models import vit
 from amd_jax.study.chains import (Failed, Stopped, default_jobs, quiet_logging, read_json,
                                   run_chains, say)
-from amd_jax.study.recipe import (ABLATIONS, SIZES, STUDENTS, Size, finetune_config_for,
-                                  student_config)
+from amd_jax.study.recipe import (ABLATIONS, FINETUNE_ABLATIONS, MODELS, SIZES, STUDENTS, Size,
+                                  finetune_config_for, student_config)
 from amd_jax.study.release import (RELEASED_TEACHER, data_id, machine, make_teacher,
                                    read_release, teacher_finetune_stage)
 
@@ -47,29 +47,43 @@ class Layout:
       return self.student("amd_student", seed, part)
     return os.path.join(self.root, "ablation", name, f"seed_{seed}", setting, part)
 
+  def finetune_ablation(self, name: str, setting: str, seed: int, model: str) -> str:
+    """Where `model` is fine-tuned under a FINETUNE_ABLATIONS setting: a student's
+    run without overrides is the study's own; the teacher's are all here (the
+    study fine-tunes it with seed 0 only, if at all)."""
+    if model in STUDENTS and not FINETUNE_ABLATIONS[name][setting]:
+      return self.student(model, seed, "finetune")
+    return os.path.join(self.root, "ablation", name, f"seed_{seed}", setting, model, "finetune")
 
-def student_chain(layout: Layout, size: Size, seed: int, name: str, teacher: str
+
+def student_chain(layout: Layout, size: Size, seed: int, name: str, teacher: str,
+                  fine: str = "", overrides: dict | None = None, label: str = ""
                   ) -> list[tuple]:
   """Student `name`'s stages with `seed`: its pre-training (but the scratch one's)
-  and its fine-tuning + test. teacher: the release's checkpoint."""
+  and its fine-tuning + test, in the study's `fine` unless another is given, with
+  the fine-tuning `overrides` of a FINETUNE_ABLATIONS setting. teacher: the
+  release's checkpoint."""
   method = STUDENTS[name]
-  fine = layout.student(name, seed, "finetune")
+  fine = fine or layout.student(name, seed, "finetune")
+  label = label or name
   if not method:
-    return [(f"{name}: fine-tuning + test (seed {seed})",
-             finetune_config_for(size, size.student, "", seed), fine, size.finetune_steps)]
-  return pretrain_then_finetune(name, method, size, seed,
+    return [(f"{label}: fine-tuning + test (seed {seed})",
+             finetune_config_for(size, size.student, "", seed, overrides=overrides), fine,
+             size.finetune_steps)]
+  return pretrain_then_finetune(label, method, size, seed,
                                 student_config(size, method, seed, teacher=teacher),
-                                layout.student(name, seed, "pretrain"), fine)
+                                layout.student(name, seed, "pretrain"), fine, overrides)
 
 
 def pretrain_then_finetune(name: str, method: str, size: Size, seed: int,
-                           config: ml_collections.ConfigDict, pre: str, fine: str
-                           ) -> list[tuple]:
+                           config: ml_collections.ConfigDict, pre: str, fine: str,
+                           finetune_overrides: dict | None = None) -> list[tuple]:
   """Student `name`'s pre-training by `method` with `config` in `pre`, then its
   fine-tuning + test from there in `fine`: the stages of one chain."""
   return [(f"{name}: {method} pre-training (seed {seed})", config, pre, size.student_steps),
           (f"{name}: fine-tuning + test (seed {seed})",
-           finetune_config_for(size, size.student, pre, seed), fine, size.finetune_steps)]
+           finetune_config_for(size, size.student, pre, seed, overrides=finetune_overrides),
+           fine, size.finetune_steps)]
 
 
 def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> dict:
@@ -310,6 +324,44 @@ def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | 
   return out
 
 
+def run_finetune_ablation(root: str, name: str, size_name: str = "default",
+                          seeds: int | None = None, teacher: str = RELEASED_TEACHER,
+                          jobs: int = 1) -> dict:
+  """Every model of the study, the teacher included, fine-tuned and tested with every
+  seed under each setting of fine-tuning factor `name` (FINETUNE_ABLATIONS), from
+  the study's pre-training (run first where missing) → DIR/ablation_NAME.json."""
+  size = SIZES[size_name]
+  seeds = seeds or size.seeds
+  card = read_release(teacher, size_name)
+  _check_size(root, size_name)
+  layout = Layout(root)
+  ckpt = os.path.join(teacher, "checkpoint")
+  settings = FINETUNE_ABLATIONS[name]
+  plan = [(setting, model, seed) for setting in settings for model in MODELS
+          for seed in range(seeds)]
+  chains = []
+  for setting, model, seed in plan:
+    fine, overrides = layout.finetune_ablation(name, setting, seed, model), settings[setting]
+    label = f"{model}, {name}={setting}"
+    chains.append([teacher_finetune_stage(size, ckpt, fine, seed, overrides, label)]
+                  if model == "teacher" else
+                  student_chain(layout, size, seed, model, ckpt, fine, overrides, label))
+  records = run_chains(chains, jobs)
+  runs: dict[str, dict[str, list]] = {setting: {model: [] for model in MODELS}
+                                      for setting in settings}
+  for (setting, model, seed), chain in zip(plan, records):
+    pre = card["pretrain"] if model == "teacher" else chain[0] if len(chain) == 2 else None
+    runs[setting][model].append({"seed": seed, "pretrain": pre, "finetune": chain[-1]})
+  rows = {setting: {"overrides": settings[setting],
+                    "models": {model: summarize(r, size.teacher.variant if model == "teacher"
+                                                else size.student)
+                               for model, r in runs[setting].items()}}
+          for setting in settings}
+  out = {"ablation": name, "size": size_name, "settings": rows, "machine": machine()}
+  output.write_json(os.path.join(root, f"ablation_{name}.json"), out)
+  return out
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog="python -m amd_jax.study",
                                    description=amd_jax.study.__doc__,
@@ -319,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--seeds", type=int, help="students' seeds (default: 1 at smoke, else 3)")
   parser.add_argument("--teacher", default=RELEASED_TEACHER,
                       help="the teacher release to distil from (default: the shipped one)")
-  parser.add_argument("--ablation", choices=tuple(ABLATIONS))
+  parser.add_argument("--ablation", choices=(*ABLATIONS, *FINETUNE_ABLATIONS))
   parser.add_argument("--make-teacher", metavar="OUT",
                       help="pre-train, fine-tune and probe the teacher; its release → OUT")
   parser.add_argument("--jobs", type=int,
@@ -349,6 +401,11 @@ def main(argv: list[str] | None = None) -> None:
                             "python -m amd_jax.study " + shlex.join(typed), args.size)
         print(json.dumps({k: card[k] for k in ("finetune", "probe", "reconstruction_loss")},
                          indent=2))
+      elif args.ablation in FINETUNE_ABLATIONS:
+        out = run_finetune_ablation(root, args.ablation, args.size, args.seeds, teacher, jobs)
+        for setting, row in out["settings"].items():
+          print(f"\n{args.ablation} = {setting}\n" + table(row["models"]))
+        print(f"\n{os.path.join(root, f'ablation_{args.ablation}.json')}")
       elif args.ablation:
         out = run_ablation(root, args.ablation, args.size, args.seeds, teacher, jobs)
         print(table(out["settings"], first=args.ablation))
