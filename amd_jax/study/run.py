@@ -226,15 +226,21 @@ def _check_size(root: str, size_name: str) -> None:
     output.write_json(path, {"size": size_name, **dataclasses.asdict(SIZES[size_name])})
 
 
+def _open(root: str, size_name: str, seeds: int | None, teacher: str
+          ) -> tuple[Size, int, dict, Layout, str]:
+  """What every study command starts from: the size, its seeds, the teacher release's
+  card (checked for this size), DIR's layout (checked to hold this size) and the
+  teacher's checkpoint."""
+  size = SIZES[size_name]
+  card = read_release(teacher, size_name)
+  _check_size(root, size_name)
+  return size, seeds or size.seeds, card, Layout(root), os.path.join(teacher, "checkpoint")
+
+
 def run_study(root: str, size_name: str = "default", seeds: int | None = None,
               teacher: str = RELEASED_TEACHER, jobs: int = 1) -> dict:
   """Every stage of the study into `root`; returns (and writes) results.json's content."""
-  size = SIZES[size_name]
-  seeds = seeds or size.seeds
-  card = read_release(teacher, size_name)
-  _check_size(root, size_name)
-  layout = Layout(root)
-  ckpt = os.path.join(teacher, "checkpoint")
+  size, seeds, card, layout, ckpt = _open(root, size_name, seeds, teacher)
   start = time.perf_counter()
   plan = [(seed, name) for name in STUDENTS for seed in range(seeds)]   # longest first
   chains = [student_chain(layout, size, seed, name, ckpt) for seed, name in plan]
@@ -292,12 +298,7 @@ def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | 
                  teacher: str = RELEASED_TEACHER, jobs: int = 1) -> dict:
   """The AMD student under each setting of ablation `name`, fine-tuned and probed →
   DIR/ablation_NAME.json."""
-  size = SIZES[size_name]
-  seeds = seeds or size.seeds
-  read_release(teacher, size_name)
-  _check_size(root, size_name)
-  layout = Layout(root)
-  ckpt = os.path.join(teacher, "checkpoint")
+  size, seeds, _, layout, ckpt = _open(root, size_name, seeds, teacher)
   plan = [(seed, setting) for seed in range(seeds) for setting in ABLATIONS[name]]
   chains = [pretrain_then_finetune(
       f"{name}={setting}", "AMD", size, seed,
@@ -330,12 +331,7 @@ def run_finetune_ablation(root: str, name: str, size_name: str = "default",
   """Every model of the study, the teacher included, fine-tuned and tested with every
   seed under each setting of fine-tuning factor `name` (FINETUNE_ABLATIONS), from
   the study's pre-training (run first where missing) → DIR/ablation_NAME.json."""
-  size = SIZES[size_name]
-  seeds = seeds or size.seeds
-  card = read_release(teacher, size_name)
-  _check_size(root, size_name)
-  layout = Layout(root)
-  ckpt = os.path.join(teacher, "checkpoint")
+  size, seeds, card, layout, ckpt = _open(root, size_name, seeds, teacher)
   settings = FINETUNE_ABLATIONS[name]
   plan = [(setting, model, seed) for setting in settings for model in MODELS
           for seed in range(seeds)]
