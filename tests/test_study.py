@@ -81,9 +81,10 @@ def test_teacher_release_has_its_card_and_weights(release):
 
 
 @pytest.mark.slow
-def test_smoke_study_writes_results_and_every_plot(smoke):
+def test_smoke_study_writes_results_and_every_plot(smoke, release):
   results = json.loads((smoke / "results.json").read_text())
   assert results["study"]["seeds"] == [0]
+  assert results["study"]["teacher_release"]["path"] == str(release)
   models = results["models"]
   assert set(models) == set(recipe.MODELS)
   for name, method in recipe.STUDENTS.items():
@@ -150,6 +151,15 @@ def test_the_shipped_teacher_serves_default_and_full():
   assert card["finetune"]["default"]["top1"] is not None
   assert card["probe"]["test_top1"] is not None
   assert os.path.isfile(os.path.join(release_lib.RELEASED_TEACHER, "checkpoint", "model.json"))
+
+
+def test_results_name_the_packaged_release_the_same_on_every_machine(tmp_path, monkeypatch):
+  """results.json is committed: the packaged release is named by its place in the
+  repository whatever path reached it; another release by the path given."""
+  monkeypatch.chdir(os.path.dirname(release_lib.RELEASED_TEACHER))
+  for path in (release_lib.RELEASED_TEACHER, "teacher", "./teacher/"):
+    assert run._release_name(path) == "amd_jax/assets/teacher"
+  assert run._release_name(str(tmp_path)) == str(tmp_path)
 
 
 def test_another_size_on_a_study_dir_is_refused(tmp_path):

@@ -59,7 +59,9 @@ class Teacher:
 # lr 3e-2 / 6e-2 / 1.2e-1), and so does its layer decay: 0.866, which gives its
 # first of 8 blocks the share of the lr a student's first of 4 gets at 0.75,
 # scored level on val at the default size (0.385 against 0.380, 3 seeds) and
-# lower at --full (0.391 against 0.602, seed 0). docs/study/backgrounds.md and
+# lower at --full (0.391 against 0.602, seed 0); at --full (seed 0, val) base lr
+# 7.5e-3 / 1.5e-2 / 3e-2 / 6e-2 / 1.2e-1 scored 0.418 / 0.590 / 0.621 / 0.602 /
+# 0.500, a flat top at the students' lr. docs/study/backgrounds.md and
 # docs/study/probe_vs_finetune.md have the runs.
 RELEASE = Teacher(variant="Mi/8x2", image_size=64, steps=2048, batch_size=32, base_lr=0.025,
                   finetune_base_lr=6e-2, clip_norm=0.02)

@@ -237,6 +237,14 @@ def _open(root: str, size_name: str, seeds: int | None, teacher: str
   return size, seeds or size.seeds, card, Layout(root), os.path.join(teacher, "checkpoint")
 
 
+def _release_name(teacher: str) -> str:
+  """The release as results.json records it: the packaged one by its place in the
+  repository (the same on every machine), any other by the path given."""
+  if os.path.realpath(teacher) == os.path.realpath(RELEASED_TEACHER):
+    return os.path.join("amd_jax", "assets", "teacher")
+  return teacher
+
+
 def run_study(root: str, size_name: str = "default", seeds: int | None = None,
               teacher: str = RELEASED_TEACHER, jobs: int = 1) -> dict:
   """Every stage of the study into `root`; returns (and writes) results.json's content."""
@@ -277,14 +285,15 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None,
   models["teacher"] = summarize(
       [{"seed": 0, "pretrain": card["pretrain"], "finetune": teacher_finetune,
         **_probed(probed["teacher"])}], size.teacher.variant)
+  release = _release_name(teacher)
   models["teacher"]["note"] = (
-      f"released teacher ({teacher}): pre-trained once ({card['command']}); its fine-tuned "
+      f"released teacher ({release}): pre-trained once ({card['command']}); its fine-tuned "
       f"top-1 ('{size_name}' protocol, base lr {size.teacher.finetune_base_lr:g}) is "
       f"{source}; its probe is measured here")
   results = {
       "study": dict(size=size_name, seeds=sorted(by_seed), data=data_id(), frames=8,
                     image_size=size.image_size, teacher=size.teacher.variant,
-                    student=size.student, teacher_release=dict(path=teacher, made=card["made"]),
+                    student=size.student, teacher_release=dict(path=release, made=card["made"]),
                     times="wall clock of each stage, compilation included",
                     this_call_s=time.perf_counter() - start, machine=machine()),
       "models": models,
