@@ -145,6 +145,46 @@ def test_neighbour_copy_by_hand():
   np.testing.assert_array_equal(np.asarray(idx.masked)[0], [1, 2, 3, 5])
 
 
+def test_masked_losses_split_flat_and_structured_tubes_by_hand():
+  """Grid 1 × 2 × 2 of 8-pixel patches, tubelet 2. Tubes 0 and 1 are the background
+  (one colour, ±5 grey levels between the two frames: the flicker), 2 and 3 hold a
+  random texture; the student sees tube 0. Normalised per patch and channel (128
+  pixels, unbiased std + 1e-6), a tube's target has mean square 127/128 less the
+  epsilon's share: the zero predictor's loss. Copying tube 0's target is exact on
+  the flat tube 1."""
+  rng = np.random.default_rng(0)
+  video = np.full((1, 2, 16, 16, 3), 100, np.float32)
+  video[:, 0, :, :] += 5                           # the flicker: +5, then −5
+  video[:, 1, :, :] -= 5
+  video[:, :, 8:, :] = rng.integers(0, 256, (1, 2, 8, 16, 3))   # tubes 2 and 3
+  video = video.astype(np.uint8)
+  flat = reconstruction.flat_tubes(video, 8, 2)
+  np.testing.assert_array_equal(flat, [[True, True, False, False]])
+  s, h = masking.STUDENT, masking.HIDDEN
+  codes = np.array([[s, h, h, h]])
+  losses, share = reconstruction.masked_pixel_losses({}, video, codes, 8, 2)
+  assert share == pytest.approx(1 / 3)
+  # A flat tube's pixels are ±5/255 about its mean; the 1e-6 on its std counts there.
+  amplitude = 5 / 255
+  flicker = amplitude ** 2 / (amplitude * math.sqrt(128 / 127) + 1e-6) ** 2
+  assert losses["flat"]["zero"] == pytest.approx(flicker, rel=1e-5)
+  assert losses["structured"]["zero"] == pytest.approx(127 / 128, rel=1e-5)
+  assert losses["all"]["zero"] == pytest.approx((flicker + 2 * 127 / 128) / 3, rel=1e-5)
+  assert losses["flat"]["neighbour_copy"] == pytest.approx(0, abs=1e-6)
+  assert losses["structured"]["neighbour_copy"] > 0.5       # the flicker is not a texture
+  assert losses["all"]["neighbour_copy"] == pytest.approx(
+      (losses["flat"]["neighbour_copy"] + 2 * losses["structured"]["neighbour_copy"]) / 3,
+      rel=1e-5)
+
+
+def test_a_tube_is_flat_up_to_the_noise_of_h264():
+  video = np.full((1, 2, 8, 8, 3), 100, np.uint8)
+  video[0, 0, 0, 0, 0] += reconstruction.FLAT_RANGE       # noise: still flat
+  assert reconstruction.flat_tubes(video, 8, 2).tolist() == [[True]]
+  video[0, 1, 3, 3, 2] += reconstruction.FLAT_RANGE + 1   # a faint stroke in frame 1
+  assert reconstruction.flat_tubes(video, 8, 2).tolist() == [[False]]
+
+
 def test_reconstructions_of_a_finetuning_run_is_one_line(tmp_path, env):
   """A fine-tuning workdir (its config.json as training writes it) is refused by name
   before any checkpoint or clip is read."""

@@ -80,29 +80,58 @@ def neighbour_copy(targets: np.ndarray, codes: np.ndarray, grid: tuple[int, int,
   return np.stack(out)
 
 
+# A tube is flat when every frame of it is one colour up to this many grey levels per
+# channel (H.264's noise on a flat area is a few levels; a digit's stroke is hundreds).
+FLAT_RANGE = 8
+
+
+def flat_tubes(videos: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
+  """(B, N) bool: the tubes of uint8 `videos` whose every frame is flat (on
+  moving_digits: background alone, no digit). A flat tube's normalised target is
+  its change over time only (the flicker); the others hold spatial structure."""
+  tokens = np.asarray(vit.patchify(jnp.asarray(videos, jnp.float32), patch, tubelet))
+  b, n, _ = tokens.shape
+  frames = tokens.reshape(b, n, tubelet, patch * patch, 3)
+  spread = frames.max(axis=3) - frames.min(axis=3)          # (B, N, tubelet, 3)
+  return (spread <= FLAT_RANGE).all(axis=(2, 3))
+
+
 def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, patch: int,
-                        tubelet: int, batch: int = 16) -> dict[str, float]:
+                        tubelet: int, batch: int = 16) -> tuple[dict, float]:
   """The pre-training reconstruction loss (MSE of per-patch normalised pixels on the
   student-masked tokens) of every model on uint8 `videos` under masking `codes`,
   beside two trivial predictors: 0 everywhere (`zero`) and the nearest visible
-  token's target copied (`neighbour_copy`)."""
+  token's target copied (`neighbour_copy`).
+
+  Returns ({"all" | "flat" | "structured": {name: loss}}, the share of masked
+  tubes that are flat): "all" is the pre-training loss; the other two split it
+  by what the hidden tube holds (flat_tubes)."""
   t = videos.shape[1] // tubelet
   grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
   counts = _counts(codes)
-  sums = {name: 0.0 for name in ("zero", "neighbour_copy", *models)}
+  names = ("zero", "neighbour_copy", *models)
+  sums = {group: dict.fromkeys(names, 0.0) for group in ("all", "flat", "structured")}
+  tubes = {"all": 0, "flat": 0, "structured": 0}
   for start in range(0, len(videos), batch):
-    video = losses.normalize(jnp.asarray(videos[start:start + batch]))
-    code = codes[start:start + batch]
+    clips, code = videos[start:start + batch], codes[start:start + batch]
+    video = losses.normalize(jnp.asarray(clips))
     idx = masking.indices(jnp.asarray(code), counts)
     all_targets = np.asarray(losses.pixel_targets(video, patch, tubelet))
     target = np.asarray(vit.gather_tokens(jnp.asarray(all_targets), idx.masked))
+    flat = flat_tubes(clips, patch, tubelet)[np.arange(len(code))[:, None],
+                                             np.asarray(idx.masked)]
+    groups = {"all": np.ones_like(flat), "flat": flat, "structured": ~flat}
     preds = {"zero": np.zeros_like(target),
              "neighbour_copy": neighbour_copy(all_targets, code, grid)}
     preds.update({name: np.asarray(m(video, idx)["pred"], np.float32)
                   for name, m in models.items()})
-    for name, pred in preds.items():
-      sums[name] += float(np.square(pred - target).mean()) * len(code)
-  return {name: s / len(videos) for name, s in sums.items()}
+    for group, where in groups.items():
+      tubes[group] += int(where.sum())
+      for name, pred in preds.items():
+        sums[group][name] += float(np.square(pred - target).mean(axis=-1)[where].sum())
+  out = {group: {name: s / tubes[group] if tubes[group] else None
+                 for name, s in by_name.items()} for group, by_name in sums.items()}
+  return out, tubes["flat"] / tubes["all"]
 
 
 def masked_input(videos: np.ndarray, codes: np.ndarray, grid, patch: int, tubelet: int
@@ -151,7 +180,8 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   # same for all; teacher-only tokens matter to AMD students' alignment heads alone.
   all_codes = np.stack([masking.tube_mask(rng, grid, student_ratio, teacher_ratio)
                         for _ in all_clips])
-  pixel_losses = masked_pixel_losses(models, all_clips, all_codes, v.patch, v.tubelet)
+  pixel_losses, flat_share = masked_pixel_losses(models, all_clips, all_codes, v.patch,
+                                                  v.tubelet)
   clips, codes = all_clips[:videos], all_codes[:videos]
   panels = {"original": clips / 255.0,
             f"input ({student_ratio:.0%} masked)": masked_input(clips, codes, grid, v.patch,
@@ -183,11 +213,14 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   fig.savefig(path, dpi=100)
   plt.close(fig)
   report = dict(
-      loss=pixel_losses, videos=len(all_clips), data=data, split=split,
-      student_ratio=student_ratio, seed=seed,
+      loss=pixel_losses["all"], loss_flat_tubes=pixel_losses["flat"],
+      loss_structured_tubes=pixel_losses["structured"], flat_tubes_share=flat_share,
+      videos=len(all_clips), data=data, split=split, student_ratio=student_ratio, seed=seed,
       note=("MSE of per-patch normalised pixels on the student-masked tokens (the "
             "pre-training loss_rec), one tube mask per clip shared by every model; "
             "zero: a prediction of 0; neighbour_copy: the nearest visible token's target "
-            "of the same time slice"))
+            "of the same time slice; loss_flat_tubes / loss_structured_tubes: the same "
+            f"on the masked tubes whose every frame is / is not one colour (within "
+            f"{FLAT_RANGE} grey levels per channel), flat_tubes_share of them flat"))
   write_json(os.path.join(out_dir, "reconstructions.json"), report)
   return report
