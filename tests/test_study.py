@@ -85,6 +85,7 @@ def test_smoke_study_writes_results_and_every_plot(smoke, release):
   results = json.loads((smoke / "results.json").read_text())
   assert results["study"]["seeds"] == [0]
   assert results["study"]["teacher_release"]["path"] == str(release)
+  assert results["study"]["machine"]["cpu"]                # bit-reproducible on one CPU kind
   models = results["models"]
   assert set(models) == set(recipe.MODELS)
   for name, method in recipe.STUDENTS.items():

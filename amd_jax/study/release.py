@@ -100,7 +100,20 @@ def teacher_finetune_stage(size: Size, checkpoint: str, workdir: str, seed: int 
   return (f"{label}: fine-tuning + test (seed {seed})", config, workdir, size.finetune_steps)
 
 
+def _cpu() -> str:
+  """The CPU's name, family and model where Linux tells them. Results are the same bit
+  for bit on one machine but were not on two VMs of the same name and core count
+  (README, "Where the study stands"), so a result says which CPU made it."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      info = {key.strip(): value.strip()
+              for key, value in (line.split(":", 1) for line in f if ":" in line)}
+  except OSError:
+    return platform.processor() or platform.machine()
+  return (f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')}, "
+          f"model {info.get('model', '?')})")
+
 
 def machine() -> dict:
-  return {"platform": platform.platform(), "cpus": os.cpu_count(),
+  return {"platform": platform.platform(), "cpu": _cpu(), "cpus": os.cpu_count(),
           "device": jax.devices()[0].device_kind, "jax": jax.__version__}
