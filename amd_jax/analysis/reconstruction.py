@@ -110,8 +110,8 @@ def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, pat
   grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
   counts = _counts(codes)
   names = ("zero", "neighbour_copy", *models)
-  sums = {group: dict.fromkeys(names, 0.0) for group in ("all", "flat", "structured")}
-  tubes = {"all": 0, "flat": 0, "structured": 0}
+  sums = {group: dict.fromkeys(names, 0.0) for group in ("flat", "structured")}
+  tubes = {"flat": 0, "structured": 0}
   for start in range(0, len(videos), batch):
     clips, code = videos[start:start + batch], codes[start:start + batch]
     video = losses.normalize(jnp.asarray(clips))
@@ -120,18 +120,22 @@ def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, pat
     target = np.asarray(vit.gather_tokens(jnp.asarray(all_targets), idx.masked))
     flat = flat_tubes(clips, patch, tubelet)[np.arange(len(code))[:, None],
                                              np.asarray(idx.masked)]
-    groups = {"all": np.ones_like(flat), "flat": flat, "structured": ~flat}
+    tubes["flat"] += int(flat.sum())
+    tubes["structured"] += int((~flat).sum())
     preds = {"zero": np.zeros_like(target),
              "neighbour_copy": neighbour_copy(all_targets, code, grid)}
     preds.update({name: np.asarray(m(video, idx)["pred"], np.float32)
                   for name, m in models.items()})
-    for group, where in groups.items():
-      tubes[group] += int(where.sum())
-      for name, pred in preds.items():
-        sums[group][name] += float(np.square(pred - target).mean(axis=-1)[where].sum())
+    for name, pred in preds.items():
+      error = np.square(pred - target).mean(axis=-1)      # (B, masked): one per tube
+      sums["flat"][name] += float(error[flat].sum())
+      sums["structured"][name] += float(error[~flat].sum())
+  total = tubes["flat"] + tubes["structured"]
   out = {group: {name: s / tubes[group] if tubes[group] else None
                  for name, s in by_name.items()} for group, by_name in sums.items()}
-  return out, tubes["flat"] / tubes["all"]
+  out["all"] = {name: (sums["flat"][name] + sums["structured"][name]) / total
+                for name in names}
+  return out, tubes["flat"] / total
 
 
 def masked_input(videos: np.ndarray, codes: np.ndarray, grid, patch: int, tubelet: int
