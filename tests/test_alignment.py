@@ -605,6 +605,7 @@ def test_table_s1_config_freezes_generator_mask_tokens():
   assert len(moments) == 2 * n_params
 
 
+@pytest.mark.slow
 def test_target_norm_trains_the_same_modules():
   """align.target_norm=layernorm changes the targets, not which modules learn:
   the student's encoder, projections and generators get gradients, the teacher none."""

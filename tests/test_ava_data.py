@@ -309,6 +309,7 @@ def test_hsv_is_opencvs_and_round_trips(raw):
   assert 0 < np.abs(jittered.astype(int) - frames).mean() < 40
 
 
+@pytest.mark.slow
 def test_runlocal_ava_detection_end_to_end(built, tmp_path, env):
   """configs/transfer.py:data=ava,runlocal trains the detector and reports the frame mAP,
   then mode=test scores the checkpoint again to the same mAP."""

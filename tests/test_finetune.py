@@ -218,6 +218,7 @@ FINETUNE = ("--config=configs/finetune.py:runlocal", "--config.data.split=train[
             "--config.data.test_split=test[:48]", "--config.data.val_split=val[:32]")
 
 
+@pytest.mark.slow
 def test_runlocal_finetune_then_standalone_test(reference, tmp_path, env):
   """Fine-tune from the reference pre-training run (32 steps), then test the workdir again
   with mode=test: the same scores."""

@@ -25,6 +25,7 @@ def assert_same_losses(got, want):
     np.testing.assert_allclose(got[step], want[step], rtol=1e-3, err_msg=f"step {step}")
 
 
+@pytest.mark.slow
 def test_data2_fsdp4_on_8_devices_matches_one_device(tmp_path, compile_cache, reference):
   result = run(str(tmp_path), environment(compile_cache, devices=8),
                extra=["--config.mesh.data=2", "--config.mesh.fsdp=4"])
@@ -33,6 +34,7 @@ def test_data2_fsdp4_on_8_devices_matches_one_device(tmp_path, compile_cache, re
   assert_same_losses(losses(str(tmp_path)), losses(reference))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, compile_cache):
   """launch/local.sh -n 2 --cpu-devices 2 against 1 process × 4 devices."""
   single = str(tmp_path / "single")
@@ -61,6 +63,7 @@ def test_local_launcher_fails_when_a_process_fails(tmp_path):
   assert "stopping the others" in result.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_resumes_on_4(tmp_path, compile_cache):
   workdir = str(tmp_path)
   first = run(workdir, environment(compile_cache, devices=8),

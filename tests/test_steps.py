@@ -82,6 +82,7 @@ def test_grad_accum_equals_one_large_batch():
                host(s4["opt_state"]), host(s1["opt_state"]))
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_single_device():
   """data=4 × fsdp=2 over 8 devices gives the single-device losses and update."""
   assert len(jax.devices()) == 8

@@ -20,6 +20,7 @@ from runs import ROOT, assert_same_losses, command, committed_steps, rows, run
 from runs import environment as runs_environment
 
 
+@pytest.mark.slow
 def test_runlocal_amd_logs_every_term_and_learns(reference):
   r = rows(reference)
   assert [x["step"] for x in r] == list(range(2, 33, 2))
@@ -34,10 +35,18 @@ def test_runlocal_amd_logs_every_term_and_learns(reference):
   assert os.listdir(os.path.join(reference, "tensorboard"))
 
 
-def test_runlocal_videomae(tmp_path, env):
-  result = run(str(tmp_path), env, config="configs/videomae.py:runlocal")
+@pytest.fixture(scope="module")
+def videomae(tmp_path_factory, env):
+  """A VideoMAE runlocal run: checked by itself, then the teacher of an AMD run."""
+  workdir = str(tmp_path_factory.mktemp("videomae"))
+  result = run(workdir, env, config="configs/videomae.py:runlocal")
   assert result.returncode == 0, result.stderr[-3000:]
-  r = rows(str(tmp_path))
+  return workdir
+
+
+@pytest.mark.slow
+def test_runlocal_videomae(videomae):
+  r = rows(videomae)
   assert "loss_dir" not in r[0] and "loss_gen" not in r[0]
   assert np.mean([x["loss"] for x in r[-3:]]) < r[0]["loss"]
 
@@ -65,6 +74,7 @@ def logged_step(workdir):
   return r[-1]["step"] if r else 0
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_zero_and_resumes_identically(tmp_path, env, reference):
   workdir = str(tmp_path)
   proc = start(workdir, env)
@@ -99,6 +109,7 @@ def test_ctrl_c_saves_and_exits_zero_and_twice_exits_at_once(tmp_path, env):
   assert "Traceback" not in stderr, stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_sigkill_twice_restarts_from_committed_checkpoints(tmp_path, env, reference):
   workdir = str(tmp_path)
   for target in (8, 16):
@@ -199,22 +210,21 @@ def test_a_read_only_workdir_is_one_line(tmp_path, env):
     assert_one_line(tmp_path / "run", env, [PRETRAIN], why)
 
 
-def test_teacher_from_a_videomae_run(tmp_path, env):
+@pytest.mark.slow
+def test_teacher_from_a_videomae_run(tmp_path, env, videomae):
   """A VideoMAE runlocal workdir serves as the AMD runlocal teacher; a wrong one is refused."""
-  teacher = str(tmp_path / "teacher")
-  assert run(teacher, env, config="configs/videomae.py:runlocal",
-             extra=["--config.optim.epochs=1"]).returncode == 0
   result = run(str(tmp_path / "student"), env,
-               extra=[f"--config.teacher.init={teacher}", "--config.optim.epochs=1"])
+               extra=[f"--config.teacher.init={videomae}", "--config.optim.epochs=1"])
   assert result.returncode == 0, result.stderr[-3000:]
-  assert f"loaded from {teacher}" in result.stderr
+  assert f"loaded from {videomae}" in result.stderr
   bad = run(str(tmp_path / "bad"), env,
-            extra=[f"--config.teacher.init={teacher}", "--config.teacher.variant=S/8x2",
+            extra=[f"--config.teacher.init={videomae}", "--config.teacher.variant=S/8x2",
                    "--config.optim.epochs=1"])
   assert bad.returncode == 2
   assert "shape" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, env):
   workdir = str(tmp_path)
   assert run(workdir, env, extra=["--config.optim.epochs=1"]).returncode == 0  # 8 steps

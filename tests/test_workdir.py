@@ -119,6 +119,7 @@ def test_a_truncated_data_file_falls_back_one_step(tmp_path, env, reference):
 SMALL_FILES_ONLY = ["bash", "-c", 'ulimit -f 4096 && exec "$@"', "bash"]
 
 
+@pytest.mark.slow
 def test_a_failed_save_stops_the_run_in_one_line_and_a_restart_resumes_exactly(
     tmp_path, env, reference):
   workdir = str(tmp_path / "run")
