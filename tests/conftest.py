@@ -2,8 +2,8 @@
 
 What the whole run shares, in one directory made for it and removed after it (so
 no run inherits another's executables or runs): a JAX compilation cache for both
-xdist workers, the tests that jit in-process and every subprocess run
-(`compile_cache`) — the same tiny programs compile in many tests (the runlocal
+xdist workers, the tests that jit in-process and every subprocess run (through
+the environment they inherit) — the same tiny programs compile in many tests (the runlocal
 step, the state's initialisation), and compiled once, the suite spends its time
 running them — and one uninterrupted runlocal AMD run to compare others with
 (`reference`), trained by the first worker that needs it.
@@ -54,14 +54,9 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope="session")
-def compile_cache():
-  return os.environ["JAX_COMPILATION_CACHE_DIR"]
-
-
-@pytest.fixture(scope="session")
-def env(compile_cache):
+def env():
   """One fake CPU device per run."""
-  return runs.environment(compile_cache)
+  return runs.environment()
 
 
 @pytest.fixture(scope="session")

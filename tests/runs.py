@@ -14,13 +14,12 @@ SHORT = ("--config.optim.epochs=4", "--config.log_every=2", "--config.ckpt_every
 LOSSES = ("loss", "loss_rec", "loss_dir", "loss_gen")
 
 
-def environment(cache_dir, devices=1):
-  """This process's environment with `devices` fake CPU devices and a shared compile cache."""
+def environment(devices=1):
+  """This process's environment (with the suite's compilation cache: tests/conftest.py)
+  and `devices` fake CPU devices."""
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
-  env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   return env
 
 

@@ -84,11 +84,11 @@ def test_readme_marks_the_whole_runlocal_chain():
     assert needed in joined, (needed, commands)
 
 
-def test_readme_commands_run_as_written(tmp_path, compile_cache):
+def test_readme_commands_run_as_written(tmp_path):
   commands = readme_commands(open(os.path.join(ROOT, "README.md")).read())
   for name in ("configs", "launch"):
     os.symlink(os.path.join(ROOT, name), tmp_path / name)
-  env = environment(compile_cache)
+  env = environment()
   env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
   printed = {}
   for command in commands:

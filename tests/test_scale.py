@@ -26,8 +26,8 @@ def assert_same_losses(got, want):
 
 
 @pytest.mark.slow
-def test_data2_fsdp4_on_8_devices_matches_one_device(tmp_path, compile_cache, reference):
-  result = run(str(tmp_path), environment(compile_cache, devices=8),
+def test_data2_fsdp4_on_8_devices_matches_one_device(tmp_path, reference):
+  result = run(str(tmp_path), environment(devices=8),
                extra=["--config.mesh.data=2", "--config.mesh.fsdp=4"])
   assert result.returncode == 0, result.stderr[-3000:]
   assert "'data': 2, 'fsdp': 4" in result.stderr
@@ -35,13 +35,13 @@ def test_data2_fsdp4_on_8_devices_matches_one_device(tmp_path, compile_cache, re
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path, compile_cache):
+def test_two_processes_match_one_process(tmp_path):
   """launch/local.sh -n 2 --cpu-devices 2 against 1 process × 4 devices."""
   single = str(tmp_path / "single")
-  result = run(single, environment(compile_cache, devices=4), extra=["--config.optim.epochs=1"])
+  result = run(single, environment(devices=4), extra=["--config.optim.epochs=1"])
   assert result.returncode == 0, result.stderr[-3000:]
   multi = str(tmp_path / "multi")
-  env = environment(compile_cache)
+  env = environment()
   del env["XLA_FLAGS"], env["JAX_PLATFORMS"]   # local.sh sets both for its processes
   result = subprocess.run(
       ["launch/local.sh", "-n", "2", "--cpu-devices", "2", "--",
@@ -64,13 +64,13 @@ def test_local_launcher_fails_when_a_process_fails(tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoint_from_8_devices_resumes_on_4(tmp_path, compile_cache):
+def test_checkpoint_from_8_devices_resumes_on_4(tmp_path):
   workdir = str(tmp_path)
-  first = run(workdir, environment(compile_cache, devices=8),
+  first = run(workdir, environment(devices=8),
               extra=["--config.mesh.data=2", "--config.mesh.fsdp=4", "--config.optim.epochs=1"])
   assert first.returncode == 0, first.stderr[-3000:]
   assert committed_steps(workdir) == [8]
-  second = run(workdir, environment(compile_cache, devices=4),
+  second = run(workdir, environment(devices=4),
                extra=["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.optim.epochs=2",
                       "--allow_config_change"])     # a longer schedule, deliberately
   assert second.returncode == 0, second.stderr[-3000:]

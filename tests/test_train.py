@@ -170,8 +170,8 @@ def assert_one_line(workdir, env, args, culprit):
   assert " steps of " not in result.stderr, "refused only after the data was opened"
 
 
-def test_a_global_batch_the_devices_cannot_split_is_one_line(tmp_path, compile_cache):
-  assert_one_line(tmp_path, runs_environment(compile_cache, devices=8),
+def test_a_global_batch_the_devices_cannot_split_is_one_line(tmp_path):
+  assert_one_line(tmp_path, runs_environment(devices=8),
                   [PRETRAIN, "--config.batch_size=12"], "batch_size 12 is not divisible by "
                   "the 8 devices")
 
