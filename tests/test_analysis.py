@@ -151,7 +151,9 @@ def test_masked_losses_split_flat_and_structured_tubes_by_hand():
   random texture; the student sees tube 0. Normalised per patch and channel (128
   pixels, unbiased std + 1e-6), a tube's target has mean square 127/128 less the
   epsilon's share: the zero predictor's loss. Copying tube 0's target is exact on
-  the flat tube 1."""
+  the flat tube 1, and so is flat_copy (tube 0 is the one visible flat tube). A
+  model predicting 0 ("blank") is as far from flat_copy on the textured tubes as
+  on the flat one: the flicker's mean square."""
   rng = np.random.default_rng(0)
   video = np.full((1, 2, 16, 16, 3), 100, np.float32)
   video[:, 0, :, :] += 5                           # the flicker: +5, then −5
@@ -162,7 +164,9 @@ def test_masked_losses_split_flat_and_structured_tubes_by_hand():
   np.testing.assert_array_equal(flat, [[True, True, False, False]])
   s, h = masking.STUDENT, masking.HIDDEN
   codes = np.array([[s, h, h, h]])
-  losses, share = reconstruction.masked_pixel_losses({}, video, codes, 8, 2)
+  blank = lambda video, idx: {"pred": np.zeros(idx.masked.shape + (8 * 8 * 2 * 3,))}
+  losses, share, distances = reconstruction.masked_pixel_losses({"blank": blank}, video,
+                                                                codes, 8, 2)
   assert share == pytest.approx(1 / 3)
   # A flat tube's pixels are ±5/255 about its mean; the 1e-6 on its std counts there.
   amplitude = 5 / 255
@@ -175,6 +179,26 @@ def test_masked_losses_split_flat_and_structured_tubes_by_hand():
   assert losses["all"]["neighbour_copy"] == pytest.approx(
       (losses["flat"]["neighbour_copy"] + 2 * losses["structured"]["neighbour_copy"]) / 3,
       rel=1e-5)
+  assert losses["flat"]["flat_copy"] == pytest.approx(0, abs=1e-6)
+  assert losses["structured"]["flat_copy"] == pytest.approx(
+      losses["structured"]["neighbour_copy"], rel=1e-5)   # the nearest visible is tube 0
+  assert losses["flat"]["flat_copy_where_flat"] == pytest.approx(0, abs=1e-6)
+  assert losses["structured"]["flat_copy_where_flat"] == pytest.approx(127 / 128, rel=1e-5)
+  assert losses["all"]["blank"] == pytest.approx(losses["all"]["zero"], rel=1e-6)
+  assert distances["flat"]["blank"] == pytest.approx(flicker, rel=1e-5)
+  assert distances["structured"]["blank"] == pytest.approx(flicker, rel=1e-5)
+
+
+def test_flat_copy_is_the_mean_of_the_visible_flat_tubes_or_zero():
+  s, h = masking.STUDENT, masking.HIDDEN
+  targets = np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]],
+                      [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]])
+  codes = np.array([[s, s, s, h], [h, s, h, h]])
+  flat = np.array([[True, True, False, True], [True, False, True, True]])
+  # Clip 0: visible flat tubes 0 and 1 (tube 2 is visible, not flat; 3 flat, hidden).
+  # Clip 1: its one visible tube is not flat, so nothing is read: 0.
+  np.testing.assert_array_equal(reconstruction.flat_copy(targets, codes, flat),
+                                [[2.0, 3.0], [0.0, 0.0]])
 
 
 def test_a_tube_is_flat_up_to_the_noise_of_h264():

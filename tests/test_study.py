@@ -73,7 +73,8 @@ def test_teacher_release_has_its_card_and_weights(release):
   assert set(card["finetune"]) == {"smoke"} and card["finetune"]["smoke"]["views"] > 1
   assert 0 <= card["probe"]["test_top1"] <= 1
   loss = card["reconstruction_loss"]
-  assert set(loss) == {"zero", "neighbour_copy", "teacher"} and 0.0 < loss["zero"] < 1.0
+  assert set(loss) == {"zero", "neighbour_copy", "flat_copy", "flat_copy_where_flat",
+                       "teacher"} and 0.0 < loss["zero"] < 1.0
   assert (release / "checkpoint" / "model.json").is_file()
   assert (release / "metrics.jsonl").is_file()
   assert (release / "reconstructions.png").read_bytes()[:8] == PNG_MAGIC
@@ -113,7 +114,8 @@ def test_smoke_study_writes_results_and_every_plot(smoke, release):
   per_class = json.loads((smoke / "per_class.json").read_text())
   assert len(per_class["classes"]) == 8
   recon = json.loads((smoke / "reconstructions.json").read_text())["loss"]
-  assert set(recon) == {"zero", "neighbour_copy", "teacher", "amd_student", "videomae_student"}
+  assert set(recon) == {"zero", "neighbour_copy", "flat_copy", "flat_copy_where_flat",
+                        "teacher", "amd_student", "videomae_student"}
   probes = json.loads((smoke / run.PROBE_FILE).read_text())["models"]
   assert set(probes) == {"teacher", "amd_student/seed_0", "videomae_student/seed_0",
                          "scratch_student/seed_0"}

@@ -96,21 +96,38 @@ def flat_tubes(videos: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
   return (spread <= FLAT_RANGE).all(axis=(2, 3))
 
 
+def flat_copy(targets: np.ndarray, codes: np.ndarray, flat: np.ndarray) -> np.ndarray:
+  """The trivial predictor that reads the background off the visible tubes: per clip,
+  the mean target of its student-visible flat tubes, (B, D) (0 where none is
+  visible). On moving_digits it is the flicker, the same target for every tube of
+  background."""
+  visible = (codes == masking.STUDENT) & flat                     # (B, N)
+  count = visible.sum(axis=1, keepdims=True)
+  return (targets * visible[..., None]).sum(axis=1) / np.maximum(count, 1)
+
+
 def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, patch: int,
-                        tubelet: int, batch: int = 16) -> tuple[dict, float]:
+                        tubelet: int, batch: int = 16) -> tuple[dict, float, dict]:
   """The pre-training reconstruction loss (MSE of per-patch normalised pixels on the
   student-masked tokens) of every model on uint8 `videos` under masking `codes`,
-  beside two trivial predictors: 0 everywhere (`zero`) and the nearest visible
-  token's target copied (`neighbour_copy`).
+  beside trivial predictors: 0 everywhere (`zero`), the nearest visible token's
+  target copied (`neighbour_copy`), the background read off the visible flat tubes
+  and written on every masked tube (`flat_copy`), and the same on the masked tubes
+  that are flat only, 0 on the others (`flat_copy_where_flat`: it is told which
+  hidden tubes are flat, which no model is; on moving_digits, where the digits are).
 
   Returns ({"all" | "flat" | "structured": {name: loss}}, the share of masked
-  tubes that are flat): "all" is the pre-training loss; the other two split it
-  by what the hidden tube holds (flat_tubes)."""
+  tubes that are flat, {"flat" | "structured": {model: mean square distance of its
+  prediction from flat_copy's}}): "all" is the pre-training loss; the other two
+  split it by what the hidden tube holds (flat_tubes). A model that writes the
+  background on every hidden tube, digit or not, is as close to flat_copy on the
+  structured tubes as on the flat ones."""
   t = videos.shape[1] // tubelet
   grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
   counts = _counts(codes)
-  names = ("zero", "neighbour_copy", *models)
+  names = ("zero", "neighbour_copy", "flat_copy", "flat_copy_where_flat", *models)
   sums = {group: dict.fromkeys(names, 0.0) for group in ("flat", "structured")}
+  distances = {group: dict.fromkeys(models, 0.0) for group in ("flat", "structured")}
   tubes = {"flat": 0, "structured": 0}
   for start in range(0, len(videos), batch):
     clips, code = videos[start:start + batch], codes[start:start + batch]
@@ -118,24 +135,36 @@ def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, pat
     idx = masking.indices(jnp.asarray(code), counts)
     all_targets = np.asarray(losses.pixel_targets(video, patch, tubelet))
     target = np.asarray(vit.gather_tokens(jnp.asarray(all_targets), idx.masked))
-    flat = flat_tubes(clips, patch, tubelet)[np.arange(len(code))[:, None],
-                                             np.asarray(idx.masked)]
+    every_flat = flat_tubes(clips, patch, tubelet)
+    flat = every_flat[np.arange(len(code))[:, None], np.asarray(idx.masked)]
     tubes["flat"] += int(flat.sum())
     tubes["structured"] += int((~flat).sum())
+    background = np.broadcast_to(flat_copy(all_targets, code, every_flat)[:, None],
+                                 target.shape)
     preds = {"zero": np.zeros_like(target),
-             "neighbour_copy": neighbour_copy(all_targets, code, grid)}
+             "neighbour_copy": neighbour_copy(all_targets, code, grid),
+             "flat_copy": background,
+             "flat_copy_where_flat": np.where(flat[..., None], background, 0.0)}
     preds.update({name: np.asarray(m(video, idx)["pred"], np.float32)
                   for name, m in models.items()})
     for name, pred in preds.items():
       error = np.square(pred - target).mean(axis=-1)      # (B, masked): one per tube
       sums["flat"][name] += float(error[flat].sum())
       sums["structured"][name] += float(error[~flat].sum())
+      if name in models:
+        distance = np.square(pred - background).mean(axis=-1)
+        distances["flat"][name] += float(distance[flat].sum())
+        distances["structured"][name] += float(distance[~flat].sum())
   total = tubes["flat"] + tubes["structured"]
-  out = {group: {name: s / tubes[group] if tubes[group] else None
-                 for name, s in by_name.items()} for group, by_name in sums.items()}
+
+  def means(by_group):
+    return {group: {name: s / tubes[group] if tubes[group] else None
+                    for name, s in by_name.items()} for group, by_name in by_group.items()}
+
+  out = means(sums)
   out["all"] = {name: (sums["flat"][name] + sums["structured"][name]) / total
                 for name in names}
-  return out, tubes["flat"] / total
+  return out, tubes["flat"] / total, means(distances)
 
 
 def masked_input(videos: np.ndarray, codes: np.ndarray, grid, patch: int, tubelet: int
@@ -184,8 +213,8 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   # same for all; teacher-only tokens matter to AMD students' alignment heads alone.
   all_codes = np.stack([masking.tube_mask(rng, grid, student_ratio, teacher_ratio)
                         for _ in all_clips])
-  pixel_losses, flat_share = masked_pixel_losses(models, all_clips, all_codes, v.patch,
-                                                  v.tubelet)
+  pixel_losses, flat_share, distances = masked_pixel_losses(models, all_clips, all_codes,
+                                                             v.patch, v.tubelet)
   clips, codes = all_clips[:videos], all_codes[:videos]
   panels = {"original": clips / 255.0,
             f"input ({student_ratio:.0%} masked)": masked_input(clips, codes, grid, v.patch,
@@ -219,12 +248,18 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   report = dict(
       loss=pixel_losses["all"], loss_flat_tubes=pixel_losses["flat"],
       loss_structured_tubes=pixel_losses["structured"], flat_tubes_share=flat_share,
+      distance_to_flat_copy=distances,
       videos=len(all_clips), data=data, split=split, student_ratio=student_ratio, seed=seed,
       note=("MSE of per-patch normalised pixels on the student-masked tokens (the "
             "pre-training loss_rec), one tube mask per clip shared by every model; "
             "zero: a prediction of 0; neighbour_copy: the nearest visible token's target "
-            "of the same time slice; loss_flat_tubes / loss_structured_tubes: the same "
+            "of the same time slice; flat_copy: the mean target of the clip's visible flat "
+            "tubes on every masked tube; flat_copy_where_flat: the same on the masked flat "
+            "tubes, 0 on the others (told which hidden tubes are flat); "
+            "loss_flat_tubes / loss_structured_tubes: the same "
             f"on the masked tubes whose every frame is / is not one colour (within "
-            f"{FLAT_RANGE} grey levels per channel), flat_tubes_share of them flat"))
+            f"{FLAT_RANGE} grey levels per channel), flat_tubes_share of them flat; "
+            "distance_to_flat_copy: each model's mean square distance from flat_copy's "
+            "prediction on the masked flat / structured tubes"))
   write_json(os.path.join(out_dir, "reconstructions.json"), report)
   return report
