@@ -103,7 +103,7 @@ def teacher_finetune_stage(size: Size, checkpoint: str, workdir: str, seed: int 
 def _cpu() -> str:
   """The CPU's name, family and model where Linux tells them. Results are the same bit
   for bit on one machine but were not on two VMs of the same name and core count
-  (README, "Where the study stands"), so a result says which CPU made it."""
+  (docs/study/README.md, "The default study"), so a result says which CPU made it."""
   try:
     with open("/proc/cpuinfo") as f:
       info = {key.strip(): value.strip()
