@@ -225,6 +225,30 @@ def test_reconstructions_of_a_finetuning_run_is_one_line(tmp_path, env):
   assert not (tmp_path / "out").exists()
 
 
+def test_reconstructions_at_another_mask_ratio_from_the_command_line(tmp_path, env):
+  """The released teacher at half its tubes hidden: the masks the trivial predictors
+  see change (copying the nearest visible patch gets closer than at the committed
+  release's 0.9), and a teacher ratio that is not below the student's is one line."""
+  teacher = os.path.join(ROOT, "amd_jax", "assets", "teacher")
+  command = [sys.executable, "-m", "amd_jax.analysis", "reconstructions", "--run",
+             f"teacher={teacher}/checkpoint", "--videos", "1", "--out", str(tmp_path / "out")]
+  result = subprocess.run(command + ["--mask-ratio", "0.5", "--teacher-mask-ratio", "0.25"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((tmp_path / "out" / "reconstructions.json").read_text())
+  assert (report["student_ratio"], report["teacher_ratio"]) == (0.5, 0.25)
+  with open(os.path.join(teacher, "reconstructions.json")) as f:
+    release = json.load(f)
+  assert (release["student_ratio"], release["videos"]) == (0.9, report["videos"])
+  assert report["loss"]["neighbour_copy"] < release["loss"]["neighbour_copy"] - 0.05
+  bad = subprocess.run(command[:-2] + ["--out", str(tmp_path / "bad"), "--mask-ratio", "0.5"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  lines = [l for l in bad.stderr.splitlines() if l.strip()]
+  assert bad.returncode == 2 and len(lines) == 1, bad.stderr[-3000:]
+  assert "teacher mask ratio 0.75 must hide fewer tokens than the student's 0.5" in lines[0]
+  assert not (tmp_path / "bad").exists()
+
+
 def test_reconstructions_of_a_classifier_checkpoint_is_refused(tmp_path):
   """A converted classifier (no config.json to tell) is refused once loaded."""
   spec = spec_lib.ModelSpec(task="classifier", variant=vit.decode_variant("Mu/8x2"),

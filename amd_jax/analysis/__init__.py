@@ -4,7 +4,8 @@ r"""Analyses of trained models, as plots (PNG) with the numbers behind them (JSO
       [--data moving_digits --split test --videos 64 --frame-spacing 0]
   python -m amd_jax.analysis per-class --a RUN_A --b RUN_B --out DIR [--names A B] [--top K]
   python -m amd_jax.analysis curves --run NAME=WORKDIR [...] --out DIR
-  python -m amd_jax.analysis reconstructions --run NAME=WORKDIR [...] --out DIR
+  python -m amd_jax.analysis reconstructions --run NAME=WORKDIR [...] --out DIR \
+      [--videos 2 --mask-ratio 0.9 --teacher-mask-ratio 0.75]
   python -m amd_jax.analysis probe --checkpoint [NAME=]PATH [...] --out DIR \
       [--data moving_digits --videos N]
 
@@ -23,7 +24,9 @@ r"""Analyses of trained models, as plots (PNG) with the numbers behind them (JSO
   test_results.json.
 - curves: pre-training losses (each term) and fine-tuning curves from metrics.jsonl.
 - reconstructions: a few test clips through pre-training checkpoints, one mask
-  for all of them.
+  for all of them, and the masked-pixel loss of each beside trivial predictors
+  (the pre-training mask ratio by default; a lower one shows what a model infers
+  when it sees more).
 - probe: a linear probe on each checkpoint's frozen, mean-pooled encoder
   features (train → test, L2 chosen on val; probe.py) → probe.json.
 

@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> None:
   p = sub.add_parser("reconstructions", help="test clips through pre-training checkpoints")
   p.add_argument("--run", action="append", required=True, metavar="[NAME=]WORKDIR")
   p.add_argument("--videos", type=int, default=2)
+  # The pre-training masks by default; a lower ratio asks what a model infers when it
+  # sees more (teacher-only tokens feed AMD students' alignment heads alone).
+  p.add_argument("--mask-ratio", type=float, default=0.9, help="student mask ratio")
+  p.add_argument("--teacher-mask-ratio", type=float, default=0.75,
+                 help="below --mask-ratio")
   p.add_argument("--out", required=True)
   p = sub.add_parser("probe", help="linear probe on frozen encoder features")
   p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH")
@@ -105,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
           print(f"{name}: after block {block}: probe test top-1 {b['test_top1']:.3f} "
                 f"(val {b['val_top1']:.3f}, L2 {b['l2']:g})")
     else:
-      reconstructions_report(named_paths(args.run), args.out, videos=args.videos)
+      reconstructions_report(named_paths(args.run), args.out, videos=args.videos,
+                             student_ratio=args.mask_ratio,
+                             teacher_ratio=args.teacher_mask_ratio)
   print(f"wrote {args.out}")
 
 

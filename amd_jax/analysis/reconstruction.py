@@ -206,6 +206,7 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
                             "pixel decoder")
   first = next(iter(models.values())).encoder
   v, grid = first.variant, first.grid
+  masking.tube_counts(grid, student_ratio, teacher_ratio)     # bad ratios: before any clip
   all_clips, _ = probe.labelled_clips(grid, v.patch, v.tubelet, data=data, data_dir=data_dir,
                                       split=split, videos=max(videos, loss_videos))
   rng = np.random.default_rng(seed)
@@ -249,7 +250,8 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
       loss=pixel_losses["all"], loss_flat_tubes=pixel_losses["flat"],
       loss_structured_tubes=pixel_losses["structured"], flat_tubes_share=flat_share,
       distance_to_flat_copy=distances,
-      videos=len(all_clips), data=data, split=split, student_ratio=student_ratio, seed=seed,
+      videos=len(all_clips), data=data, split=split, student_ratio=student_ratio,
+      teacher_ratio=teacher_ratio, seed=seed,
       note=("MSE of per-patch normalised pixels on the student-masked tokens (the "
             "pre-training loss_rec), one tube mask per clip shared by every model; "
             "zero: a prediction of 0; neighbour_copy: the nearest visible token's target "
