@@ -1,11 +1,21 @@
 r"""Command line: python -m amd_jax.main --config=configs/FILE.py[:ARGS] --workdir=DIR [--config.KEY=VALUE ...]
 
+  --config=FILE[:ARGS]    the config file and its argument, e.g.
+                          configs/pretrain.py:data=k400,model=B (ARGS: each
+                          file's docstring); --config.KEY=VALUE overrides any key
+  --workdir=DIR           checkpoints, metrics, config.json and config.txt
+  --print_config          print every key of the resolved config with its value and
+                          meaning, and exit (no --workdir needed)
+  --allow_config_change   resume DIR with a config that changes the model, the data
+                          order or the schedule
+
 Resumes from DIR when it holds a checkpoint (with the same config, unless
 --allow_config_change). Bad input (an unknown config key or argument, a missing
 teacher checkpoint, a workdir another run holds, ...) ends with one line and exit
 code 2.
 """
 
+import functools
 import logging
 import os
 import signal
@@ -15,6 +25,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from amd_jax import config_files
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/pretrain.py:data=ssv2,model=B",
     lock_config=True)
@@ -22,28 +34,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics g
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir's checkpoints with a config that changes "
     "the model, the data order or the schedule (refused otherwise).")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _parse_flags(argv):
-  """absl's parser, but a bad config file, argument or key ends in one line, exit 2."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # everything here comes from the command line the user typed
-    cause = e
-    while cause.__cause__ or cause.__context__:
-      cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, (AttributeError, KeyError)):
-      message = f"unknown config key {str(cause).strip(chr(39) + chr(34))!r}"
-    else:
-      message = str(e).strip().splitlines()[0]
-      # config_flags puts the config file's own error (a bad config argument)
-      # at the end of an embedded traceback: its last line is the reason.
-      reason = str(cause).strip().splitlines()[-1] if cause is not e else ""
-      if reason and reason not in message:
-        message = f"{message} {reason}"
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "Print every key of the resolved config with its value and "
+    "meaning, and exit.")
+flags.mark_flags_as_required(["config"])
 
 
 class _NoOrbaxThreadTracebacks(logging.Filter):
@@ -70,15 +64,23 @@ def _main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   absl_logging.get_absl_handler().addFilter(_NoOrbaxThreadTracebacks())
   logging.getLogger("amd_jax").setLevel(logging.INFO)
-  from amd_jax import distributed, errors, train  # after flag parsing: usage errors need no jax
   try:
     config = _CONFIG.value
     config.get("mode")  # config_flags defers a config file it failed to load to first use
   except OSError as e:
     print(f"error: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
     sys.exit(2)
+  if _PRINT_CONFIG.value:
+    print(config_files.describe(config))
+    return
+  if not _WORKDIR.value:
+    print("error: --workdir is required (or --print_config to list the config's keys)",
+          file=sys.stderr)
+    sys.exit(2)
+  from amd_jax import distributed, errors, train, workdir  # after flag parsing: usage errors need no jax
   try:
     with errors.exit_on_bad_input(FloatingPointError):   # a diverged run: its config
+      workdir.check_local(_WORKDIR.value)   # before the hosts of a pod join each other
       distributed.initialize()
       train.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except errors.SaveFailed as e:
@@ -89,4 +91,4 @@ def _main(argv):
 
 
 if __name__ == "__main__":
-  app.run(_main, flags_parser=_parse_flags)
+  app.run(_main, flags_parser=functools.partial(config_files.parse_flags, usage=__doc__))

@@ -27,6 +27,7 @@ from flax import nnx
 
 from amd_jax import convert, errors, sharding
 from amd_jax.convert import spec as spec_lib
+from amd_jax.models import vit
 
 log = logging.getLogger("amd_jax")
 
@@ -75,9 +76,14 @@ def load_encoder(path: str, target: nnx.State, *, what: str = "teacher"
 
   def fits(spec: spec_lib.ModelSpec) -> None:
     if any(getattr(spec.variant, f) != getattr(need, f) for f in fields):
+      v = spec.variant
+      name = vit.variant_name(v.width, v.depth, v.heads, v.patch, v.tubelet)
+      hint = (f": set --config.{'teacher' if what == 'teacher' else 'model'}.variant={name}"
+              + (" and align.teacher_layers within its "
+                 f"{v.depth} blocks" if what == "teacher" else "")) if name else ""
       raise errors.BadInput(f"{what} checkpoint {path} does not fit the config: its encoder "
                             f"has {describe(spec.variant)}; the config's {what} needs "
-                            f"{describe(need)} (different parameter shapes or heads)")
+                            f"{describe(need)} (different parameter shapes or heads){hint}")
     if spec.norm_eps is None and "norm/scale" in wanted:
       raise errors.BadInput(f"{what} checkpoint {path}: its encoder has no final norm and "
                             f"the config's {what} needs one")

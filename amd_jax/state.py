@@ -5,6 +5,10 @@ The state (its keys: amd_jax/steps.py) is born sharded: the model is traced
 abstractly, the shardings come from its logical axis names, and the state is
 initialised under jit straight into them. The teacher's parameters stay outside
 it: never in the optimiser, never in a checkpoint.
+
+`abstract=True` builds the same update with nothing allocated: the state and the
+teacher are `jax.ShapeDtypeStruct`s carrying their shardings, which is what
+`python -m amd_jax.plan` compiles for devices this machine does not have.
 """
 
 from __future__ import annotations
@@ -41,11 +45,13 @@ class Training:
 
 
 def build_training(config: ml_collections.ConfigDict, mesh: Mesh, schedule: optim.Schedule,
-                   counts: masking.MaskCounts | None) -> Training:
+                   counts: masking.MaskCounts | None, *, abstract: bool = False) -> Training:
   """State, teacher and the update of `config` on `mesh`; counts: the pre-training
-  mask counts (None in fine-tuning)."""
-  state, state_sharding, model_def, tx = create_state(config, mesh, schedule)
-  teacher_def, teacher_params, teacher_sharding = create_teacher(config, mesh)
+  mask counts (None in fine-tuning). abstract: state and teacher as sharded
+  ShapeDtypeStructs (nothing initialised, no teacher file read)."""
+  state, state_sharding, model_def, tx = create_state(config, mesh, schedule, abstract=abstract)
+  teacher_def, teacher_params, teacher_sharding = create_teacher(config, mesh,
+                                                                 abstract=abstract)
   task = make_task(config, model_def, teacher_def, counts)
   batch_sharding = sharding.batch_sharding(mesh)
   step = jax.jit(
@@ -57,7 +63,8 @@ def build_training(config: ml_collections.ConfigDict, mesh: Mesh, schedule: opti
   return Training(step, state, state_sharding, model_def, teacher_params, batch_sharding)
 
 
-def create_state(config: ml_collections.ConfigDict, mesh: Mesh, schedule: optim.Schedule):
+def create_state(config: ml_collections.ConfigDict, mesh: Mesh, schedule: optim.Schedule, *,
+                 abstract: bool = False):
   """The train state, born sharded: (state, its shardings, the model's graphdef, optimiser)."""
   rules = config.sharding.rules
   abstract_model = nnx.eval_shape(lambda: build.model(config, nnx.Rngs(0)))
@@ -72,29 +79,33 @@ def create_state(config: ml_collections.ConfigDict, mesh: Mesh, schedule: optim.
                 params=params, frozen=nnx.state(model, decoders.FrozenToken),
                 opt_state=tx.init(params))
 
-  abstract = jax.eval_shape(init_state, jax.random.key(0))
-  params = sharding.named(mesh, sharding.param_specs(abstract["params"], rules))
+  shapes = jax.eval_shape(init_state, jax.random.key(0))
+  params = sharding.named(mesh, sharding.param_specs(shapes["params"], rules))
   repl = sharding.replicated(mesh)
   state_sharding = dict(
       step=repl, rng=repl, params=params,
-      frozen=sharding.named(mesh, sharding.param_specs(abstract["frozen"], rules)),
-      opt_state=sharding.optax_state_sharding(tx, abstract["opt_state"], params, repl))
+      frozen=sharding.named(mesh, sharding.param_specs(shapes["frozen"], rules)),
+      opt_state=sharding.optax_state_sharding(tx, shapes["opt_state"], params, repl))
+  sharding.assert_sharded(shapes["params"], mesh, state_sharding["params"])
+  if abstract:
+    return sharding.abstract_like(shapes, state_sharding), state_sharding, model_def, tx
   state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
-  sharding.assert_sharded(state["params"], mesh)
   return state, state_sharding, model_def, tx
 
 
-def create_teacher(config: ml_collections.ConfigDict, mesh: Mesh):
+def create_teacher(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: bool = False):
   """(graphdef, params, shardings) of the frozen teacher; all None unless in AMD mode."""
   if config.mode != "amd":
     return None, None, None
-  abstract = nnx.eval_shape(lambda: build.teacher(config, nnx.Rngs(0)))
-  teacher_def, abstract_params = nnx.split(abstract, nnx.Param)
+  teacher_def, abstract_params = nnx.split(
+      nnx.eval_shape(lambda: build.teacher(config, nnx.Rngs(0))), nnx.Param)
   if config.sharding.replicate_teacher:
     shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_params)
   else:
     shardings = sharding.named(mesh, sharding.param_specs(abstract_params, config.sharding.rules))
     sharding.assert_sharded(abstract_params, mesh, shardings)
+  if abstract:
+    return teacher_def, sharding.abstract_like(abstract_params, shardings), shardings
   if config.teacher.init:
     host, ln_eps = pretrained.load_encoder(config.teacher.init, abstract_params)
     params = jax.device_put(host, shardings)

@@ -70,6 +70,7 @@ class StopRequested:
 def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses a config or workdir that cannot run, with one line, before anything heavy
   (data, models, compilation) happens: every check of the command line is here."""
+  workdir_lib.check_local(workdir)    # a gs:// workdir: refused before jax starts a backend
   pretraining = "masking" in config
   modes = ("amd", "videomae") if pretraining else ("finetune", "test")
   if config.mode not in modes:
@@ -170,7 +171,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
   else:
     grid = build.token_grid(config)
     counts = masking.tube_counts(grid, *pipeline.mask_ratios(config))
-    log.info("tokens %d, student %d, teacher %d", counts.tokens, counts.student, counts.teacher)
+    log.info("tokens %d, student %d%s", counts.tokens, counts.student,
+             f", teacher {counts.teacher}" if config.mode == "amd" else "")
     dataset = pipeline.pretrain_dataset(config, grid, records=records, bad_files=bad_files,
                                         **shard)
   data_iter = pipeline.iterator(dataset, config.data.worker_count)

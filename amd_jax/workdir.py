@@ -2,6 +2,7 @@
 config change on resume.
 
   DIR/config.json         the resolved config (write_config)
+  DIR/config.txt          the same, every key with its meaning (write_config)
   DIR/run.lock            held by the run using the workdir (lock)
   DIR/metrics.jsonl       one JSON row per logged step and evaluation (metrics.Writer)
   DIR/tensorboard/        the same scalars as TensorBoard events
@@ -24,9 +25,10 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from amd_jax import errors
+from amd_jax import config_files, errors, paths
 
 CONFIG_FILE = "config.json"
+CONFIG_TEXT_FILE = "config.txt"
 LOCK_FILE = "run.lock"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -46,18 +48,25 @@ FREE_KEYS = ("log_every", "ckpt_every", "keep_ckpts", "progress", "eval_every",
 FREE_PREFIXES = ("mesh.", "sharding.")
 
 
+def check_local(workdir: str) -> None:
+  """Refuses a workdir given as a URL (gs://, s3://, any scheme://), in one line and
+  without touching anything: a run needs a POSIX directory, local or mounted, for
+  its lock is an flock on a file in it and its config and metrics are plain file
+  writes (os.makedirs would make a folder named "gs:" here instead)."""
+  if paths.is_url(workdir):
+    raise errors.BadInput(
+        f"workdir {workdir} is a URL: a run needs a local or mounted POSIX directory (the "
+        "workdir lock is an flock on a file in it; config and metrics are plain file "
+        "writes): use a local disk, or for a multi-host run a filesystem mounted on "
+        "every host (e.g. a Filestore/NFS mount)")
+
+
 def check(workdir: str) -> None:
-  """Creates the workdir, or says in one line why it cannot be one (a file, a folder
-  under a file, not writable): called before anything heavy runs in it."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except FileExistsError:
-    raise errors.BadInput(f"workdir {workdir} is a file, not a directory") from None
-  except OSError as e:
-    raise errors.BadInput(f"workdir {workdir} cannot be created: {e.strerror} "
-                          f"({e.filename})") from None
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise errors.BadInput(f"workdir {workdir} is not writable")
+  """Creates the workdir, or says in one line why it cannot be one (a URL, a file, a
+  folder under a file, not writable): called before anything heavy runs in it. The
+  rule of every command's output folder (paths.output_dir)."""
+  check_local(workdir)
+  paths.output_dir(workdir, "workdir")
 
 
 @contextlib.contextmanager
@@ -92,12 +101,14 @@ def has_checkpoints(workdir: str) -> bool:
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """DIR/config.json, atomically: the other processes of the run may be reading it
-  in check_resume."""
+  """DIR/config.json, atomically (the other processes of the run may be reading it
+  in check_resume), and DIR/config.txt: every key with its value and meaning."""
   path = os.path.join(workdir, CONFIG_FILE)
   with open(path + ".tmp", "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   os.replace(path + ".tmp", path)
+  with open(os.path.join(workdir, CONFIG_TEXT_FILE), "w") as f:
+    f.write(config_files.describe(config) + "\n")
 
 
 def write_test_results(workdir: str, row: dict, **per_class) -> None:

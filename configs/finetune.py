@@ -14,7 +14,9 @@ alignment heads and final norm are dropped (the log says what was taken).
 `--config.mode=test` evaluates the workdir's latest checkpoint (or, with none,
 the fine-tuned checkpoint at `init`) with the multi-view test and trains nothing.
 
-Hardware and expected results: the paper fine-tuned on 16–32 A100s; ViT-S /
+Hardware and expected results: the paper fine-tuned on 16–32 A100s (32 clips per
+GPU; planned with backend=gpu, docs/benchmarks.md#planned-without-a-device:
+ViT-S 11.4 GiB, ViT-B 23.1 GiB per A100-80G, so the defaults fit); ViT-S /
 ViT-B reach 70.2 / 73.3 top-1 on SSV2 (2 clips × 3 crops) and 80.1 / 82.2 on
 K400 (5 × 3) after 800 pre-training epochs (AMD README).
 
@@ -22,7 +24,8 @@ Learning rate: base_lr × videos per update / 256 (repeated samples not counted)
 e.g. ViT-B K400: 7e-4 × 512 / 256 = 1.4e-3. Where the table and the official
 scripts differ, the table's value is used and the script's named beside it.
 
-`runlocal`: a ViT-"Mu" on 8-frame 64×64 moving_digits clips, SSV2-style (TSN
+`runlocal` (with `backend=` only: data= or model= beside it is refused, as runlocal
+picks both): a ViT-"Mu" on 8-frame 64×64 moving_digits clips, SSV2-style (TSN
 segments, no flip: left/right motions would swap), 2 clips × 3 crops at test,
 from scratch unless `init` is given; about two minutes on 2 CPU cores, test
 top-1 well above chance (0.125).
@@ -104,6 +107,7 @@ def runlocal(config: ml_collections.ConfigDict) -> None:
 def get_config(arg=None):
   arg = common.parse_arg(arg, data=("ssv2", "k400"), model=("S", "B"), runlocal=False,
                          backend=common.BACKENDS)
+  common.refuse_with_runlocal(arg, data="moving_digits", model="Mu/8x2")
   ssv2 = arg.data == "ssv2"
   data = data_config(arg.data, sampler="segments" if ssv2 else "span", rate=4, flip=not ssv2,
                      test_sampler="segments" if ssv2 else "dense", test_clips=2 if ssv2 else 5,

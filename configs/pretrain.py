@@ -11,13 +11,18 @@ and the student:
 
 Hardware: the paper used 32 A100-80G for 800 epochs (= 200 passes × 4 repeated
 samples) at 2048 clips per step; `--config.grad_accum=4` gives the same update on
-8 GPUs. Expected fine-tuned top-1 (Table S2 recipe): ViT-S 70.2 / ViT-B 73.3 on
+8 GPUs. Planned for that hardware (python -m amd_jax.plan, backend=gpu, 64 clips
+per GPU; docs/benchmarks.md#planned-without-a-device): ViT-B student + ViT-L
+teacher 15.1 GiB per A100-80G (18.1 on an H100), ViT-S 9.8 GiB: the defaults fit
+with room to spare, data-parallel, no grad_accum, remat or FSDP. A TPU v5e chip
+(16 GiB, backend=tpu) holds the same 64 clips in 14.7 GiB. Expected fine-tuned top-1 (Table S2 recipe): ViT-S 70.2 / ViT-B 73.3 on
 SSV2, ViT-S 80.1 / ViT-B 82.2 on K400 (AMD README).
 
 Learning rate: lr = base_lr × videos per update / 256 = 1.2e-3 × 512 / 256 =
 2.4e-3 peak (the scripts' rule; repeated samples are not counted).
 
-`runlocal`: a ViT-"Mu" student (width 64, 4 blocks) distilled from a randomly
+`runlocal`: (with `backend=` only: data= or model= beside it is refused, as runlocal
+picks both) a ViT-"Mu" student (width 64, 4 blocks) distilled from a randomly
 initialised ViT-Ti teacher (unless teacher.init is given) on 8-frame 64×64
 clips of the embedded moving_digits dataset (built on first use, about 30 s,
 into $AMD_JAX_DATA or ~/.cache/amd_jax), global batch 8; about a minute on 2 CPU
@@ -58,6 +63,7 @@ def data_config(data: str) -> ml_collections.ConfigDict:
 def get_config(arg=None):
   arg = common.parse_arg(arg, data=("k400", "ssv2"), model=("B", "S"), runlocal=False,
                          backend=common.BACKENDS)
+  common.refuse_with_runlocal(arg, data="moving_digits", model="Mu/8x2")
   config = ml_collections.ConfigDict()
   config.mode = "amd"
   config.seed = 0

@@ -22,10 +22,14 @@ actions; sigmoid BCE on the (jittered) ground-truth people, no mixup, no
 RandAugment, no repeated sampling; testing scores the detector's proposals with
 score ≥ 0.8 on 256-short-side frames; metrics.jsonl gets `map`, the official
 frame mAP@0.5 over the 60 evaluated classes (amd_jax/evaluators/ava_map.py). Expected:
-AMD ViT-B 29.9 mAP (K400 pre-training). The test is the val split.
+AMD ViT-B 29.9 mAP (K400 pre-training). The test is the val split. Planned at the
+paper's 4 clips per GPU (128 on 32 GPUs; backend=gpu,
+docs/benchmarks.md#planned-without-a-device): 3.9 GiB per A100-80G.
 
-`runlocal`: for ucf101/hmdb51, configs/finetune.py's runlocal (moving_digits)
-with this table's regularisation (head dropout 0.5); for ava, a "Mu" detector
+`runlocal` (data=ava or no data: model= beside it is refused, and so is
+data=ucf101|hmdb51, which runlocal would replace): without data,
+configs/finetune.py's runlocal (moving_digits) with this table's UCF101
+regularisation (head dropout 0.5); with data=ava, a "Mu" detector
 on a small AVA-layout folder (no AVA data ships with amd_jax: build one and set
 `data.data_dir`), 112-pixel crops, a few steps.
 """
@@ -71,6 +75,9 @@ def ava_config(model: str, backend: str, runlocal: bool):
 def get_config(arg=None):
   arg = common.parse_arg(arg, data=("ucf101", "hmdb51", "ava"), model=("B", "S"),
                          runlocal=False, backend=common.BACKENDS)
+  # runlocal keeps data=ava (its AVA-layout form); ucf101/hmdb51 would become moving_digits.
+  common.refuse_with_runlocal(arg, model="Mu", **({} if arg.data == "ava" else
+                                                 {"data": "moving_digits"}))
   if arg.data == "ava":
     return ava_config(arg.model, arg.backend, arg.runlocal)
   row = TABLE_S3[arg.data]

@@ -12,8 +12,11 @@ decoder depth 4 (12 for ViT-L and ViT-H). [The batch size and epochs follow the
 VideoMAE paper's appendix and were not re-checked here.] The released ViT-L
 teachers AMD uses were trained 1600 epochs (K400, 85.2 top-1 fine-tuned) and
 2400 epochs (SSV2). Hardware: 64 V100 for ViT-B, about 27 h per 800 K400 epochs.
+Planned at its 16 clips per GPU (backend=gpu, docs/benchmarks.md#planned-without-a-device):
+ViT-B 4.2 GiB, ViT-L 14.4 GiB per A100-80G (not planned for V100s: no target).
 
-`runlocal`: a ViT-Ti on 8-frame 64×64 moving_digits clips, global batch 8, about a
+`runlocal` (with `backend=` only: it picks the data and the model) a ViT-Ti on
+8-frame 64×64 moving_digits clips, global batch 8, about a
 minute on 2 CPU cores; its workdir can serve as `teacher.init` for
 `configs/pretrain.py:runlocal`.
 """
@@ -27,6 +30,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, data=("k400", "ssv2"), model=("B", "S", "L", "H"),
                          runlocal=False,
                          backend=common.BACKENDS)
+  common.refuse_with_runlocal(arg, data="moving_digits", model="Ti/8x2")
   config = ml_collections.ConfigDict()
   config.mode = "videomae"
   config.seed = 0

@@ -4,7 +4,8 @@
 #
 # Starts LOCAL_COUNT processes of COMMAND with process ids FIRST_ID.. of TOTAL,
 # joined through COORDINATOR (host:port; amd_jax/distributed.py reads the
-# AMD_JAX_* variables). GPU_MODE=1 gives process i the local GPU i alone.
+# AMD_JAX_* variables). GPU_MODE=1 gives process i the local GPU i alone. Every
+# line a process prints starts with its process id in brackets: "[3] ...".
 # Forwards SIGTERM/SIGINT to all of them (they save and exit 0), and if one
 # fails, stops the others and returns its exit code.
 
@@ -14,15 +15,17 @@ spawn_and_wait() {
   [[ "${1:-}" == "--" ]] && shift
   (($# > 0)) || { echo "error: no command to run" >&2; return 2; }
 
-  local pids=() i
+  local pids=() i id
   for ((i = 0; i < count; i++)); do
-    if ((gpu_mode)); then
-      CUDA_VISIBLE_DEVICES="$i" AMD_JAX_COORDINATOR="$coordinator" AMD_JAX_NUM_PROCESSES="$total" \
-        AMD_JAX_PROCESS_ID=$((first + i)) "$@" &
-    else
-      AMD_JAX_COORDINATOR="$coordinator" AMD_JAX_NUM_PROCESSES="$total" \
-        AMD_JAX_PROCESS_ID=$((first + i)) "$@" &
-    fi
+    id=$((first + i))
+    # Each line of process ID's output starts with "[ID] ". exec: the pid waited
+    # for and signalled is the process itself, not a shell around it.
+    (
+      if ((gpu_mode)); then export CUDA_VISIBLE_DEVICES="$i"; fi
+      export AMD_JAX_COORDINATOR="$coordinator" AMD_JAX_NUM_PROCESSES="$total" \
+        AMD_JAX_PROCESS_ID="$id"
+      exec "$@" > >(_prefix_lines "$id") 2> >(_prefix_lines "$id" >&2)
+    ) &
     pids+=("$!")
   done
   trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT
@@ -50,6 +53,10 @@ spawn_and_wait() {
   done
   trap - TERM INT
   return "$rc"
+}
+
+_prefix_lines() {  # ID: stdin to stdout, "[ID] " before every line, unbuffered
+  awk -v prefix="[$1] " '{ print prefix $0; fflush() }'
 }
 
 free_port() {

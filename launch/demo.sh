@@ -51,6 +51,9 @@ fi
 
 start=$SECONDS
 ensure_venv ""
+# The study is a CPU program; a .venv that launch/test.sh filled also holds libtpu and
+# the CUDA plugin, which would look for their hardware (and print why not) first.
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 rc=0
 python -m amd_jax.study --workdir "$workdir" --size "$size" ${rest[@]+"${rest[@]}"} || rc=$?
 elapsed=$((SECONDS - start))

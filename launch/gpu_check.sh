@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU check: the GPU-only tests and the step benchmark at ViT-S/B/L sizes on one
-# NVIDIA GPU, with a short table printed last; sized for under 5 minutes on one
-# H100 (docs/benchmarks.md, "GPU check").
+# GPU check: the plan's prediction for the largest benchmark (memory per device,
+# FLOPs: python -m amd_jax.plan), then the GPU-only tests and the step benchmark at
+# ViT-S/B/L sizes on one NVIDIA GPU, with a short table printed last; sized for under
+# 5 minutes on one H100 (docs/benchmarks.md, "GPU check" and "Predicted vs measured").
 #
 #   launch/gpu_check.sh              # on the GPU machine
 #   launch/gpu_check.sh --dry-run    # anywhere: the same steps on the CPU at tiny sizes
@@ -12,7 +13,7 @@
 # or av, and no network (docs/benchmarks.md, "GPU check"). When this Python cannot import
 # amd_jax, the wheel files in $WHEELS (default .whl, ignored by git; with the
 # device tool, carry [".whl"]) are installed into /tmp/amd_jax_site; without
-# wheels, `pip install .[gpu,dev]` from the index.
+# wheels, `pip install .[cuda13,dev]` from the index.
 #
 # Logs, results.jsonl and table.txt go to $OUT (the device tool's folder that
 # comes back) or runs/gpu_check. Exits non-zero when a test or a benchmark failed.
@@ -72,8 +73,8 @@ if ! "$PY" -c "import amd_jax.bench, pytest" 2>/dev/null; then
       --target /tmp/amd_jax_site "$WHEELS"/*.whl
     export PYTHONPATH="/tmp/amd_jax_site${PYTHONPATH:+:$PYTHONPATH}"
   else
-    echo "no wheels in $WHEELS: pip install .[gpu,dev] from the index"
-    "$PY" -m pip install -q --retries 1 --timeout 20 ".[gpu,dev]"
+    echo "no wheels in $WHEELS: pip install .[cuda13,dev] from the index"
+    "$PY" -m pip install -q --retries 1 --timeout 20 ".[cuda13,dev]"
   fi
 fi
 "$PY" -c "import amd_jax.bench, pytest" ||
@@ -110,9 +111,23 @@ import flax, jax, optax, orbax.checkpoint as ocp
 print('jax', jax.__version__, '| flax', flax.__version__, '| optax', optax.__version__,
       '| orbax', ocp.__version__, '| backend', jax.default_backend(), jax.devices())"
 if [[ $MODE == check ]] && ! "$PY" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')"; then
-  echo "error: jax sees no GPU (install jax[cuda13]: pip install .[gpu]), or use --dry-run" >&2
+  echo "error: jax sees no GPU (pip install -e '.[cuda13]', or '.[cuda12]' for a driver older than R580), or use --dry-run" >&2
   exit 1
 fi
+
+section "prediction (python -m amd_jax.plan)"
+# What the first benchmark row should show, compiled before it runs: compare its
+# "peak GiB" with this total (docs/benchmarks.md, "Predicted vs measured").
+if [[ $MODE == dry-run ]]; then
+  PLAN=(--config=configs/pretrain.py:runlocal --target=cpu:1)
+else
+  gpu=h100
+  nvidia-smi -L 2>/dev/null | grep -q H200 && gpu=h200
+  PLAN=(--config=configs/pretrain.py:data=k400,model=B,backend=gpu --target=gpu:$gpu:1
+        --batch-per-device=64)
+fi
+timeout 120 "$PY" -m amd_jax.plan "${PLAN[@]}" --out="$LOGS/plan" 2>&1 | tee "$LOGS/plan.log" ||
+  echo "WARNING: the plan failed (see above); measuring all the same"
 
 section "GPU tests (tests/test_gpu.py)"
 test_rc=0
@@ -140,6 +155,8 @@ fail_line() {  # LABEL REASON: a failure row for the table
 run_bench() {  # LABEL ARGS...: one `bench step`; its JSON line or a failure row
   local label=$1 left=$((DEADLINE - SECONDS)) rc=0 out err
   shift
+  # A dry run's rows are the tiny models SIZES swaps in: say so in their names.
+  [[ $MODE == dry-run ]] && label+=" (dry run: Mu/8x2 at 4x32x32)"
   if ((left < 45)); then
     fail_line "$label" "not run: ${left}s left of the time budget"
     return

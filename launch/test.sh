@@ -5,14 +5,15 @@
 # loadfile), the files with the most slow tests first (tests/conftest.py orders
 # them; --no-loadscope-reorder keeps that order); -n 0 runs in this process (for
 # -s, --pdb or one quick file).
-# Needs only Python >= 3.11 and pip; creates/reuses .venv with the dev and convert
-# extras (torch CPU + transformers for the parity tests).
+# Needs only Python >= 3.11 and pip; creates/reuses .venv with the dev, convert
+# (torch CPU + transformers for the parity tests) and plan extras (libtpu and the
+# CUDA compiler, for tests/test_plan.py's compiles for TPUs and GPUs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source launch/_venv.sh
 
 start=$SECONDS
-ensure_venv dev,convert
+ensure_venv dev,convert,plan
 rc=0
 python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@" || rc=$?
 elapsed=$((SECONDS - start))

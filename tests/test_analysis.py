@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from amd_jax import convert, errors, masking
 from amd_jax.analysis import attention, curves, per_class, reconstruction
+from amd_jax.analysis import __main__ as analysis_cli
 from amd_jax.convert import spec as spec_lib
 from amd_jax.models import vit
 from configs import finetune as finetune_config
@@ -247,6 +248,42 @@ def test_reconstructions_at_another_mask_ratio_from_the_command_line(tmp_path, e
   assert bad.returncode == 2 and len(lines) == 1, bad.stderr[-3000:]
   assert "teacher mask ratio 0.75 must hide fewer tokens than the student's 0.5" in lines[0]
   assert not (tmp_path / "bad").exists()
+
+
+def test_an_out_that_is_a_file_is_one_line_before_anything_is_read(tmp_path, env):
+  """--out is checked first: no clip is read (the dataset's progress bar) and no model
+  loaded before the refusal, and the file is left as it was."""
+  (tmp_path / "a_file").write_text("x")
+  teacher = os.path.join(ROOT, "amd_jax", "assets", "teacher", "checkpoint")
+  result = subprocess.run([sys.executable, "-m", "amd_jax.analysis", "reconstructions",
+                           "--run", f"teacher={teacher}", "--videos", "2",
+                           "--out", str(tmp_path / "a_file")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and result.stdout == "", result.stderr[-3000:]
+  assert result.stderr.splitlines() == [
+      f"error: --out {tmp_path / 'a_file'} is a file, not a folder: give a folder's path (or "
+      "move the file away)"]
+  assert (tmp_path / "a_file").read_text() == "x"
+
+
+@pytest.mark.parametrize("command", [
+    ["attention-distance", "--checkpoint", "RUN"], ["per-class", "--a", "RUN", "--b", "RUN"],
+    ["curves", "--run", "RUN"], ["reconstructions", "--run", "RUN"],
+    ["probe", "--checkpoint", "RUN"]])
+def test_every_analysis_checks_its_out_first(tmp_path, capsys, command):
+  """Every command's --out, refused before its runs are looked at (RUN does not exist,
+  which would be another error); a missing --out is not made by a refusal."""
+  (tmp_path / "a_file").write_text("x")
+  out = tmp_path / "a_file" / "out"
+  with pytest.raises(SystemExit) as e:
+    analysis_cli.main([*command, "--out", str(out)])
+  assert e.value.code == 2
+  assert capsys.readouterr().err.splitlines() == [
+      f"error: --out {out} cannot be created: Not a directory ({tmp_path / 'a_file'} is a "
+      "file): give a path under a folder"]
+  with pytest.raises(SystemExit):
+    analysis_cli.main([*command, "--out", str(tmp_path / "new" / "out")])
+  assert "RUN" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_reconstructions_of_a_classifier_checkpoint_is_refused(tmp_path):

@@ -2,6 +2,8 @@
 
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 from flax import nnx
@@ -73,3 +75,100 @@ def test_parse_arg_refuses_unknowns():
   with pytest.raises(ValueError, match="choose from k400|ssv2"):
     common.parse_arg("data=k700", data=("k400", "ssv2"))
   assert common.parse_arg("runlocal", data=("k400",), runlocal=False).runlocal is True
+
+
+def _every_config():
+  """Every config file with each of its columns, its runlocal form and AVA."""
+  for name in CONFIGS:
+    for arg in COLUMNS[name] + (["runlocal"] if name != "image" else []):
+      yield name, arg
+  yield "transfer", "data=ava"
+  yield "transfer", "data=ava,runlocal"
+
+
+def test_every_config_key_has_a_meaning_and_every_meaning_a_key():
+  """--print_config and config.txt say what each key means: a new key without a line
+  in configs/common.py MEANINGS, or a line for a key that is gone, fails here."""
+  seen = set()
+  for name, arg in _every_config():
+    keys = config_files.keys(config_files.load(name, arg))
+    missing = [k for k in keys if k not in common.MEANINGS]
+    assert not missing, f"{name}:{arg}: no meaning for {missing}"
+    seen.update(keys)
+  assert set(common.MEANINGS) == seen
+
+
+def _main(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "amd_jax.main", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_help_exits_0_and_says_how_to_list_the_keys():
+  proc = _main("--help")
+  assert proc.returncode == 0 and "--print_config" in proc.stdout and not proc.stderr
+
+
+def test_print_config_lists_every_key_with_its_value_and_meaning_without_a_workdir():
+  proc = _main("--config=configs/pretrain.py:runlocal", "--config.batch_size=16",
+               "--print_config")
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  keys = config_files.keys(config_files.load("pretrain", "runlocal"))
+  assert [line.split(" = ")[0] for line in lines] == keys
+  batch = next(line for line in lines if line.startswith("batch_size = "))
+  assert batch.startswith("batch_size = 16 ") and batch.endswith(
+      "# " + common.MEANINGS["batch_size"])
+
+
+def test_an_unknown_key_names_the_nearest_known_ones():
+  proc = _main("--config=configs/pretrain.py:runlocal", "--workdir=unused",
+               "--config.optim.base_lrr=1")
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == ("error: unknown config key 'optim.base_lrr' (did you mean "
+                                 "optim.base_lr?)")
+  assert not os.path.exists(os.path.join(ROOT, "unused"))
+  proc = _main("--config=configs/pretrain.py:runlocal")
+  assert proc.returncode == 2 and proc.stderr.strip() == (
+      "error: --workdir is required (or --print_config to list the config's keys)")
+
+
+def test_a_run_writes_its_config_with_meanings_beside_config_json(reference):
+  with open(os.path.join(reference, "config.txt")) as f:
+    text = f.read()
+  assert "batch_size = 8 " in text and common.MEANINGS["optim.base_lr"] in text
+
+
+@pytest.mark.parametrize("name, arg, refused", [
+    ("pretrain", "runlocal,model=S", "model=S"),
+    ("pretrain", "data=ssv2,runlocal", "data=ssv2"),
+    ("pretrain", "runlocal,data=k400,model=B", "data=k400 and model=B"),
+    ("videomae", "runlocal,model=L", "model=L"),
+    ("finetune", "data=k400,runlocal", "data=k400"),
+    ("transfer", "data=ucf101,runlocal", "data=ucf101"),
+    ("transfer", "data=hmdb51,runlocal", "data=hmdb51"),
+    ("transfer", "data=ava,runlocal,model=B", "model=B"),
+    ("pretrain", "runlocal,backend=gpu", None),
+    ("videomae", "runlocal,backend=tpu", None),
+    ("finetune", "runlocal", None),
+    ("transfer", "runlocal", None),
+    ("transfer", "data=ava,runlocal", None),
+    ("transfer", "data=ucf101,model=S", None),
+])
+def test_runlocal_refuses_the_arguments_it_would_replace(name, arg, refused):
+  """runlocal picks the data and the model: an explicit one beside it was silently
+  replaced (a user's ucf101 became moving_digits); now the pair is refused."""
+  if refused is None:
+    config_files.load(name, arg)
+    return
+  with pytest.raises(ValueError, match=f"runlocal picks its own .*: drop {refused}, or drop "
+                                       "runlocal"):
+    config_files.load(name, arg)
+
+
+def test_runlocal_clash_is_one_line_on_the_command_line():
+  proc = _main("--config=configs/transfer.py:data=ucf101,runlocal", "--workdir=unused",
+               "--config.data.data_dir=MINE")
+  assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+  assert proc.stderr.strip().endswith("runlocal picks its own data (moving_digits): drop "
+                                      "data=ucf101, or drop runlocal"), proc.stderr

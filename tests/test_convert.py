@@ -337,6 +337,23 @@ def test_cli_bad_input_is_one_line(tmp_path, content, dst, culprit):
   assert lines[0].startswith("error:") and culprit in lines[0] and "would run" not in lines[0]
 
 
+def test_cli_makes_the_missing_folders_of_dst_and_refuses_a_file_above_it(tmp_path):
+  """--dst is checked before the source is read: its missing folders are made (torch.save
+  alone would fail after the conversion), a file on its way is one line."""
+  teacher = os.path.join(runs.ROOT, "amd_jax", "assets", "teacher", "checkpoint")
+  result = convert_cli("--src", teacher, "--dst", "missing_dir/x.pth", "--no_progress",
+                       cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (tmp_path / "missing_dir" / "x.pth").is_file()
+  (tmp_path / "a_file").write_text("x")
+  for dst in ("a_file/x.pth", "a_file/sub/orbax"):
+    result = convert_cli("--src", teacher, "--dst", dst, "--no_progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [
+        f"error: --dst {dst} cannot be created: Not a directory ({tmp_path / 'a_file'} is a "
+        "file): give a path under a folder"]       # before the source is read: no log line
+
+
 def _tiny_classifier_folder(tmp_path) -> str:
   hf = ref.randomize(VideoMAEForVideoClassification(
       ref.hf_config(**CASES["tiny"], num_labels=CLASSES)), seed=7)
@@ -462,3 +479,24 @@ def test_converted_vit_b_teacher_in_an_amd_run(tmp_path, env):
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"teacher B/8x2 loaded from {converted}" in result.stderr
   assert "width 768, depth 12, heads 12, patch 8, tubelet 2" in result.stderr
+
+
+def test_the_released_teacher_loads_from_its_folder_and_says_how_it_fits():
+  """amd_jax/assets/teacher (the folder the README names: card.json beside checkpoint/)
+  reads as its checkpoint; a config whose teacher differs is told the variant to set."""
+  release = os.path.join(runs.ROOT, "amd_jax", "assets", "teacher")
+  spec, weights = convert.read(release, part="encoder")
+  inner_spec, inner = convert.read(os.path.join(release, "checkpoint"), part="encoder")
+  assert spec == inner_spec and weights.keys() == inner.keys()
+  assert all(np.array_equal(weights[k], inner[k]) for k in weights)
+  target = nnx.state(nnx.eval_shape(lambda: vit.Encoder(
+      vit.decode_variant("Ti/8x2"), num_frames=8, image_size=64, final_norm=False,
+      rngs=nnx.Rngs(0))), nnx.Param)
+  with pytest.raises(errors.BadInput, match=r"set --config.teacher.variant=Mi/8x2 and "
+                     r"align.teacher_layers within its 8 blocks$"):
+    pretrained.load_encoder(release, target)
+  target = nnx.state(nnx.eval_shape(lambda: vit.Encoder(
+      vit.decode_variant("Mi/8x2"), num_frames=8, image_size=64, final_norm=False,
+      rngs=nnx.Rngs(0))), nnx.Param)
+  loaded, ln_eps = pretrained.load_encoder(release, target)
+  assert ln_eps == 1e-6 and spec_lib.flatten(loaded).keys() == spec_lib.flatten(target).keys()

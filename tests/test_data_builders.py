@@ -169,6 +169,27 @@ def test_build_bad_input_from_the_command_line(tmp_path, name, manual, culprit):
   errors_ = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(errors_) == 1 and culprit in errors_[0], result.stderr
   assert "Traceback" not in result.stderr
+  assert not (tmp_path / "out").exists()          # a refusal makes no --data_dir
+
+
+@pytest.mark.parametrize("data_dir, why", [
+    ("a_file", "is a file, not a folder: give a folder's path (or move the file away)"),
+    ("a_file/data", "cannot be created: Not a directory ({tmp}/a_file is a file): give a path "
+     "under a folder"),
+    pytest.param("/proc/amd_jax/data", "cannot be created: No such file or directory "
+                 "(/proc/amd_jax): give a path you can write to", marks=pytest.mark.skipif(
+                     not os.path.isdir("/proc/self"), reason="no /proc")),
+])
+def test_a_data_dir_that_cannot_be_one_is_one_line(tmp_path, data_dir, why):
+  """Refused before TFDS loads or anything is built."""
+  (tmp_path / "a_file").write_text("x")
+  data_dir = os.path.join(tmp_path, data_dir)      # an absolute data_dir stays itself
+  result = subprocess.run([sys.executable, "-m", "amd_jax.data.build", "moving_digits",
+                           f"--data_dir={data_dir}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 2 and result.stdout == "", result.stderr[-2000:]
+  assert result.stderr.splitlines() == [f"error: --data_dir {data_dir} {why.format(tmp=tmp_path)}"]
+  assert (tmp_path / "a_file").read_text() == "x"
 
 
 def test_label_out_of_range(tmp_path, carphone):

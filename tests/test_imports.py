@@ -19,7 +19,10 @@ import amd_jax
 LOCAL_IMPORTS = {
     # The command lines parse their flags before loading JAX or TFDS, so that a
     # usage error or --help answers at once.
-    "amd_jax.main": {"amd_jax.distributed", "amd_jax.errors", "amd_jax.train"},
+    "amd_jax.main": {"amd_jax.distributed", "amd_jax.errors", "amd_jax.train",
+                     "amd_jax.workdir"},
+    # The plan sets JAX_PLATFORMS and XLA_FLAGS for its target before jax loads.
+    "amd_jax.plan.cli": {"amd_jax.plan.program"},
     "amd_jax.data.build": {"amd_jax.data.sources"},
     # PyTorch is an optional extra, imported only for `bench step --reference torch`.
     "amd_jax.bench.step": {"amd_jax.bench.torch_reference"},

@@ -12,7 +12,7 @@ test checks that their config files, arguments and keys exist and pass the
 run's validation.
 
 They run in README order through bash, from a scratch directory standing in for
-the checkout (configs/ and launch/ link to the repository's; everything the
+the checkout (configs/, launch/ and amd_jax/ link to the repository's; everything the
 commands write lands in it), with the test environment's python first on PATH
 and `--config.total_steps=2` appended to every training command.
 """
@@ -86,7 +86,7 @@ def test_readme_marks_the_whole_runlocal_chain():
 
 def test_readme_commands_run_as_written(tmp_path):
   commands = readme_commands(open(os.path.join(ROOT, "README.md")).read())
-  for name in ("configs", "launch"):
+  for name in ("configs", "launch", "amd_jax"):
     os.symlink(os.path.join(ROOT, name), tmp_path / name)
   env = environment()
   env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
@@ -133,8 +133,8 @@ def as_flags(command: str, existing: str, workdir: str) -> list[str]:
 
 VALIDATE = """
 import sys
-from amd_jax import main, train
-main._parse_flags(["amd_jax.main", *sys.argv[1:]])
+from amd_jax import config_files, main, train
+config_files.parse_flags(["amd_jax.main", *sys.argv[1:]])
 config = main._CONFIG.value
 train.validate(config, main._WORKDIR.value)
 print("valid:", config.mode, config.model.variant, config.batch_size)

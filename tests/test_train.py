@@ -41,6 +41,8 @@ def videomae(tmp_path_factory, env):
   workdir = str(tmp_path_factory.mktemp("videomae"))
   result = run(workdir, env, config="configs/videomae.py:runlocal")
   assert result.returncode == 0, result.stderr[-3000:]
+  with open(workdir + ".stderr", "w") as f:    # beside the run, for its log's checks
+    f.write(result.stderr)
   return workdir
 
 
@@ -48,6 +50,10 @@ def videomae(tmp_path_factory, env):
 def test_runlocal_videomae(videomae):
   r = rows(videomae)
   assert "loss_dir" not in r[0] and "loss_gen" not in r[0]
+  with open(videomae + ".stderr") as f:
+    log = f.read()
+  # No teacher, so no teacher in the log (it said "teacher 28").
+  assert "tokens 256, student 28\n" in log and "teacher" not in log
   assert np.mean([x["loss"] for x in r[-3:]]) < r[0]["loss"]
 
 

@@ -11,10 +11,11 @@ import sys
 
 import pytest
 
-from amd_jax import errors, pretrained
+from amd_jax import errors, paths, pretrained
+from amd_jax import workdir as workdir_lib
 
 from runs import ROOT, assert_same_losses, command, committed_steps, run
-from test_train import wait_for
+from test_train import read_only, wait_for
 
 
 def one_error(result):
@@ -159,3 +160,88 @@ def test_convert_and_load_name_a_damaged_step_and_read_the_one_before(tmp_path, 
     DAMAGE["missing state"](os.path.join(workdir, "checkpoints", str(step)))
   with pytest.raises(errors.BadInput, match="no checkpoint step reads"):
     pretrained.load(workdir)
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/run", "s3://bucket/run", "file:///tmp/run"])
+def test_a_url_workdir_is_refused_in_one_line_and_nothing_is_made(tmp_path, monkeypatch, url):
+  """The lock is an flock on a local file and metrics/config are plain file writes:
+  os.makedirs("gs://bucket/run") would make ./gs:/bucket/run and train there."""
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(errors.BadInput, match="is a URL") as e:
+    workdir_lib.check(url)
+  assert "\n" not in str(e.value) and "mounted on every host" in str(e.value)
+  assert os.listdir(tmp_path) == []
+
+
+def test_training_refuses_a_url_workdir_before_anything_runs(tmp_path, env):
+  result = subprocess.run(
+      [sys.executable, "-m", "amd_jax.main",
+       f"--config={os.path.join(ROOT, 'configs', 'pretrain.py')}:runlocal",
+       "--workdir=gs://bucket/run"], cwd=tmp_path, env=env, capture_output=True, text=True,
+      timeout=120)
+  assert "gs://bucket/run is a URL" in one_error(result)
+  assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------- every command's output paths (paths.py)
+
+def refused(call, *args, **kw) -> str:
+  with pytest.raises(errors.BadInput) as e:
+    call(*args, **kw)
+  assert "\n" not in str(e.value)
+  return str(e.value)
+
+
+def test_an_output_folder_is_made_or_refused_in_one_line(tmp_path):
+  (tmp_path / "a_file").write_text("x")
+  paths.output_dir(str(tmp_path / "new" / "deeper"), "--out")        # parents included
+  assert (tmp_path / "new" / "deeper").is_dir()
+  assert refused(paths.output_dir, str(tmp_path / "a_file"), "--out") == (
+      f"--out {tmp_path / 'a_file'} is a file, not a folder: give a folder's path (or move "
+      "the file away)")
+  assert refused(paths.output_dir, str(tmp_path / "a_file" / "sub" / "out"), "--out") == (
+      f"--out {tmp_path / 'a_file' / 'sub' / 'out'} cannot be created: Not a directory "
+      f"({tmp_path / 'a_file'} is a file): give a path under a folder")
+  assert "--out gs://b/run is a URL" in refused(paths.output_dir, "gs://b/run", "--out")
+  assert (tmp_path / "a_file").read_text() == "x"
+  # A trial only: proved makeable, nothing left behind (the command makes it later).
+  paths.output_dir(str(tmp_path / "trial" / "out"), "--out", create=False)
+  assert not (tmp_path / "trial").exists()
+
+
+def test_an_uncreatable_or_unwritable_output_is_one_line(tmp_path):
+  (tmp_path / "ro").mkdir()
+  with read_only(tmp_path / "ro") as why:
+    assert refused(paths.output_dir, str(tmp_path / "ro"), "--dir") == (
+        f"--dir {tmp_path / 'ro'} is not writable: give a path you can write to")
+    line = refused(paths.output_dir, str(tmp_path / "ro" / "new"), "--dir")
+    assert line.startswith(f"--dir {tmp_path / 'ro' / 'new'} cannot be created: {why}"), line
+    assert refused(paths.output_file, str(tmp_path / "ro" / "x.txt"), "--bad_files") == (
+        f"--bad_files {tmp_path / 'ro' / 'x.txt'} cannot be written: its folder "
+        f"{tmp_path / 'ro'} is not writable: give a path you can write to")
+
+
+def test_an_output_file_gets_its_folder_and_is_no_folder(tmp_path):
+  (tmp_path / "a_file").write_text("x")
+  paths.output_file(str(tmp_path / "new" / "bad_files.txt"), "--bad_files")
+  assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "bad_files.txt").exists()
+  paths.output_file(str(tmp_path / "a_file"), "--bad_files")            # appended to: fine
+  assert refused(paths.output_file, str(tmp_path / "new"), "--bad_files") == (
+      f"--bad_files {tmp_path / 'new'} is a folder: give a file's path")
+  assert "Not a directory" in refused(paths.output_file, str(tmp_path / "a_file" / "x.txt"),
+                                      "--bad_files")
+  # A new output (convert's --dst, a release): nothing may be there yet.
+  assert refused(paths.new_output, str(tmp_path / "a_file"), "--dst") == (
+      f"--dst {tmp_path / 'a_file'} exists: choose another path or remove it")
+  paths.new_output(str(tmp_path / "more" / "x.pth"), "--dst")
+  assert (tmp_path / "more").is_dir()
+
+
+def test_a_workdir_is_checked_by_the_same_rule(tmp_path):
+  (tmp_path / "a_file").write_text("x")
+  assert refused(workdir_lib.check, str(tmp_path / "a_file")).startswith(
+      f"workdir {tmp_path / 'a_file'} is a file")
+  assert "cannot be created: Not a directory" in refused(
+      workdir_lib.check, str(tmp_path / "a_file" / "run"))
+  workdir_lib.check(str(tmp_path / "runs" / "demo"))
+  assert (tmp_path / "runs" / "demo").is_dir()

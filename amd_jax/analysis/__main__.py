@@ -7,7 +7,7 @@ import os
 import re
 
 import amd_jax.analysis
-from amd_jax import errors
+from amd_jax import errors, paths
 from amd_jax.analysis import probe
 from amd_jax.analysis.attention import attention_distance_report
 from amd_jax.analysis.curves import plot_finetune_curves, plot_pretrain_losses
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
 
   with errors.exit_on_bad_input(FileNotFoundError):
+    # Before any model or clip is read; made only when there is something to write.
+    paths.output_dir(args.out, "--out", create=False)
     if args.command == "attention-distance":
       report = attention_distance_report(
           named_paths(args.checkpoint), args.out, data=args.data, data_dir=args.data_dir,
@@ -90,7 +92,6 @@ def main(argv: list[str] | None = None) -> None:
       for row in report["classes"]:
         print(f"{row['cls']:>16}: {row['difference']:+.3f}")
     elif args.command == "curves":
-      os.makedirs(args.out, exist_ok=True)
       plot = plot_finetune_curves if args.finetune else plot_pretrain_losses
       plot(named_paths(args.run), os.path.join(
           args.out, "finetune_curves.png" if args.finetune else "pretrain_losses.png"))

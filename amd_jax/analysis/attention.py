@@ -108,7 +108,6 @@ def attention_distance_report(checkpoints: dict[str, str], out_dir: str, *,
                               rate: int = 2, frame_spacing: float = 0.0,
                               batch: int = 8) -> dict:
   """Attention distances of every checkpoint's encoder → out_dir/attention_distance.{png,json}."""
-  os.makedirs(out_dir, exist_ok=True)
   results, numbers, clips, uniform = {}, {}, {}, {}
   for name, path in checkpoints.items():
     encoder = pretrained.load(path, part="encoder")
@@ -129,6 +128,7 @@ def attention_distance_report(checkpoints: dict[str, str], out_dir: str, *,
   space = ("spatial distance between patch centres" if frame_spacing == 0 else
            f"distance with {frame_spacing:g} pixels per frame of time")
   note = f"{space}; {data}:{split}, one view per video, whole clips"
+  os.makedirs(out_dir, exist_ok=True)        # once there is something to write
   plot_attention_distance(results, os.path.join(out_dir, "attention_distance.png"), note,
                           uniform)
   report = dict(units="pixels of the input clip", frame_spacing=frame_spacing, data=data,

@@ -27,7 +27,9 @@ def legend_outside(fig: Figure, axes, loc: str = "outside right upper", **kw) ->
 
 def save(fig: Figure, path: str, dpi: int = 120) -> Figure:
   """Writes fig to path, its legends (outside the axes) included, and closes it;
-  returns it, still drawable, for callers that inspect the layout."""
+  returns it, still drawable, for callers that inspect the layout. Its folder is made
+  here, once there is something to write."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.savefig(path, dpi=dpi, bbox_inches="tight")
   plt.close(fig)
   return fig

@@ -29,6 +29,7 @@ rate this machine reaches on a float32 matmul, measured in the same run.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -146,10 +147,18 @@ def make_config(args) -> ml_collections.ConfigDict:
   config = config_files.load("pretrain")
   config.mode = args.mode
   student = vit.decode_variant(variant_name(args.student))
-  teacher = vit.decode_variant(variant_name(args.teacher))
+  # The teacher sees the student's tokens: by default a ViT-B cut the same way.
+  teacher_name = args.teacher or f"B/{variant_name(args.student).split('/')[1]}"
+  teacher = vit.decode_variant(variant_name(teacher_name))
+  if args.mode == "amd" and (teacher.patch, teacher.tubelet) != (student.patch, student.tubelet):
+    raise errors.BadInput(f"--teacher {teacher_name} cuts {teacher.patch}×{teacher.patch} "
+                          f"patches, tubelet {teacher.tubelet}; the student "
+                          f"{args.student}: {student.patch}×{student.patch}, tubelet "
+                          f"{student.tubelet}: AMD aligns them token by token, so they "
+                          "must match")
   config.model.update(variant=variant_name(args.student), decoder_depth=args.decoder_depth,
                       dtype=args.dtype)
-  config.teacher.update(variant=variant_name(args.teacher),
+  config.teacher.update(variant=variant_name(teacher_name),
                         dtype=args.teacher_dtype or args.dtype)
   config.model.attention = config.teacher.attention = args.attention
   # The official pairing: the middle and the last layer of each model.
@@ -358,22 +367,53 @@ def print_table(args) -> None:
   if not os.path.isfile(args.results):
     raise errors.BadInput(f"{args.results} is not a file: give the JSON lines of "
                           "`python -m amd_jax.bench step` runs")
-  with open(args.results) as f:
-    print(table([json.loads(line) for line in f if line.strip()]), flush=True)
+  print(table(read_rows(args.results)), flush=True)
+
+
+# What `table` reads of a measured row; a failure row has "label" and "error".
+STEP_KEYS = ("mode", "student", "dtype", "batch", "step_s", "clips_per_s")
+
+
+def read_rows(path: str) -> list[dict]:
+  """The rows of a file of `step` JSON lines; anything else is refused in one line
+  naming the first line that is not one."""
+  hint = "give the JSON lines that `python -m amd_jax.bench step` prints, one per line"
+  rows = []
+  try:
+    with open(path, encoding="utf-8") as f:
+      for n, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise errors.BadInput(f"{path} line {n} is not JSON ({e.msg}): {hint}") from None
+        if not (isinstance(row, dict) and ({"label", "error"} <= row.keys()
+                                           or all(k in row for k in STEP_KEYS))):
+          raise errors.BadInput(f"{path} line {n} is not a `step` result (it needs "
+                                f"{', '.join(STEP_KEYS)}, or label and error): {hint}")
+        rows.append(row)
+  except UnicodeDecodeError:
+    raise errors.BadInput(f"{path} is not text: {hint}") from None
+  return rows
 
 
 # ----------------------------------------------------------------- the parsers
 
 def add_model_args(s) -> None:
   """The model, clip and mask arguments that `make_config` reads."""
-  s.add_argument("--mode", choices=("amd", "videomae", "finetune"), default="amd")
+  s.add_argument("--mode", choices=("amd", "videomae", "finetune"), default="amd",
+                 help="the update to time")
   s.add_argument("--student", default="S", help="S|B|... or a full variant ('Mu/8x2')")
-  s.add_argument("--teacher", default="B", help="B|L|... or a full variant (amd mode)")
-  s.add_argument("--frames", type=int, default=16)
-  s.add_argument("--size", type=int, default=224)
+  s.add_argument("--teacher", default=None, help="B|L|... or a full variant (amd mode); "
+                 "default: B with the student's patch and tubelet")
+  s.add_argument("--frames", type=int, default=16, help="frames per clip")
+  s.add_argument("--size", type=int, default=224, help="frame side in pixels")
   s.add_argument("--batch", type=int, default=2, help="clips per step, all devices")
-  s.add_argument("--student-mask", type=float, default=0.9)
-  s.add_argument("--teacher-mask", type=float, default=0.75)
+  s.add_argument("--student-mask", type=float, default=0.9,
+                 help="fraction of the tubes hidden from the student")
+  s.add_argument("--teacher-mask", type=float, default=0.75,
+                 help="fraction of the tubes hidden from the teacher (amd mode)")
   s.add_argument("--decoder-depth", type=int, default=4,
                  help="4: AMD and VideoMAE S/B; VideoMAE L/H use 12")
   s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -387,7 +427,8 @@ def add_model_args(s) -> None:
 
 def add_parser(sub) -> None:
   """Registers `step` and `table` on bench.py's subparsers."""
-  s = sub.add_parser("step", help="one training update: time, FLOPs, MFU")
+  s = sub.add_parser("step", help="one training update: time, FLOPs, MFU",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   add_model_args(s)
   s.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
   s.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")

@@ -50,6 +50,8 @@ def main(argv=None) -> int:
   # main returns the exit status (tests and scripts call it), so it reports bad
   # input itself rather than through errors.exit_on_bad_input, which exits.
   try:
+    # Nothing may be there yet (a .pth file, or an orbax/HF folder); its folder is made.
+    formats.check_free(args.dst, "--dst")
     convert.convert(args.src, args.dst, to=args.to, kind=args.kind, part=args.part,
                     progress=not args.no_progress, num_frames=args.frames,
                     image_size=args.size, heads=args.heads, decoder_heads=args.decoder_heads,

@@ -24,7 +24,7 @@ import zipfile
 
 import numpy as np
 
-from amd_jax import checkpoint, errors
+from amd_jax import checkpoint, errors, paths
 from amd_jax import workdir as workdir_lib
 from amd_jax.convert import spec as spec_lib
 from amd_jax.convert import tables
@@ -450,6 +450,11 @@ def open_source(path: str, kind: str | None = None, options: dict | None = None)
   path = os.fspath(path)
   if not os.path.exists(path):
     raise errors.BadInput(f"checkpoint {path} does not exist")
+  # A release (the study's teacher: card.json beside checkpoint/) stands for its checkpoint.
+  inner = os.path.join(path, "checkpoint")
+  if (os.path.isdir(path) and not os.path.exists(os.path.join(path, MODEL_JSON))
+      and os.path.isfile(os.path.join(inner, MODEL_JSON))):
+    path = inner
   kind = kind or detect(path)
   if kind == "pth":
     if not os.path.isfile(path):
@@ -470,17 +475,10 @@ def open_source(path: str, kind: str | None = None, options: dict | None = None)
 
 
 # ----------------------------------------------------------------- writers
-def check_free(dst: str) -> None:
-  """Refuses a destination that exists or cannot be created, before the work."""
-  if os.path.exists(dst):
-    raise errors.BadInput(f"{dst} exists: choose another destination or remove it")
-  parent = os.path.dirname(os.path.abspath(dst))
-  while not os.path.exists(parent):     # missing folders are created on the way
-    parent = os.path.dirname(parent)
-  if not os.path.isdir(parent):
-    raise errors.BadInput(f"{dst} cannot be created: {parent} is a file")
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise errors.BadInput(f"{dst} cannot be created: {parent} is not writable")
+def check_free(dst: str, what: str = "destination") -> None:
+  """Refuses a destination that exists or cannot be created, before the work; its
+  missing folders are made (paths.new_output)."""
+  paths.new_output(dst, what)
 
 
 def _staging(dst: str) -> str:

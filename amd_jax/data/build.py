@@ -15,7 +15,7 @@ manual dir holds train.csv / val.csv / test.csv in the official formats
 import argparse
 import os
 
-from amd_jax import errors
+from amd_jax import errors, paths
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
   args = parser().parse_args(argv)
+  if args.data_dir:     # before TFDS loads; made by prepare ("" is TFDS's own cache)
+    with errors.exit_on_bad_input():
+      paths.output_dir(args.data_dir, "--data_dir", create=False)
   # After parsing, so that a usage error or --help answers before TFDS loads.
   from amd_jax.data import sources
   # Each builder takes the flags it declares (moving_digits none).

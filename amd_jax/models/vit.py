@@ -63,6 +63,14 @@ def decode_variant(name: str) -> Variant:
                  decoder_width=dec_width, decoder_heads=dec_heads)
 
 
+def variant_name(width: int, depth: int, heads: int, patch: int, tubelet: int) -> str | None:
+  """The name decode_variant reads back for these encoder dimensions, if any."""
+  for size, (w, d, h, _, _) in _SIZES.items():
+    if (w, d, h) == (width, depth, heads):
+      return f"{size}/{patch}x{tubelet}" if tubelet > 1 else f"{size}/{patch}"
+  return None
+
+
 def token_grid(num_frames: int, image_size: int | Sequence[int], patch: int,
                tubelet: int) -> tuple[int, int, int]:
   """(t, h, w) token grid of a clip."""
@@ -186,9 +194,10 @@ ATTENTION_IMPLEMENTATIONS = ("auto", "blocked", "xla", "cudnn")
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
-def auto_attention(dtype) -> str:
-  """The implementation "auto" stands for on the default backend, for inputs of `dtype`."""
-  backend = jax.default_backend()
+def auto_attention(dtype, platform: str | None = None) -> str:
+  """The implementation "auto" stands for on `platform` (cpu | gpu | tpu; default: the
+  default backend's), for inputs of `dtype`."""
+  backend = platform or jax.default_backend()
   if backend == "cpu":
     return "blocked"
   if backend == "gpu" and jnp.dtype(dtype) in _CUDNN_DTYPES:

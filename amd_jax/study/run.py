@@ -17,6 +17,7 @@ import numpy as np
 
 import amd_jax.study
 from amd_jax import errors
+from amd_jax import paths as paths_lib
 from amd_jax import workdir as workdir_lib
 from amd_jax.analysis import attention, curves, output, per_class, probe, reconstruction
 from amd_jax.models import vit
@@ -389,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.error("--jobs must be at least 1")
   quiet_logging()
   workdir = args.workdir or ("runs/teacher" if args.make_teacher else "runs/demo")
+  with errors.exit_on_bad_input():
+    workdir_lib.check_local(workdir)      # abspath would turn gs://b into ./gs:/b
   root = os.path.abspath(workdir)
   # Every seed's programs are seed 0's (the seed is data, not code): a persistent
   # compilation cache in DIR spares the later seeds (and reruns) their compiles.
@@ -399,6 +402,8 @@ def main(argv: list[str] | None = None) -> None:
   jobs = args.jobs or default_jobs()
   try:
     with errors.exit_on_bad_input():
+      if args.make_teacher:       # a new release folder: nothing there yet
+        paths_lib.new_output(args.make_teacher, "--make-teacher")
       workdir_lib.check(root)     # as for a training run: refused before anything runs
       if args.make_teacher:
         typed = sys.argv[1:] if argv is None else argv
