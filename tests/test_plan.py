@@ -89,6 +89,7 @@ def test_flops_match_the_bench_formula_at_paper_sizes(tmp_path):
   assert r["flops_per_device"] == pytest.approx(r["formula_flops_per_device"], rel=0.02)
 
 
+@pytest.mark.slow
 def test_fsdp_divides_parameter_and_optimiser_bytes(tmp_path):
   """fsdp=4 splits every large weight 4 ways (small vectors may stay whole): the
   parameter and optimiser bytes per device fall by close to 4×, and the program
@@ -108,7 +109,8 @@ def test_fsdp_divides_parameter_and_optimiser_bytes(tmp_path):
 
 @pytest.mark.slow
 def test_max_batch_fits_and_the_next_batch_does_not(tmp_path):
-  config = ("--config=configs/pretrain.py:runlocal", "--target=cpu:2", "--capacity-gib=0.15")
+  # 0.09 GiB: the runlocal update takes 0.080 GiB per device at batch 8, 0.099 at 12.
+  config = ("--config=configs/pretrain.py:runlocal", "--target=cpu:2", "--capacity-gib=0.09")
   proc, r = plan(*config, "--max-batch", out=str(tmp_path / "max"))
   _ok(proc)
   best = r["max_batch"]
@@ -192,3 +194,55 @@ ENTRY %main (a: bf16[2,16]) -> f32[] {
       "all-reduce": {"count": 1, "bytes": 10 * 4},
       "reduce-scatter": {"count": 1, "bytes": 2 * 4 * 4 + 3 * 2},
   }
+
+
+def test_install_extras_are_jax_extras_of_the_pinned_jax():
+  """README's install commands: each accelerator extra of setup.cfg names an extra
+  that the installed (pinned) jax declares, and the plan extra's libtpu is the one
+  that jax asks for."""
+  import configparser
+  import importlib.metadata as md
+  import re
+  cfg = configparser.ConfigParser()
+  cfg.read(os.path.join(ROOT, "setup.cfg"))
+  extras = cfg["options.extras_require"]
+  declared = {m.group(1) for r in md.requires("jax") or ()
+              if (m := re.search(r"extra == \"([\w-]+)\"", r))}
+  wanted = {"cuda13": {"cuda13"}, "cuda12": {"cuda12"}, "tpu": {"tpu"},
+            "plan": {"tpu", "cuda13-local"}}
+  for extra, jax_extras in wanted.items():
+    line = next(l for l in extras[extra].splitlines() if l.strip().startswith("jax["))
+    named = set(re.match(r"\s*jax\[([\w,-]+)\]", line).group(1).split(","))
+    assert named == jax_extras and named <= declared, (extra, line, declared)
+  libtpu = next(r for r in md.requires("jax") if r.startswith("libtpu"))
+  pin = re.search(r"==([\d.]+?)\.?\*?;", libtpu).group(1)     # "libtpu==0.0.42.*; ..."
+  assert md.version("libtpu") == pin or md.version("libtpu").startswith(pin + ".")
+
+
+@pytest.mark.slow
+def test_a_program_the_tpu_compiler_refuses_is_planned_as_not_fitting(tmp_path):
+  """256 clips of 16×224² per v5e chip: libtpu refuses to compile what does not fit
+  its 16 GiB (RESOURCE_EXHAUSTED). The plan reports it, with the temporaries the
+  compiler asked for and the FLOPs of the lowered update, instead of a traceback."""
+  proc, r = plan("--config=configs/videomae.py:runlocal,backend=tpu", "--target=tpu:v5e:2x2",
+                 "--config.data.size=224", "--config.data.frames=16",
+                 "--config.model.variant=Ti/16x2", "--batch-per-device=256", out=str(tmp_path))
+  _ok(proc)
+  assert r["compiled"] is False and r["fits"] is False and r["collectives"] is None
+  assert r["memory_gib"]["temp"] > 16 and r["hbm_bytes_per_device"] is None
+  assert r["flops_per_device"] == pytest.approx(r["formula_flops_per_device"], rel=0.1)
+  assert "DOES NOT FIT" in proc.stdout and "the TPU compiler refused the program" in proc.stdout
+
+
+def test_both_of_libtpus_out_of_memory_messages_are_read():
+  """libtpu 0.0.42's two refusals, as it words them (seen planning AMD ViT-B/ViT-L on
+  a v5e): the temporaries asked for, or the total HBM used."""
+  from amd_jax.plan import program
+  first = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+           "temporaries (20.48G) exceeds available HBM (15.75G).")
+  second = ("RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: XLA:TPU compile permanent error. "
+            "Ran out of memory in memory space hbm. Used 15.76G of 15.75G hbm. Exceeded hbm "
+            "capacity by 17.48M.")
+  assert program._TEMP_TOO_LARGE.search(first).group(1) == "20.48"
+  assert program._HBM_EXCEEDED.search(second).group(1) == "15.76"
+  assert not program._TEMP_TOO_LARGE.search(second) and not program._HBM_EXCEEDED.search(first)

@@ -61,8 +61,11 @@ def table(report: dict, config_text: str) -> str:
          else f"DOES NOT FIT, {_gib(-m['headroom'])} over"),
       f"flops    per device: {report['flops_per_device'] / 1e12:.3f} TFLOP (XLA, "
       f"{report['cost_source']}) vs {report['formula_flops_per_device'] / 1e12:.3f} TFLOP "
-      f"(bench formula); HBM {report['hbm_bytes_per_device'] / 1e9:.1f} GB",
-      "collect. " + ("none" if not report["collectives"] else ", ".join(
+      f"(bench formula); HBM "
+      + ("-" if report["hbm_bytes_per_device"] is None
+         else f"{report['hbm_bytes_per_device'] / 1e9:.1f} GB"),
+      "collect. " + ("- (not compiled)" if report["collectives"] is None
+                     else "none" if not report["collectives"] else ", ".join(
           f"{k} {v['count']} × {v['bytes'] / 2 ** 20:.1f} MiB in all"
           for k, v in report["collectives"].items())),
   ]
@@ -71,8 +74,8 @@ def table(report: dict, config_text: str) -> str:
   else:
     p = report["peak"]
     lines.append(
-        f"estimate {report['step_s_estimate']:.3g} s/step at best ({report['bound']}-bound "
-        f"roofline, collectives hidden) = {report['clips_per_s_estimate']:.0f} clips/s, "
+        f"estimate {report['step_s_estimate']:.3g} s/step at best ({report['bound']}"
+        f"{'' if ' ' in report['bound'] else '-bound'} roofline, collectives hidden) = {report['clips_per_s_estimate']:.0f} clips/s, "
         f"MFU {100 * report['mfu_estimate']:.0f}% at most; peaks {p['tflops']:g} TFLOP/s, "
         f"{p['hbm_gb_s']:g} GB/s ({p['source']})"
         + ("" if report["xla_optimal_s"] is None

@@ -36,6 +36,12 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16
 _ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
 # `%name = SHAPE op-name(` in optimised HLO; async collectives appear as op-start / op-done.
 _OP = re.compile(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+# libtpu's two ways of refusing a program too large for the chip: "... the total memory
+# required for HLO temporaries (20.48G) exceeds available HBM (15.75G)" and "Ran out
+# of memory in memory space hbm. Used 15.76G of 15.75G hbm."
+_TEMP_TOO_LARGE = re.compile(r"memory required for HLO temporaries \(([\d.]+)G\) exceeds "
+                             r"available HBM \([\d.]+G\)")
+_HBM_EXCEEDED = re.compile(r"Used ([\d.]+)G of [\d.]+G hbm")
 _FUSED_SCATTER = re.compile(r"=\s*(.*?)\sfusion\(.*calls=%all-reduce-scatter\b")
 
 
@@ -115,21 +121,10 @@ def collectives(hlo_text: str) -> dict:
   return {k: v for k, v in out.items() if v["count"]}
 
 
-def _cost(compiled, config: ml_collections.ConfigDict, num_devices: int) -> tuple[dict, str]:
-  """XLA's per-device counts ('flops', 'bytes accessed', ...) and where they come from.
-
-  The compiled program's count is per device where the backend gives one (TPU,
-  CPU). The deviceless GPU compiler gives none, not even for the lowered module:
-  - FLOPs: the same update lowered (not compiled) on one CPU device, with XLA's
-    attention in place of cuDNN's (the same matmuls), divided by the devices;
-  - bytes: the optimised GPU program itself, counted by XLA's cost model through
-    the CPU client (its fusions are the GPU's; its cuBLAS and cuDNN calls count
-    their operands and results, not their FLOPs).
-  """
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  if cost and cost.get("flops"):
-    return dict(cost), "compiled"
+def _lowered_flops(config: ml_collections.ConfigDict, num_devices: int) -> float:
+  """FLOPs per device of the update lowered (not compiled) on one CPU device, with
+  XLA's attention in place of cuDNN's (the same matmuls): for a program that the
+  target's compiler counts no FLOPs of (GPU) or refused (out of TPU memory)."""
   cpu = config.copy_and_resolve_references()
   with cpu.unlocked():
     cpu.mesh.data, cpu.mesh.fsdp = 1, 1
@@ -138,9 +133,26 @@ def _cost(compiled, config: ml_collections.ConfigDict, num_devices: int) -> tupl
   lowered, _ = _lower(cpu, jax.devices("cpu")[:1])
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return cost["flops"] / num_devices
+
+
+def _cost(compiled, config: ml_collections.ConfigDict, num_devices: int) -> tuple[dict, str]:
+  """XLA's per-device counts ('flops', 'bytes accessed', ...) and where they come from.
+
+  The compiled program's count is per device where the backend gives one (TPU,
+  CPU). The deviceless GPU compiler gives none, not even for the lowered module:
+  the FLOPs are then `_lowered_flops`, and the bytes those of the optimised GPU
+  program itself, counted by XLA's cost model through the CPU client (its fusions
+  are the GPU's; its cuBLAS and cuDNN calls count their operands and results).
+  """
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  if cost and cost.get("flops"):
+    return dict(cost), "compiled"
   module = compiled.runtime_executable().hlo_modules()[0]
   fused = xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
-  return ({"flops": cost["flops"] / num_devices, "bytes accessed": fused["bytes accessed"]},
+  return ({"flops": _lowered_flops(config, num_devices),
+           "bytes accessed": fused["bytes accessed"]},
           "FLOPs lowered on the CPU ÷ devices, bytes of the compiled GPU program")
 
 
@@ -170,18 +182,19 @@ class Plan:
   capacity: float         # bytes per device
   flops: float            # XLA's count, per device
   formula_flops: float    # the bench formula, per device
-  hbm_bytes: float
+  hbm_bytes: float | None  # None: the program did not compile
   cost_source: str
-  collectives: dict
+  collectives: dict | None
   compile_s: float
   xla_optimal_s: float | None
   attention: str
   dtype: str
   notes: list
+  compiled: bool = True   # False: the TPU compiler refused it (out of memory)
 
   @property
   def fits(self) -> bool:
-    return self.memory["total"] <= self.capacity
+    return self.compiled and self.memory["total"] <= self.capacity
 
   def estimate(self) -> dict:
     """Roofline step time: max(FLOPs / peak, HBM bytes / bandwidth), per device."""
@@ -189,9 +202,11 @@ class Plan:
     if chip is None:
       return {"step_s": None, "bound": None, "clips_per_s": None, "mfu": None}
     compute_s = self.flops / (chip.peak_tflops * 1e12)
-    memory_s = self.hbm_bytes / (chip.hbm_gb_s * 1e9)
+    memory_s = (self.hbm_bytes or 0) / (chip.hbm_gb_s * 1e9)
     step_s = max(compute_s, memory_s)
-    return {"step_s": step_s, "bound": "compute" if compute_s >= memory_s else "memory",
+    bound = ("compute (no byte count)" if self.hbm_bytes is None
+             else "compute" if compute_s >= memory_s else "memory")
+    return {"step_s": step_s, "bound": bound,
             "clips_per_s": self.batch / step_s,
             "mfu": self.formula_flops / (chip.peak_tflops * 1e12) / step_s}
 
@@ -202,6 +217,7 @@ class Plan:
         "target": self.target.text, "devices": self.devices, "mesh": self.mesh,
         "batch": self.batch, "batch_per_device": self.batch / self.devices,
         "dtype": self.dtype, "attention": self.attention, "fits": self.fits,
+        "compiled": self.compiled,
         "memory_gib": {**{k: v / GIB for k, v in self.memory.items()},
                        "capacity": self.capacity / GIB,
                        "headroom": (self.capacity - self.memory["total"]) / GIB},
@@ -228,27 +244,49 @@ def capacity_bytes(target: targets.Target, devices: int) -> float:
 
 def compile_plan(config: ml_collections.ConfigDict, target: targets.Target, devices: list,
                  notes: list[str], capacity: float | None = None) -> Plan:
-  """Compiles config's update for `devices` (compile-only) and reads the program."""
+  """Compiles config's update for `devices` (compile-only) and reads the program.
+
+  The TPU compiler refuses a program that does not fit the chip's memory: the
+  plan then says so, with the temporaries it asked for and the FLOPs of the
+  lowered update, and nothing the compiled program would have told.
+  """
   start = time.perf_counter()
   lowered, ((state, batch, teacher), mesh_shape, counts) = _lower(config, devices)
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - start
-
-  stats = compiled.memory_analysis()
   memory = {
       "params": _per_device_bytes(state["params"]) + _per_device_bytes(state["frozen"]),
       "opt_state": _per_device_bytes(state["opt_state"]),
       "teacher": _per_device_bytes(teacher or {}),
       "batch": _per_device_bytes(batch),
-      "temp": stats.temp_size_in_bytes,
   }
-  # The live peak: arguments, the outputs not written over donated arguments,
-  # temporaries and the program itself.
-  memory["total"] = (stats.argument_size_in_bytes + stats.output_size_in_bytes
-                     - stats.alias_size_in_bytes + stats.temp_size_in_bytes
-                     + stats.generated_code_size_in_bytes)
-  cost, source = _cost(compiled, config, len(devices))
-  optimal = cost.get("optimal_seconds")
+  notes = list(notes)
+  try:
+    compiled = lowered.compile()
+  except jax.errors.JaxRuntimeError as e:
+    temp, used = _TEMP_TOO_LARGE.search(str(e)), _HBM_EXCEEDED.search(str(e))
+    if not (temp or used):
+      raise
+    compile_s = time.perf_counter() - start
+    arguments = sum(memory.values())
+    memory["temp"] = (float(temp.group(1)) * GIB if temp
+                      else float(used.group(1)) * GIB - arguments)
+    memory["total"] = arguments + memory["temp"]
+    notes.append(f"the {target.platform.upper()} compiler refused the program: "
+                 f"{(temp or used).group(0)}")
+    cost = {"flops": _lowered_flops(config, len(devices)), "bytes accessed": None}
+    source, hlo, optimal = "lowered on the CPU ÷ devices (the program did not compile)", None, None
+  else:
+    compile_s = time.perf_counter() - start
+    stats = compiled.memory_analysis()
+    memory["temp"] = stats.temp_size_in_bytes
+    # The live peak: arguments, the outputs not written over donated arguments,
+    # temporaries and the program itself.
+    memory["total"] = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                       - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+                       + stats.generated_code_size_in_bytes)
+    cost, source = _cost(compiled, config, len(devices))
+    hlo = compiled.as_text()
+    # The compiler's own estimate: negative (meaningless) on some TPUs (v4, v5e).
+    optimal = cost.get("optimal_seconds")
   formula = sum(bench_step.flops_per_clip(config, counts).values())
   return Plan(
       target=target, devices=len(devices), mesh=mesh_shape, batch=config.batch_size,
@@ -257,10 +295,10 @@ def compile_plan(config: ml_collections.ConfigDict, target: targets.Target, devi
       flops=cost["flops"],
       formula_flops=formula * config.batch_size / len(devices),
       hbm_bytes=cost["bytes accessed"], cost_source=source,
-      collectives=collectives(compiled.as_text()), compile_s=compile_s,
-      # The compiler's own estimate: negative (meaningless) on some TPUs (v4, v5e).
+      collectives=None if hlo is None else collectives(hlo), compile_s=compile_s,
       xla_optimal_s=optimal if optimal and optimal > 0 else None,
-      attention=config.model.attention, dtype=config.model.dtype, notes=notes)
+      attention=config.model.attention, dtype=config.model.dtype, notes=notes,
+      compiled=hlo is not None)
 
 
 def granule(config: ml_collections.ConfigDict, num_devices: int) -> int:

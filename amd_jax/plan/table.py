@@ -19,8 +19,8 @@ HEADER = ("row", "target", "mesh", "batch/dev", "params+opt", "teacher", "temp",
 def _cells(name: str, r: dict) -> list[str]:
   m = r["memory_gib"]
   mesh = "×".join(str(v) for v in r["mesh"].values())
-  colls = ", ".join(f"{k.replace('collective-', 'c-')} {v['count']}"
-                    for k, v in r["collectives"].items()) or "-"
+  colls = "not compiled" if r["collectives"] is None else ", ".join(
+      f"{k.replace('collective-', 'c-')} {v['count']}" for k, v in r["collectives"].items()) or "-"
   est = r["step_s_estimate"]
   mb = r.get("max_batch", "")
   return [name, r["target"], mesh, f"{r['batch_per_device']:g}",
