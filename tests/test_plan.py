@@ -65,9 +65,13 @@ def test_runlocal_configs_compile_for_a_tpu_topology(tmp_path, config, teacher):
   assert "add backend=tpu" in proc.stdout      # float32 on a TPU is said, not hidden
 
 
-def test_gpu_target_compiles_deviceless_with_cudnn_attention(tmp_path):
-  proc, r = plan("--config=configs/pretrain.py:runlocal,backend=gpu", "--target=gpu:h100:2",
-                 out=str(tmp_path))
+@pytest.mark.parametrize("config", [
+    "configs/pretrain.py:runlocal,backend=gpu",
+    pytest.param("configs/videomae.py:runlocal,backend=gpu", marks=pytest.mark.slow),
+    pytest.param("configs/finetune.py:runlocal,backend=gpu", marks=pytest.mark.slow),
+])
+def test_runlocal_configs_compile_deviceless_for_gpus_with_cudnn_attention(tmp_path, config):
+  proc, r = plan(f"--config={config}", "--target=gpu:h100:2", out=str(tmp_path))
   _ok(proc)
   assert r["devices"] == 2 and r["attention"] == "cudnn" and r["dtype"] == "bfloat16"
   assert r["memory_gib"]["capacity"] == pytest.approx(79.11, abs=0.01) and r["fits"]

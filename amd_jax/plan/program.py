@@ -201,14 +201,16 @@ class Plan:
     chip = self.target.spec
     if chip is None:
       return {"step_s": None, "bound": None, "clips_per_s": None, "mfu": None}
-    compute_s = self.flops / (chip.peak_tflops * 1e12)
-    memory_s = (self.hbm_bytes or 0) / (chip.hbm_gb_s * 1e9)
+    # A device is a TensorCore where libtpu counts them apart (v4): half a chip.
+    share = chip_share(self.target, self.devices)
+    compute_s = self.flops / (chip.peak_tflops * 1e12 * share)
+    memory_s = (self.hbm_bytes or 0) / (chip.hbm_gb_s * 1e9 * share)
     step_s = max(compute_s, memory_s)
     bound = ("compute (no byte count)" if self.hbm_bytes is None
              else "compute" if compute_s >= memory_s else "memory")
     return {"step_s": step_s, "bound": bound,
             "clips_per_s": self.batch / step_s,
-            "mfu": self.formula_flops / (chip.peak_tflops * 1e12) / step_s}
+            "mfu": self.formula_flops / (chip.peak_tflops * 1e12 * share) / step_s}
 
   def report(self) -> dict:
     est = self.estimate()
@@ -233,13 +235,18 @@ class Plan:
     }
 
 
+def chip_share(target: targets.Target, devices: int) -> float:
+  """The part of a chip one device is: 1, or ½ where libtpu gives one device per
+  TensorCore (v4's compile-only topology)."""
+  return target.chips / devices if target.platform == "tpu" else 1.0
+
+
 def capacity_bytes(target: targets.Target, devices: int) -> float:
-  """Memory per device: the chip's (shared by its cores where libtpu gives one device
-  per core, as on v4), or on cpu this machine's RAM over the devices."""
+  """Memory per device: the chip's share (chip_share), or on cpu this machine's RAM
+  over the devices."""
   if target.spec is None:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / devices
-  chips = target.chips if target.platform == "tpu" else devices
-  return target.spec.memory_gib * GIB * chips / devices
+  return target.spec.memory_gib * GIB * chip_share(target, devices)
 
 
 def compile_plan(config: ml_collections.ConfigDict, target: targets.Target, devices: list,
