@@ -20,8 +20,9 @@ from ml_collections import config_flags
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def _module(name: str):
-  path = os.path.join(CONFIG_DIR, f"{name}.py")
+def _module(path: str):
+  """The config file at `path`, executed as a module."""
+  name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f"{name}_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -30,7 +31,7 @@ def _module(name: str):
 
 def load(name: str, *arg: str) -> ml_collections.ConfigDict:
   """configs/`name`.py's get_config(*arg): the text after ':' in --config, if any."""
-  return _module(name).get_config(*arg)
+  return _module(os.path.join(CONFIG_DIR, f"{name}.py")).get_config(*arg)
 
 
 def keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -44,7 +45,8 @@ def keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
   return out
 
 
-def _value(config: ml_collections.ConfigDict, dotted: str):
+def value(config: ml_collections.ConfigDict, dotted: str):
+  """config's value at a dotted key ('optim.base_lr')."""
   for name in dotted.split("."):
     config = config[name]
   return config
@@ -53,8 +55,8 @@ def _value(config: ml_collections.ConfigDict, dotted: str):
 def describe(config: ml_collections.ConfigDict) -> str:
   """`key = value  # meaning`, one line per key (configs/common.py MEANINGS): what
   --print_config prints and config.txt holds."""
-  meanings = _module("common").MEANINGS
-  rows = [(k, repr(_value(config, k))) for k in keys(config)]
+  meanings = _module(os.path.join(CONFIG_DIR, "common.py")).MEANINGS
+  rows = [(k, repr(value(config, k))) for k in keys(config)]
   width = max(len(k) + len(v) for k, v in rows if len(k) + len(v) < 60) + 3
   return "\n".join(f"{f'{k} = {v}':<{width}}  # {meanings.get(k, '')}".rstrip()
                    for k, v in rows)
@@ -72,9 +74,7 @@ def _config_of(argv) -> ml_collections.ConfigDict:
   """The config that --config=FILE[:ARGS] in argv names (it loaded: only a key failed)."""
   text = next(a.partition("=")[2] for a in argv if a.startswith("--config="))
   path, _, arg = text.partition(":")
-  spec = importlib.util.spec_from_file_location("config_of_argv", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _module(path)
   return module.get_config(arg) if arg else module.get_config()
 
 

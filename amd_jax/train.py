@@ -23,7 +23,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from amd_jax import checkpoint, errors, masking, metrics, optim, pretrained, sharding
+from amd_jax import checkpoint, config_files, errors, masking, metrics, optim, pretrained, sharding
 from amd_jax import state as state_lib
 from amd_jax import workdir as workdir_lib
 from amd_jax.data import ava_pipeline, pipeline
@@ -78,12 +78,12 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
                           f"{'|'.join(modes)}")
   for key in ("batch_size", "grad_accum", "log_every", "ckpt_every", "keep_ckpts",
               "data.num_sample") + (() if pretraining else ("eval_batch_size",)):
-    if _get(config, key) <= 0:
-      raise errors.BadInput(f"{key}={_get(config, key)} must be positive")
+    if config_files.value(config, key) <= 0:
+      raise errors.BadInput(f"{key}={config_files.value(config, key)} must be positive")
   for key in ("total_steps",) + (() if pretraining else ("eval_every",)):
-    if _get(config, key) < 0:
-      raise errors.BadInput(f"{key}={_get(config, key)} must be ≥ 0 (0: from optim.epochs"
-                            f"{'' if key == 'total_steps' else ', once per epoch'})")
+    if config_files.value(config, key) < 0:
+      raise errors.BadInput(f"{key}={config_files.value(config, key)} must be ≥ 0 (0: from "
+                            f"optim.epochs{'' if key == 'total_steps' else ', once per epoch'})")
   if config.batch_size % config.grad_accum:
     raise errors.BadInput(f"batch_size {config.batch_size} is not divisible by "
                      f"grad_accum {config.grad_accum}")
@@ -112,12 +112,6 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
                             f"the {jax.device_count()} devices")
   sharding.mesh_shape(config, jax.device_count())
   workdir_lib.check(workdir)
-
-
-def _get(config: ml_collections.ConfigDict, dotted: str):
-  for name in dotted.split("."):
-    config = config[name]
-  return config
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *,
