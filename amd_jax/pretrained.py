@@ -3,9 +3,12 @@ teacher of an AMD run, the encoder a fine-tuning starts from, a classifier to te
 
 Any checkpoint `amd_jax.convert` reads will do — an official VideoMAE/AMD
 `.pth`, a DeepSpeed folder, a Hugging Face VideoMAE folder, a converted orbax
-checkpoint or a training workdir of ours — converted on the fly.
+checkpoint or a training workdir of ours — converted on the fly. Where PATH is
+no local path, a Hugging Face Hub repo id (owner/name[@revision]) names the
+model, read through huggingface_hub's cache (amd_jax.hub).
 
     model = pretrained.load(PATH)          # eval mode
+    model = pretrained.load("MCG-NJU/videomae-base-finetuned-kinetics")   # by Hub id
     logits = model(video)                  # a classification checkpoint: (B, classes)
     features, hidden = model(video)        # an encoder checkpoint: (B, N, D), per-block
     encoder = pretrained.load(PATH, part="encoder")   # the encoder of any checkpoint
@@ -44,7 +47,8 @@ def load(path: str, *, part: str | None = None, kind: str | None = None,
          **options) -> nnx.Module:
   """The model a checkpoint holds, in eval mode (see the module docstring).
 
-  kind overrides detection (pth | deepspeed | hf | orbax). options: num_frames,
+  path: a local path, or a Hugging Face Hub repo id when no local path has that
+  name. kind overrides detection (pth | deepspeed | hf | orbax). options: num_frames,
   image_size (int or (H, W)) rebuild it for another clip (positions are fixed
   sinusoids, so any grid works); heads, decoder_heads for a .pth whose model
   does not have the standard heads of its width; student_layers (e.g. (6, 12))
@@ -56,11 +60,13 @@ def load(path: str, *, part: str | None = None, kind: str | None = None,
   return model
 
 
-def load_encoder(path: str, target: nnx.State, *, what: str = "teacher"
-                 ) -> tuple[nnx.State, float]:
+def load_encoder(path: str, target: nnx.State, clip: tuple[int, int], *,
+                 what: str = "teacher") -> tuple[nnx.State, float]:
   """The encoder of the checkpoint at `path` (any kind), shaped like `target`.
 
   target: the abstract parameter state of the encoder to fill (ShapeDtypeStructs).
+  clip: (frames, size) the config builds it for, in place of the sizes a .pth
+  without saved args would be assumed to have (the weights fit any clip).
   A checkpoint whose encoder differs in width, depth, heads, patch or tubelet is
   refused with a line naming both, before anything is converted. The source's
   final norm is ignored when the target has none (a teacher's features are
@@ -88,7 +94,8 @@ def load_encoder(path: str, target: nnx.State, *, what: str = "teacher"
       raise errors.BadInput(f"{what} checkpoint {path}: its encoder has no final norm and "
                             f"the config's {what} needs one")
 
-  spec, weights = convert.read(path, part="encoder", check=fits)
+  spec, weights = convert.read(path, part="encoder", check=fits, num_frames=clip[0],
+                               image_size=clip[1])
   log.info("%s checkpoint %s: %s, LayerNorm eps %g in its blocks", what, path,
            spec.describe(), spec.ln_eps)
   # A final norm the target lacks is left out: a teacher's features come before it.
@@ -106,7 +113,8 @@ def load_init(config: ml_collections.ConfigDict, state: dict, state_sharding: di
   """
   target = state["params"]["encoder"]
   host, ln_eps = load_encoder(config.init, sharding.abstract_like(
-      target, state_sharding["params"]["encoder"]), what="init")
+      target, state_sharding["params"]["encoder"]), (config.data.frames, config.data.size),
+      what="init")
   if ln_eps != config.model.ln_eps:
     # The epsilon is static (in the graphdef) and must be the same on every resume.
     raise errors.BadInput(f"init {config.init} was trained with LayerNorm eps {ln_eps:g}: "

@@ -107,7 +107,8 @@ def create_teacher(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: b
   if abstract:
     return teacher_def, sharding.abstract_like(abstract_params, shardings), shardings
   if config.teacher.init:
-    host, ln_eps = pretrained.load_encoder(config.teacher.init, abstract_params)
+    host, ln_eps = pretrained.load_encoder(config.teacher.init, abstract_params,
+                                           (config.data.frames, config.data.size))
     params = jax.device_put(host, shardings)
     if ln_eps != config.teacher.ln_eps:  # the epsilon is static: it lives in the graphdef
       teacher_def = nnx.graphdef(nnx.eval_shape(

@@ -23,10 +23,12 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from amd_jax import checkpoint, config_files, errors, masking, metrics, optim, pretrained, sharding
+from amd_jax import checkpoint, config_files, errors, hub, masking, metrics, optim, pretrained
+from amd_jax import sharding
 from amd_jax import state as state_lib
 from amd_jax import workdir as workdir_lib
-from amd_jax.data import ava_pipeline, pipeline
+from amd_jax.data import ava_pipeline, pipeline, sources
+from amd_jax.data.builders import video_folder
 from amd_jax.evaluators import ava as ava_evaluator
 from amd_jax.evaluators import classification
 from amd_jax.models import build
@@ -102,16 +104,39 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
         raise errors.BadInput(f"masking.{ratio}={value} must be in [0, 1): the fraction of "
                               "tokens hidden")
   build.validate(config)
-  if config.mode == "amd" and config.teacher.init and not os.path.exists(config.teacher.init):
-    raise errors.BadInput(f"teacher.init {config.teacher.init} does not exist")
+  # A path, or a Hugging Face repo id fetched here (before data and compilation).
+  if config.mode == "amd" and config.teacher.init:
+    hub.local(config.teacher.init, "teacher.init")
   if not pretraining:
-    if config.init and not os.path.exists(config.init):
-      raise errors.BadInput(f"init {config.init} does not exist")
+    if config.init:
+      hub.local(config.init, "init")
     if config.eval_batch_size % jax.device_count():
       raise errors.BadInput(f"eval_batch_size {config.eval_batch_size} must be a multiple of "
                             f"the {jax.device_count()} devices")
   sharding.mesh_shape(config, jax.device_count())
   workdir_lib.check(workdir)
+
+
+def resolve_classes(config: ml_collections.ConfigDict) -> None:
+  """Sets data.num_classes of a classifier from its dataset's label map when the config
+  leaves it 0 (video and image folders: read, never typed); a typed number that
+  disagrees with the label map, or no classes to read, is one BadInput line."""
+  d = config.data
+  if "num_classes" not in d or build.detection(config):
+    return
+  if not d.num_classes:
+    sources.open_split(d.name, d.split, d.data_dir)    # prepared, or one line saying how
+  b = sources.builder(d.name, d.data_dir)
+  names = video_folder.class_names(b) if b.is_prepared() else None
+  if not d.num_classes:
+    if not names:
+      raise errors.BadInput(f"dataset {d.name} has no classes to fine-tune on: it was built "
+                            "from unlabelled videos, which serve pre-training only (build "
+                            "class folders or a path,class_name CSV for a classifier)")
+    d.num_classes = len(names)
+  elif names and len(names) != d.num_classes:
+    raise errors.BadInput(f"data.num_classes={d.num_classes}, but dataset {d.name} has "
+                          f"{len(names)} classes: leave data.num_classes at 0 to read them")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *,
@@ -122,6 +147,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   allow_config_change (amd_jax/workdir.py says which keys count).
   """
   validate(config, workdir)
+  resolve_classes(config)
   # The processes of one multi-process run share the workdir; process 0 holds it.
   held = workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with held:

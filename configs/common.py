@@ -43,6 +43,12 @@ def refuse_with_runlocal(arg: ml_collections.ConfigDict, **picked: str) -> None:
         f"drop {' and '.join(f'{k}={arg[k]}' for k in clash)}, or drop runlocal")
 
 
+def runlocal_data(arg: ml_collections.ConfigDict) -> dict[str, str]:
+  """What runlocal picks of the data, for refuse_with_runlocal: beside data=video_folder
+  nothing (runlocal is then the tiny run on the user's videos), else moving_digits."""
+  return {} if arg.data == "video_folder" else {"data": "moving_digits"}
+
+
 def pure_fsdp_rules() -> tuple[tuple[str, str | None], ...]:
   """Logical axis → mesh axis. Only the model width is split (over 'fsdp')."""
   return (
@@ -137,12 +143,15 @@ MEANINGS = {
     "loss.gen": "weight of the generation alignment loss (AMD)",
     "masking.student_ratio": "fraction of the tubes hidden from the student",
     "masking.teacher_ratio": "fraction of the tubes hidden from the teacher (AMD)",
-    "data.name": "the dataset, as `python -m amd_jax.data.build NAME` prepared it",
-    "data.data_dir": "where the prepared dataset lives",
+    "data.name": "the dataset, as `python -m amd_jax.data.build NAME` prepared it; "
+                 "video_folder/NAME picks one of several built video folders",
+    "data.data_dir": "the data root the dataset was prepared in; empty: $AMD_JAX_DATA, "
+                     "else ~/.cache/amd_jax",
     "data.split": "training split, slicing allowed ('train[:10%]')",
     "data.val_split": "validation split",
     "data.test_split": "test split",
-    "data.num_classes": "classes of the dataset",
+    "data.num_classes": "classes of the dataset; 0: read from its label map (video and "
+                        "image folders)",
     "data.frames": "frames per clip",
     "data.size": "crop side in pixels",
     "data.sampler": "dense | span | segments: which frames a training clip takes",

@@ -5,8 +5,15 @@ Mirrors the supplementary's Table S2; the argument picks the column and the mode
   python -m amd_jax.main --config=configs/finetune.py:data=ssv2,model=S \
       --workdir=runs/ft_s_ssv2 --config.init=runs/amd_s_ssv2
 
-  data     ssv2 | k400         model   S | B           runlocal   tiny run on moving_digits
+  data     ssv2 | k400 | video_folder    model   S | B    runlocal   tiny run on moving_digits
   backend  cpu | gpu | tpu     (see configs/common.py: bf16 compute on gpu/tpu)
+
+`data=video_folder` fine-tunes on your own labelled videos (docs/data.md) with the
+K400 column's recipe (its clips, flip, 5 × 3 test views), one epoch = the folder's
+train split; `data.num_classes` stays 0 and the run reads it from the folder's
+label map (its classes.txt), and test_results.json names the classes. With several
+folders built, `--config.data.name=video_folder/NAME` picks one. The batch (512
+clips) wants at least 256 training videos: lower `batch_size` for a small folder.
 
 `init` is the pre-training run to start from (its workdir, a checkpoint folder,
 an official .pth or a Hugging Face folder): its encoder is loaded; its decoder,
@@ -24,8 +31,9 @@ Learning rate: base_lr × videos per update / 256 (repeated samples not counted)
 e.g. ViT-B K400: 7e-4 × 512 / 256 = 1.4e-3. Where the table and the official
 scripts differ, the table's value is used and the script's named beside it.
 
-`runlocal` (with `backend=` only: data= or model= beside it is refused, as runlocal
-picks both): a ViT-"Mu" on 8-frame 64×64 moving_digits clips, SSV2-style (TSN
+`runlocal` (with `backend=`, or `data=video_folder` for the same tiny run on your
+videos; any other data= or a model= beside it is refused, as runlocal picks them):
+a ViT-"Mu" on 8-frame 64×64 moving_digits clips, SSV2-style (TSN
 segments, no flip: left/right motions would swap), 2 clips × 3 crops at test,
 from scratch unless `init` is given; about two minutes on 2 CPU cores, test
 top-1 well above chance (0.125).
@@ -36,8 +44,9 @@ import ml_collections
 from configs import common
 
 TRAIN_VIDEOS = {"k400": 240_436, "ssv2": 168_913}
+# 0: read from the prepared folder's label map when the run starts (train.py).
 NUM_CLASSES = {"k400": 400, "ssv2": 174, "ucf101": 101, "hmdb51": 51, "moving_digits": 8,
-               "image_folder": 1000}
+               "image_folder": 0, "video_folder": 0}
 # Table S2/S3's "(9, 0.5)": magnitude 9 ± 0.5 with timm's default 2 ops. The
 # official scripts run `rand-m7-n4-mstd0.5-inc1`: set num_ops=4, magnitude=7.
 RAND_AUGMENT = dict(num_ops=2, magnitude=9.0, magnitude_std=0.5)
@@ -90,14 +99,15 @@ def base_config(*, model: str, data: ml_collections.ConfigDict, backend: str,
   return config
 
 
-def runlocal(config: ml_collections.ConfigDict) -> None:
-  """The moving_digits form of any fine-tuning config (also used by transfer.py)."""
+def runlocal(config: ml_collections.ConfigDict, data: str = "moving_digits") -> None:
+  """The tiny form of any fine-tuning config on `data` (also used by transfer.py)."""
   config.model.update(variant="Mu/8x2", drop_path=0.0)
-  config.data = data_config("moving_digits", sampler="segments", rate=1, flip=False,
+  config.data = data_config(data, sampler="segments", rate=1, flip=False,
                             test_sampler="segments", test_clips=2)
-  config.data.update(frames=8, size=64, worker_count=0, val_split="val[:64]",
-                     test_split="test[:128]", rand_augment=dict(num_ops=2, magnitude=5.0,
-                                                                magnitude_std=0.5))
+  config.data.update(frames=8, size=64, worker_count=0, rand_augment=dict(
+      num_ops=2, magnitude=5.0, magnitude_std=0.5))
+  if data == "moving_digits":       # a folder's splits are whatever size it has
+    config.data.update(val_split="val[:64]", test_split="test[:128]")
   config.batch_size = 32
   config.eval_batch_size = 32
   config.eval_every = 150
@@ -105,13 +115,13 @@ def runlocal(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, data=("ssv2", "k400"), model=("S", "B"), runlocal=False,
-                         backend=common.BACKENDS)
-  common.refuse_with_runlocal(arg, data="moving_digits", model="Mu/8x2")
+  arg = common.parse_arg(arg, data=("ssv2", "k400", "video_folder"), model=("S", "B"),
+                         runlocal=False, backend=common.BACKENDS)
+  common.refuse_with_runlocal(arg, **common.runlocal_data(arg), model="Mu/8x2")
   ssv2 = arg.data == "ssv2"
   data = data_config(arg.data, sampler="segments" if ssv2 else "span", rate=4, flip=not ssv2,
                      test_sampler="segments" if ssv2 else "dense", test_clips=2 if ssv2 else 5,
-                     train_videos=TRAIN_VIDEOS[arg.data])
+                     train_videos=TRAIN_VIDEOS.get(arg.data, 0))
   config = base_config(model=arg.model, data=data, backend=arg.backend, runlocal=arg.runlocal)
   small = arg.model == "S"
   config.batch_size = 1024 if (arg.data, arg.model) == ("k400", "B") else 512
@@ -120,7 +130,7 @@ def get_config(arg=None):
                 # Table S2: 0.7 for ViT-S on SSV2; the official script keeps 0.75.
                 layer_decay=0.7 if small else 0.75),
       k400=dict(base_lr=1e-3 if small else 7e-4, epochs=150 if small else 90,
-                layer_decay=0.75))[arg.data])
+                layer_decay=0.75))["ssv2" if ssv2 else "k400"])
   if arg.runlocal:
-    runlocal(config)
+    runlocal(config, "video_folder" if arg.data == "video_folder" else "moving_digits")
   return config

@@ -1,9 +1,9 @@
 r"""Image mode: fine-tuning on an image folder with the same encoder at T = 1
 (docs/method.md#image-mode).
 
-  python -m amd_jax.data.build image_folder --manual_dir /raw/imagenet --data_dir ~/data
+  python -m amd_jax.data.build image_folder --manual_dir /raw/imagenet
   python -m amd_jax.main --config=configs/image.py:model=B --workdir=runs/ft_b_in1k \
-      --config.data.data_dir=~/data --config.init=runs/amd_b_in1k
+      --config.init=runs/amd_b_in1k
 
   model    S | B           backend   cpu | gpu | tpu
 
@@ -16,8 +16,9 @@ RandAugment m9 ± 0.5 with 2 ops, random erasing 0.25, mixup 0.8 / cutmix 1.0,
 label smoothing 0.1), and testing resizes the short side to 224 then takes the
 centre crop (MAE resizes to 256 first: crop ratio 0.875).
 
-`data.num_classes` is 1000 (ImageNet); set it for another folder
-(`image_folder` writes the class folders' names to classes.txt beside the data).
+`data.num_classes` stays 0: the run reads it from the folder's label map
+(`image_folder` writes the class folders' names to classes.txt beside the data),
+and test_results.json names the classes.
 """
 
 from configs import common, finetune

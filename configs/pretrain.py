@@ -6,8 +6,13 @@ and the student:
   python -m amd_jax.main --config=configs/pretrain.py:data=ssv2,model=B \
       --workdir=runs/amd_b_ssv2 --config.teacher.init=/ckpt/VideoMAEv1_vit_L_ssv2_pt_2400e.pth
 
-  data     ssv2 | k400         model   S | B            runlocal   tiny smoke run
+  data     ssv2 | k400 | video_folder    model   S | B    runlocal   tiny smoke run
   backend  cpu | gpu | tpu     (see configs/common.py: bf16 compute on gpu/tpu)
+
+`data=video_folder` pre-trains on your own videos, labelled or not (docs/data.md),
+with K400's clip rule and one pass = the folder's videos: prepared with `python -m
+amd_jax.data.build video_folder --manual_dir YOUR_VIDEOS`; with several folders
+built, `--config.data.name=video_folder/NAME` picks one.
 
 Hardware: the paper used 32 A100-80G for 800 epochs (= 200 passes × 4 repeated
 samples) at 2048 clips per step; `--config.grad_accum=4` gives the same update on
@@ -21,8 +26,8 @@ SSV2, ViT-S 80.1 / ViT-B 82.2 on K400 (AMD README).
 Learning rate: lr = base_lr × videos per update / 256 = 1.2e-3 × 512 / 256 =
 2.4e-3 peak (the scripts' rule; repeated samples are not counted).
 
-`runlocal`: (with `backend=` only: data= or model= beside it is refused, as runlocal
-picks both) a ViT-"Mu" student (width 64, 4 blocks) distilled from a randomly
+`runlocal`: (with `backend=`, or `data=video_folder` for the same tiny run on your
+videos; any other data= or a model= beside it is refused, as runlocal picks them) a ViT-"Mu" student (width 64, 4 blocks) distilled from a randomly
 initialised ViT-Ti teacher (unless teacher.init is given) on 8-frame 64×64
 clips of the embedded moving_digits dataset (built on first use, about 30 s,
 into $AMD_JAX_DATA or ~/.cache/amd_jax), global batch 8; about a minute on 2 CPU
@@ -42,6 +47,13 @@ RUNLOCAL_DATA = dict(name="moving_digits", data_dir="", split="train[:64]", fram
                      worker_count=0)
 
 
+def runlocal_clips(arg: ml_collections.ConfigDict) -> dict:
+  """config.data's runlocal values: RUNLOCAL_DATA, or its clip sizes alone on a video folder."""
+  if arg.data == "video_folder":
+    return {k: v for k, v in RUNLOCAL_DATA.items() if k not in ("name", "data_dir", "split")}
+  return RUNLOCAL_DATA
+
+
 def data_config(data: str) -> ml_collections.ConfigDict:
   """config.data of pre-training on `data` (docs/method.md#pre-training-clips)."""
   return ml_collections.ConfigDict(dict(
@@ -49,21 +61,22 @@ def data_config(data: str) -> ml_collections.ConfigDict:
       data_dir="",                    # where `python -m amd_jax.data.build` prepared it
       split="train",                  # TFDS split, slicing allowed ('train[:10%]')
       frames=16, size=224,
-      # K400: 16 frames 4 apart from a random start; SSV2: AMD's span rule, 16
-      # frames spread over a random 32-frame window (VideoMAE v1 used dense, rate 2).
-      sampler={"k400": "dense", "ssv2": "span"}[data],
-      sampling_rate={"k400": 4, "ssv2": 2}[data],
+      # K400 (and a video folder): 16 frames 4 apart from a random start; SSV2: AMD's
+      # span rule, 16 frames spread over a random 32-frame window (VideoMAE v1 used
+      # dense, rate 2).
+      sampler={"k400": "dense", "ssv2": "span", "video_folder": "dense"}[data],
+      sampling_rate={"k400": 4, "ssv2": 2, "video_folder": 4}[data],
       num_sample=4,                   # repeated sampling: clips drawn per decoded video
       # Videos one pass counts for the schedule: the paper's count, so the
       # schedule is the paper's whatever the local copy lacks; 0 = the split's size.
-      train_videos=TRAIN_VIDEOS[data],
+      train_videos=TRAIN_VIDEOS.get(data, 0),
       worker_count=8))                # grain worker processes decoding per host
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, data=("k400", "ssv2"), model=("B", "S"), runlocal=False,
-                         backend=common.BACKENDS)
-  common.refuse_with_runlocal(arg, data="moving_digits", model="Mu/8x2")
+  arg = common.parse_arg(arg, data=("k400", "ssv2", "video_folder"), model=("B", "S"),
+                         runlocal=False, backend=common.BACKENDS)
+  common.refuse_with_runlocal(arg, **common.runlocal_data(arg), model="Mu/8x2")
   config = ml_collections.ConfigDict()
   config.mode = "amd"
   config.seed = 0
@@ -102,7 +115,7 @@ def get_config(arg=None):
     config.teacher.variant = "Ti/8x2"
     config.align.student_layers = (2, 4)
     config.align.teacher_layers = (6, 12)
-    config.data.update(RUNLOCAL_DATA)
+    config.data.update(runlocal_clips(arg))
     config.batch_size = 8
     # 2 videos per update: base 0.1 gives a 7.8e-4 peak, enough to move in 128 steps.
     config.optim.update(dict(epochs=16, warmup_epochs=2, base_lr=0.1))

@@ -2,9 +2,9 @@ r"""Transfer of a K400 pre-trained student to UCF101, HMDB51 and AVA v2.2 (Table
 
   python -m amd_jax.main --config=configs/transfer.py:data=ucf101,model=B \
       --workdir=runs/ft_b_ucf --config.init=runs/amd_b_k400
-  python -m amd_jax.data.build ava --manual_dir /raw/ava --data_dir ~/data --short_side 256
+  python -m amd_jax.data.build ava --manual_dir /raw/ava --short_side 256
   python -m amd_jax.main --config=configs/transfer.py:data=ava,model=B \
-      --workdir=runs/ava_b --config.init=runs/amd_b_k400 --config.data.data_dir=~/data
+      --workdir=runs/ava_b --config.init=runs/amd_b_k400
 
   data     ucf101 | hmdb51 | ava    model   S | B    runlocal   tiny run (see below)
   backend  cpu | gpu | tpu
@@ -30,8 +30,8 @@ docs/benchmarks.md#planned-without-a-device): 3.9 GiB per A100-80G.
 data=ucf101|hmdb51, which runlocal would replace): without data,
 configs/finetune.py's runlocal (moving_digits) with this table's UCF101
 regularisation (head dropout 0.5); with data=ava, a "Mu" detector
-on a small AVA-layout folder (no AVA data ships with amd_jax: build one and set
-`data.data_dir`), 112-pixel crops, a few steps.
+on a small AVA-layout folder (no AVA data ships with amd_jax: build one with
+`python -m amd_jax.data.build ava`), 112-pixel crops, a few steps.
 """
 
 import ml_collections

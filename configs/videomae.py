@@ -2,7 +2,7 @@ r"""VideoMAE pre-training (no teacher): how an AMD teacher is made, and the base
 
   python -m amd_jax.main --config=configs/videomae.py:data=k400,model=L --workdir=runs/vmae_l
 
-  data     k400 | ssv2       model   S | B | L | H        runlocal   tiny smoke run
+  data     k400 | ssv2 | video_folder    model   S | B | L | H    runlocal   tiny smoke run
   backend  cpu | gpu | tpu   (see configs/common.py: bf16 compute on gpu/tpu)
 
 Recipe of VideoMAE v1 (NeurIPS 2022) as its scripts run it: tube masking 90%,
@@ -15,8 +15,11 @@ teachers AMD uses were trained 1600 epochs (K400, 85.2 top-1 fine-tuned) and
 Planned at its 16 clips per GPU (backend=gpu, docs/benchmarks.md#planned-without-a-device):
 ViT-B 4.2 GiB, ViT-L 14.4 GiB per A100-80G (not planned for V100s: no target).
 
-`runlocal` (with `backend=` only: it picks the data and the model) a ViT-Ti on
-8-frame 64×64 moving_digits clips, global batch 8, about a
+`data=video_folder`: your own videos, as in configs/pretrain.py (docs/data.md).
+
+`runlocal` (with `backend=`, or `data=video_folder` for the same tiny run on your
+videos; any other data= or a model= beside it is refused, as runlocal picks them)
+a ViT-Ti on 8-frame 64×64 moving_digits clips, global batch 8, about a
 minute on 2 CPU cores; its workdir can serve as `teacher.init` for
 `configs/pretrain.py:runlocal`.
 """
@@ -27,10 +30,9 @@ from configs import common, pretrain
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, data=("k400", "ssv2"), model=("B", "S", "L", "H"),
-                         runlocal=False,
-                         backend=common.BACKENDS)
-  common.refuse_with_runlocal(arg, data="moving_digits", model="Ti/8x2")
+  arg = common.parse_arg(arg, data=("k400", "ssv2", "video_folder"),
+                         model=("B", "S", "L", "H"), runlocal=False, backend=common.BACKENDS)
+  common.refuse_with_runlocal(arg, **common.runlocal_data(arg), model="Ti/8x2")
   config = ml_collections.ConfigDict()
   config.mode = "videomae"
   config.seed = 0
@@ -51,7 +53,7 @@ def get_config(arg=None):
   if arg.runlocal:
     config.model.variant = "Ti/8x2"
     config.model.decoder_depth = 2
-    config.data.update(pretrain.RUNLOCAL_DATA, num_sample=4)
+    config.data.update(pretrain.runlocal_clips(arg), num_sample=4)
     config.batch_size = 8
     config.optim.update(dict(epochs=16, warmup_epochs=2, base_lr=0.1))
   return config

@@ -227,12 +227,13 @@ def test_reconstructions_of_a_finetuning_run_is_one_line(tmp_path, env):
 
 
 def test_reconstructions_at_another_mask_ratio_from_the_command_line(tmp_path, env):
-  """The released teacher at half its tubes hidden: the masks the trivial predictors
-  see change (copying the nearest visible patch gets closer than at the committed
-  release's 0.9), and a teacher ratio that is not below the student's is one line."""
+  """The released teacher at half its tubes hidden, on the release's 64 videos (one
+  shown): the masks the trivial predictors see change (copying the nearest visible
+  patch gets closer than at the committed release's 0.9), and a teacher ratio that is
+  not below the student's is one line."""
   teacher = os.path.join(ROOT, "amd_jax", "assets", "teacher")
   command = [sys.executable, "-m", "amd_jax.analysis", "reconstructions", "--run",
-             f"teacher={teacher}/checkpoint", "--videos", "1", "--out", str(tmp_path / "out")]
+             f"teacher={teacher}/checkpoint", "--show", "1", "--out", str(tmp_path / "out")]
   result = subprocess.run(command + ["--mask-ratio", "0.5", "--teacher-mask-ratio", "0.25"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -248,6 +249,34 @@ def test_reconstructions_at_another_mask_ratio_from_the_command_line(tmp_path, e
   assert bad.returncode == 2 and len(lines) == 1, bad.stderr[-3000:]
   assert "teacher mask ratio 0.75 must hide fewer tokens than the student's 0.5" in lines[0]
   assert not (tmp_path / "bad").exists()
+
+
+def test_reconstructions_score_the_videos_asked_for_and_print_the_losses(tmp_path, capsys):
+  """--videos is what is scored (and at most what the figure shows): 2 videos, not 64,
+  and the losses of the model and of the trivial predictors are printed."""
+  teacher = os.path.join(ROOT, "amd_jax", "assets", "teacher", "checkpoint")
+  out = tmp_path / "out"
+  analysis_cli.main(["reconstructions", "--run", f"teacher={teacher}", "--videos", "2",
+                     "--out", str(out)])
+  report = json.loads((out / "reconstructions.json").read_text())
+  assert report["videos"] == 2 and report["shown"] == 2
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == [
+      f"teacher: masked-pixel loss {report['loss']['teacher']:.4f} on 2 {report['data']}:test "
+      "videos (90% of tubes hidden)",
+      "trivial predictors: " + ", ".join(f"{k} {report['loss'][k]:.4f}" for k in (
+          "zero", "neighbour_copy", "flat_copy", "flat_copy_where_flat")),
+      f"wrote {out}"]
+  with pytest.raises(SystemExit) as e:
+    analysis_cli.main(["reconstructions", "--run", f"teacher={teacher}", "--videos", "2",
+                       "--show", "3", "--out", str(tmp_path / "more")])
+  assert e.value.code == 2 and capsys.readouterr().err.splitlines() == [
+      "error: --show 3 is more than --videos 2: the figure shows clips that are scored"]
+  with pytest.raises(SystemExit):
+    analysis_cli.main(["reconstructions", "--run", f"teacher={teacher}", "--show", "0",
+                       "--out", str(tmp_path / "none")])
+  assert capsys.readouterr().err.splitlines() == [
+      "error: --show 0: the figure shows at least one clip"]
 
 
 def test_an_out_that_is_a_file_is_one_line_before_anything_is_read(tmp_path, env):
@@ -351,3 +380,47 @@ def test_legends_cover_no_data(tmp_path):
       (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
       assert bar.get_ylabel() == "attention head"
       assert [t.get_text() for t in bar.get_yticklabels()] == ["1", "2", "3"]
+
+
+def test_curves_tell_pretraining_from_finetuning_and_print_the_last_numbers(tmp_path, capsys):
+  """The run kind comes from config.json's mode (else from what metrics.jsonl holds): a
+  fine-tuning run gets the fine-tuning curves without a flag, a pre-training run the
+  losses, both kinds at once each their own figure; the last numbers are printed."""
+  ft = _metrics(tmp_path / "ft", [dict(step=10, loss=2.0), dict(step=20, loss=1.5),
+                                  dict(step=20, split="val", top1=0.5),
+                                  dict(step=20, split="test", top1=0.625, views=6)])
+  (tmp_path / "ft" / "config.json").write_text(json.dumps({"mode": "finetune"}))
+  out = tmp_path / "out"
+  analysis_cli.main(["curves", "--run", f"ft={ft}", "--out", str(out)])
+  assert sorted(os.listdir(out)) == ["finetune_curves.png"]
+  assert capsys.readouterr().out.splitlines() == [
+      "ft: fine-tuning, step 20: loss 1.5000, val top-1 0.500, test top-1 0.625 (6 views)",
+      f"wrote {out}"]
+  # The released teacher has no config.json: its loss_rec rows say pre-training.
+  teacher = os.path.join(ROOT, "amd_jax", "assets", "teacher")
+  both = tmp_path / "both"
+  analysis_cli.main(["curves", "--run", f"teacher={teacher}", "--run", f"ft={ft}",
+                     "--out", str(both)])
+  assert sorted(os.listdir(both)) == ["finetune_curves.png", "pretrain_losses.png"]
+  last = curves.metric_rows(teacher)[-1]
+  assert capsys.readouterr().out.splitlines()[0] == (
+      f"teacher: pre-training, step {last['step']}: loss {last['loss']:.4f}, "
+      f"loss_rec {last['loss_rec']:.4f}")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda run: None, "error: curves: run r={run} does not exist"),
+    (lambda run: run.mkdir(), "error: curves: r={run} has no metrics.jsonl: not a training "
+     "run's workdir, or it has logged nothing yet"),
+    (lambda run: _metrics(run, [dict(step=1, lr=0.1)]), "error: curves: cannot tell whether "
+     "r={run} is pre-training or fine-tuning: its config.json has no mode and its "
+     "metrics.jsonl neither loss_rec nor top1"),
+])
+def test_curves_of_a_run_that_is_not_there_is_one_line(tmp_path, capsys, make, message):
+  run = tmp_path / "run"
+  make(run)
+  with pytest.raises(SystemExit) as e:
+    analysis_cli.main(["curves", "--run", f"r={run}", "--out", str(tmp_path / "out")])
+  assert e.value.code == 2
+  assert capsys.readouterr().err.splitlines() == [message.format(run=run)]
+  assert not (tmp_path / "out").exists()

@@ -310,3 +310,57 @@ def test_step_teacher_defaults_to_the_students_tokens_and_a_mismatch_is_one_line
   assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
       "error: --teacher B/16x2 cuts 16×16 patches, tubelet 2; the student Mu/8x2: 8×8, "
       "tubelet 2: AMD aligns them token by token, so they must match"]
+
+
+STORAGES = ["stored", "short_side 32", "short_side 16", "jpeg 32"]
+
+
+def compare(tmp_path, capsys, workers: str, sources: str = "2") -> list[str]:
+  """`input --compare` on tiny generated videos in tmp_path: its stdout lines."""
+  cli.main(["input", "--compare", "--dir", str(tmp_path), "--sources", sources,
+            "--seconds", "1", "--source_sizes", "64x48@25,80x64@30", "--short_sides", "32,16",
+            "--compare_workers", workers, "--batches", "1", "--videos", "2", "--frames", "4",
+            "--size", "64"])
+  return capsys.readouterr().out.splitlines()
+
+
+def check_compare(out: list[str], workers: tuple[int, ...]) -> None:
+  """Every storage's JSON line, each benched with each worker count, the table last."""
+  rows = [json.loads(line) for line in out if line.startswith("{")]
+  facts = [r for r in rows if r["bench"] == "input_storage"]
+  assert [r["storage"] for r in facts] == STORAGES
+  assert [r["short_side"] for r in facts] == ["48-64", "32", "16", "32"]
+  # A clip's 4 frames at least; the videos also get a bare decode of every frame.
+  assert all(r["decoded_frames_per_clip"] >= 4 for r in facts)
+  assert ["bare_ms_per_reference_frame" in r for r in facts] == [True, True, True, False]
+  benched = [(r["storage"], r["workers"]) for r in rows if r["bench"] == "input"]
+  assert benched == [(s, w) for s in STORAGES for w in workers]
+  assert all(r["videos"] == 2 and r["shapes"]["video"] == [[8, 4, 64, 64, 3], "uint8"]
+             for r in rows if r["bench"] == "input")
+  table = out[-1 - len(benched):]
+  assert table[0].split()[:4] == ["storage", "short", "side", "MB/video"]
+  assert [line.split()[0] for line in table[1:]] == [s.split()[0] for s, _ in benched]
+
+
+def test_bench_input_compare_prints_every_storage_and_a_table(tmp_path, capsys):
+  """No timings are checked. The sources stay in --dir for the next run, which must
+  ask for the same ones."""
+  check_compare(compare(tmp_path, capsys, "0"), (0,))
+  check_compare(compare(tmp_path, capsys, "0"), (0,))
+  with pytest.raises(SystemExit) as e:
+    compare(tmp_path, capsys, "0", sources="3")
+  assert e.value.code == 2 and capsys.readouterr().err.splitlines()[-1:] == [
+      f"error: --dir {tmp_path} holds sources made with other settings "
+      f"({tmp_path / 'sources' / 'settings.json'}): give another --dir, or the same settings"]
+
+
+@pytest.mark.slow
+def test_bench_input_compare_with_workers(tmp_path, capsys):
+  check_compare(compare(tmp_path, capsys, "0,1,2"), (0, 1, 2))
+
+
+def test_bench_input_needs_a_dataset_or_compare(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["input"])
+  assert e.value.code == 2 and capsys.readouterr().err.splitlines() == [
+      "error: bench input: give --dataset (a prepared dataset) or --compare"]

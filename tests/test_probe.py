@@ -146,3 +146,25 @@ def test_blocks_gather_seeds_and_plot(tmp_path):
                                     "amd": {1: [0.5, 0.7], 2: [0.4, 0.6]}}
   probe.plot_blocks(report, str(tmp_path / "blocks.png"))
   assert (tmp_path / "blocks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_split_that_lacks_classes_is_said_in_one_line(tmp_path, caplog):
+  """2 videos per split cannot cover moving_digits' 8 classes: the probe still runs
+  (a smoke test may want that), fitted for all 8 classes, and one warning says how
+  many each split covers; enough videos cover all, with no warning."""
+  import logging
+  encoder = probe.random_encoder("Mu/8x2", num_frames=8, image_size=32, seed=0)
+  with caplog.at_level(logging.WARNING, logger="amd_jax"):
+    m = probe.probe_report({"scratch": encoder}, videos=2)["models"]["scratch"]
+  covered = {k: len(set(probe.labelled_clips(encoder.grid, 8, 2, split=k, videos=2)[1]))
+             for k in ("train", "val", "test")}
+  assert [r.getMessage() for r in caplog.records] == [
+      f"probe: the moving_digits videos read cover {covered['train']} (train), {covered['val']} "
+      f"(val), {covered['test']} (test) of its 8 classes: a class the train split lacks "
+      "is never predicted, and top-1 counts only the classes the test split has; --videos 2 "
+      "reads too few to compare with a probe on whole splits"]
+  assert m["classes"] == 8 and m["videos"] == {"train": 2, "val": 2, "test": 2}
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="amd_jax"):
+    probe.probe_report({"scratch": encoder}, videos=48)
+  assert not caplog.records

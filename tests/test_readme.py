@@ -5,8 +5,8 @@ Which commands run (the rule, stated in the README beside the examples): in a
 "on this machine" (up to the next comment line or the end of the block), and
 every command of a bullet that says so ("..., on this machine:" before the
 block). They are the `runlocal` chain — teacher → student → fine-tune → test,
-conversion, `pretrained.load`, two processes — whose paths are the relative
-ones a user types. The other training commands name placeholders
+conversion, a video folder built and trained on, the plan, two processes —
+whose paths are the relative ones a user types. The other training commands name placeholders
 (PATH_TO_TEACHER, the paper's datasets, clusters) and cannot run here: the last
 test checks that their config files, arguments and keys exist and pass the
 run's validation.
@@ -14,7 +14,14 @@ run's validation.
 They run in README order through bash, from a scratch directory standing in for
 the checkout (configs/, launch/ and amd_jax/ link to the repository's; everything the
 commands write lands in it), with the test environment's python first on PATH
-and `--config.total_steps=2` appended to every training command.
+and `--config.total_steps=2` appended to every training command, under a data
+root of their own (the embedded dataset linked into it, not rebuilt).
+
+Then every ```python block of README.md runs as printed, in README order, each
+as its own `python -c` in the same directory: a snippet may use what the chain
+made (`runs/student`, `hf/ft`, ...) and must bring its own imports and inputs.
+A block that cannot run here (it names a placeholder or a dataset) starts with
+the comment line `# not run here: WHY`; it is only compiled.
 """
 
 import os
@@ -25,11 +32,13 @@ import sys
 
 import pytest
 
+from amd_jax.data import sources
 from runs import ROOT, environment
 
 pytestmark = pytest.mark.slow
 
 MARKER = re.compile(r"on this machine", re.IGNORECASE)
+NOT_RUN = re.compile(r"#\s*not run here:", re.IGNORECASE)
 SHORT = "--config.total_steps=2"
 
 
@@ -61,6 +70,26 @@ def readme_commands(text: str) -> list[str]:
   return out
 
 
+def readme_python_blocks(text: str) -> list[str]:
+  """The README's ```python blocks, in order."""
+  return re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+
+
+def run_python_blocks(text: str, cwd, env) -> dict[str, str]:
+  """Runs every ```python block that is not marked `# not run here:` (compiling the
+  marked ones) in `cwd`, asserting each ends well; returns block → what it printed."""
+  printed = {}
+  for i, block in enumerate(readme_python_blocks(text)):
+    if NOT_RUN.match(block):
+      compile(block, f"README.md python block {i + 1}", "exec")
+      continue
+    result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (block, result.stderr[-3000:])
+    printed[block] = result.stdout
+  return printed
+
+
 def as_run(command: str) -> str:
   """The command as the test runs it: a training run shortened to two steps."""
   words = shlex.split(command, comments=True)
@@ -79,7 +108,8 @@ def test_readme_marks_the_whole_runlocal_chain():
                  "configs/finetune.py:runlocal --workdir=runs/ft --config.init=runs/student",
                  "--workdir=runs/ft --config.mode=test",
                  "amd_jax.convert --src runs/student",
-                 "pretrained.load(",
+                 "amd_jax.data.build video_folder --manual_dir runs/my_videos",
+                 "configs/finetune.py:data=video_folder,runlocal",
                  "launch/local.sh -n 2"):
     assert needed in joined, (needed, commands)
 
@@ -90,6 +120,13 @@ def test_readme_commands_run_as_written(tmp_path):
     os.symlink(os.path.join(ROOT, name), tmp_path / name)
   env = environment()
   env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+  # A data root of the run's own, so that the README's video folder (made in this
+  # scratch directory) is built afresh; the embedded dataset is shared, not rebuilt.
+  env["AMD_JAX_DATA"] = str(tmp_path / "data")
+  os.mkdir(tmp_path / "data")
+  sources.prepare("moving_digits")
+  os.symlink(os.path.join(sources.data_root(), "moving_digits"), tmp_path / "data" /
+             "moving_digits")
   printed = {}
   for command in commands:
     result = subprocess.run(["bash", "-c", as_run(command)], cwd=tmp_path, env=env,
@@ -99,8 +136,11 @@ def test_readme_commands_run_as_written(tmp_path):
     printed[command] = result.stdout
   assert os.path.isfile(tmp_path / "runs" / "ft" / "test_results.json")
   assert os.path.isdir(tmp_path / "ckpt" / "student") and os.path.isdir(tmp_path / "hf" / "ft")
-  loaded = [out for c, out in printed.items() if "pretrained.load(" in c]
-  assert loaded and "(1, 8)" in loaded[0], printed    # the classifier's logits, 8 classes
+  assert os.path.isfile(tmp_path / "runs" / "my_ft" / "test_results.json")
+  # The pretrained.load and module snippets, at least, run here.
+  snippets = run_python_blocks(open(os.path.join(ROOT, "README.md")).read(), tmp_path, env)
+  loaded = [out for block, out in snippets.items() if 'pretrained.load("hf/ft")' in block]
+  assert len(snippets) >= 2 and loaded and "(1, 8)" in loaded[0], snippets  # 8 classes' logits
 
 
 def readme_training_commands(text: str) -> list[str]:

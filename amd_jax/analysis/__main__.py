@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 
@@ -10,7 +11,7 @@ import amd_jax.analysis
 from amd_jax import errors, paths
 from amd_jax.analysis import probe
 from amd_jax.analysis.attention import attention_distance_report
-from amd_jax.analysis.curves import plot_finetune_curves, plot_pretrain_losses
+from amd_jax.analysis.curves import plot_curves
 from amd_jax.analysis.output import write_json
 from amd_jax.analysis.per_class import per_class_report
 from amd_jax.analysis.reconstruction import reconstructions_report
@@ -50,13 +51,14 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--names", nargs=2, metavar=("NAME_A", "NAME_B"))
   p.add_argument("--top", type=int, help="only the classes with the largest differences")
   p.add_argument("--out", required=True)
-  p = sub.add_parser("curves", help="pre-training losses and fine-tuning curves")
+  p = sub.add_parser("curves", help="pre-training losses or fine-tuning curves, by each "
+                    "run's kind")
   p.add_argument("--run", action="append", required=True, metavar="[NAME=]WORKDIR")
-  p.add_argument("--finetune", action="store_true", help="the runs are fine-tuning runs")
   p.add_argument("--out", required=True)
   p = sub.add_parser("reconstructions", help="test clips through pre-training checkpoints")
   p.add_argument("--run", action="append", required=True, metavar="[NAME=]WORKDIR")
-  p.add_argument("--videos", type=int, default=2)
+  p.add_argument("--videos", type=int, default=64, help="test videos scored (one view each)")
+  p.add_argument("--show", type=int, default=2, help="of them, drawn in the figure")
   # The pre-training masks by default; a lower ratio asks what a model infers when it
   # sees more (teacher-only tokens feed AMD students' alignment heads alone).
   p.add_argument("--mask-ratio", type=float, default=0.9, help="student mask ratio")
@@ -92,9 +94,8 @@ def main(argv: list[str] | None = None) -> None:
       for row in report["classes"]:
         print(f"{row['cls']:>16}: {row['difference']:+.3f}")
     elif args.command == "curves":
-      plot = plot_finetune_curves if args.finetune else plot_pretrain_losses
-      plot(named_paths(args.run), os.path.join(
-          args.out, "finetune_curves.png" if args.finetune else "pretrain_losses.png"))
+      for line in plot_curves(named_paths(args.run), args.out):
+        print(line)
     elif args.command == "probe":
       report = probe.probe_report(named_paths(args.checkpoint), data=args.data,
                                   data_dir=args.data_dir, splits=tuple(args.splits),
@@ -111,11 +112,19 @@ def main(argv: list[str] | None = None) -> None:
           print(f"{name}: after block {block}: probe test top-1 {b['test_top1']:.3f} "
                 f"(val {b['val_top1']:.3f}, L2 {b['l2']:g})")
     else:
-      reconstructions_report(named_paths(args.run), args.out, videos=args.videos,
-                             student_ratio=args.mask_ratio,
-                             teacher_ratio=args.teacher_mask_ratio)
+      report = reconstructions_report(named_paths(args.run), args.out, videos=args.videos,
+                                      show=args.show, student_ratio=args.mask_ratio,
+                                      teacher_ratio=args.teacher_mask_ratio)
+      trivial = ("zero", "neighbour_copy", "flat_copy", "flat_copy_where_flat")
+      for name in named_paths(args.run):
+        print(f"{name}: masked-pixel loss {report['loss'][name]:.4f} on {report['videos']} "
+              f"{report['data']}:{report['split']} videos ({report['student_ratio']:.0%} of "
+              "tubes hidden)")
+      print("trivial predictors: " + ", ".join(f"{k} {report['loss'][k]:.4f}" for k in trivial))
   print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
+  # Warnings (a probe split that lacks classes) as plain lines, as the other commands print.
+  logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
   main()

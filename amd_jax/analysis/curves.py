@@ -1,4 +1,9 @@
-"""Training curves from a run's metrics.jsonl: pre-training losses, fine-tuning curves."""
+"""Training curves from a run's metrics.jsonl: pre-training losses, fine-tuning curves.
+
+A run's kind (pre-training or fine-tuning) is read from its config.json's mode, or,
+without one (the released teacher ships its metrics alone), from its metrics: a
+pre-training run logs the pixel loss `loss_rec`, a fine-tuning run top-1.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,69 @@ import os
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
+from amd_jax import errors
 from amd_jax import workdir as workdir_lib
-from amd_jax.analysis.output import legend_outside, save
+from amd_jax.analysis.output import legend_outside, read_json, save
 
 LOSS_TERMS = ("loss", "loss_rec", "loss_dir", "loss_gen")
+PRETRAIN, FINETUNE = "pre-training", "fine-tuning"
+KIND_OF_MODE = {"amd": PRETRAIN, "videomae": PRETRAIN, "finetune": FINETUNE, "test": FINETUNE}
+FIGURE = {PRETRAIN: "pretrain_losses.png", FINETUNE: "finetune_curves.png"}
 
 
 def metric_rows(workdir: str) -> list[dict]:
   with open(os.path.join(workdir, workdir_lib.METRICS_FILE)) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def run_kind(name: str, workdir: str) -> str:
+  """PRETRAIN or FINETUNE (see the module docstring); a run that is not there, or whose
+  kind nothing tells, is one line."""
+  if not os.path.isdir(workdir):
+    raise errors.BadInput(f"curves: run {name}={workdir} does not exist")
+  if not os.path.isfile(os.path.join(workdir, workdir_lib.METRICS_FILE)):
+    raise errors.BadInput(f"curves: {name}={workdir} has no {workdir_lib.METRICS_FILE}: not a "
+                          "training run's workdir, or it has logged nothing yet")
+  mode = read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), default={}).get("mode")
+  if mode in KIND_OF_MODE:
+    return KIND_OF_MODE[mode]
+  rows = metric_rows(workdir)
+  if any("loss_rec" in r for r in rows):
+    return PRETRAIN
+  if any("top1" in r for r in rows):
+    return FINETUNE
+  raise errors.BadInput(f"curves: cannot tell whether {name}={workdir} is pre-training or "
+                        f"fine-tuning: its {workdir_lib.CONFIG_FILE} has no mode and its "
+                        f"{workdir_lib.METRICS_FILE} neither loss_rec nor top1")
+
+
+def summary(name: str, kind: str, workdir: str) -> str:
+  """One line of a run's last numbers: its last training row's losses, and for a
+  fine-tuning run its last validation and test top-1."""
+  rows = metric_rows(workdir)
+  train = [r for r in rows if "split" not in r and "loss" in r]
+  parts = [f"{t} {train[-1][t]:.4f}" for t in LOSS_TERMS if train and t in train[-1]]
+  if kind == FINETUNE:
+    val = [r for r in rows if r.get("split") == "val"]
+    test = [r for r in rows if r.get("split") == "test"]
+    if val:
+      parts.append(f"val top-1 {val[-1]['top1']:.3f}")
+    if test:
+      parts.append(f"test top-1 {test[-1]['top1']:.3f} ({test[-1].get('views')} views)")
+  step = max((r["step"] for r in rows if "step" in r), default=0)
+  return f"{name}: {kind}, step {step}: {', '.join(parts) or 'nothing logged'}"
+
+
+def plot_curves(runs: dict[str, str], out_dir: str) -> list[str]:
+  """Each run's curves by its kind: pretrain_losses.png for the pre-training runs,
+  finetune_curves.png for the fine-tuning ones (both where both kinds are given).
+  Returns one summary line per run."""
+  kinds = {name: run_kind(name, w) for name, w in runs.items()}   # every run before a plot
+  for kind, plot in ((PRETRAIN, plot_pretrain_losses), (FINETUNE, plot_finetune_curves)):
+    chosen = {name: w for name, w in runs.items() if kinds[name] == kind}
+    if chosen:
+      plot(chosen, os.path.join(out_dir, FIGURE[kind]))
+  return [summary(name, kinds[name], w) for name, w in runs.items()]
 
 
 def plot_pretrain_losses(runs: dict[str, str], path: str) -> Figure:

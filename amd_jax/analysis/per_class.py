@@ -11,15 +11,12 @@ from matplotlib.figure import Figure
 from amd_jax import errors
 from amd_jax import workdir as workdir_lib
 from amd_jax.analysis.output import legend_outside, read_json, save, write_json
-from amd_jax.data.builders import moving_digits
 
 
-def class_names(workdir: str, num_classes: int) -> list[str]:
-  """Class names of a run's dataset: the motions for moving_digits, else 'class i'."""
-  config = read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), default={})
-  if config.get("data", {}).get("name") == "moving_digits":
-    return list(moving_digits.MOTIONS)
-  return [f"class {i}" for i in range(num_classes)]
+def class_names(results: dict) -> list[str]:
+  """Class names of a test: those test_results.json saved from the dataset's label map,
+  else 'class i' (a dataset of numbered classes)."""
+  return results.get("classes") or [f"class {i}" for i in range(len(results["per_class"]))]
 
 
 def per_class_report(run_a: str, run_b: str, out_dir: str, *, names: tuple[str, str] | None = None,
@@ -37,7 +34,7 @@ def per_class_report(run_a: str, run_b: str, out_dir: str, *, names: tuple[str, 
                           f"({len(a['per_class'])} vs {len(b['per_class'])} classes)")
   names = names or (os.path.basename(os.path.normpath(run_a)),
                     os.path.basename(os.path.normpath(run_b)))
-  labels = class_names(run_a, len(a["per_class"]))
+  labels = class_names(a)
   # A class without test videos has accuracy None: NaN here, sorted last, null in the JSON.
   acc_a, acc_b = (np.asarray([np.nan if x is None else x for x in r["per_class"]], float)
                   for r in (a, b))

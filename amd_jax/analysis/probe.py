@@ -25,6 +25,7 @@ features were trained on the labels).
 from __future__ import annotations
 
 import functools
+import logging
 import re
 
 import jax
@@ -40,6 +41,8 @@ from amd_jax import errors, losses, pretrained
 from amd_jax.analysis.output import legend_outside, save
 from amd_jax.data import pipeline, sources
 from amd_jax.models import heads, pretrain, roi, vit
+
+log = logging.getLogger("amd_jax")
 
 # L2 strengths tried (on the mean cross-entropy, times ½‖W‖²).
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -73,6 +76,27 @@ def labelled_clips(encoder_grid: tuple[int, int, int], patch: int, tubelet: int,
   out = [o for o in out if o["valid"]]
   return (np.stack([o["video"][0] for o in out]),
           np.asarray([o["label"] for o in out], np.int32))
+
+
+def dataset_classes(data: str, split: str, data_dir: str = "") -> int | None:
+  """How many classes a dataset's labels name (None where its builder does not say)."""
+  label = sources.open_split(data, split, data_dir).dataset_info.features["label"]
+  return getattr(label, "num_classes", None)
+
+
+def warn_missing_classes(labels: dict[str, np.ndarray], num_classes: int, data: str,
+                         videos: int | None) -> None:
+  """One line when a split's videos do not cover every class. A warning, not a refusal:
+  the probe is still right on what it was given, and a few videos make a quick check
+  of the whole path; the number is only not comparable with a probe on whole splits."""
+  covered = {role: len(np.unique(y)) for role, y in labels.items()}
+  if min(covered.values()) == num_classes:
+    return
+  log.warning("probe: the %s videos read cover %s of its %d classes: a class the train "
+              "split lacks is never predicted, and top-1 counts only the classes the test "
+              "split has%s", data, ", ".join(f"{n} ({role})" for role, n in covered.items()),
+              num_classes, f"; --videos {videos} reads too few to compare with a probe on "
+              "whole splits" if videos else "")
 
 
 @nnx.jit
@@ -179,7 +203,8 @@ def probe_report(checkpoints: dict[str, str | vit.Encoder], *, data: str = "movi
   for name, encoder in encoders.items():
     if blocks != "all" and blocks and max(blocks) > encoder.variant.depth:
       raise errors.BadInput(f"{name} has {encoder.variant.depth} blocks: no block {max(blocks)}")
-  clips, report = {}, {}
+  clips, classes, report = {}, {}, {}
+  named = dataset_classes(data, splits[0], data_dir)
   for name, encoder in encoders.items():
     v = encoder.variant
     key = (encoder.grid, v.patch, v.tubelet)
@@ -187,11 +212,16 @@ def probe_report(checkpoints: dict[str, str | vit.Encoder], *, data: str = "movi
       clips[key] = {role: labelled_clips(*key, data=data, data_dir=data_dir, split=split,
                                          videos=videos)
                     for role, split in zip(("train", "val", "test"), splits)}
-    num_classes = int(max(y.max() for _, y in clips[key].values())) + 1
+      # Without a count from the dataset, the labels read are all there is to go by.
+      classes[key] = named or int(max(y.max() for _, y in clips[key].values())) + 1
+      warn_missing_classes({k: y for k, (_, y) in clips[key].items()}, classes[key], data,
+                           videos)
+    num_classes = classes[key]
     feats = {role: (features(encoder, x, batch=batch, desc=f"probe features: {name} {role}"), y)
              for role, (x, y) in clips[key].items()}
     source = checkpoints[name]
     report[name] = dict(checkpoint=source if isinstance(source, str) else "random initial weights",
+                        classes=num_classes,
                         **fit({k: (x[0], y) for k, (x, y) in feats.items()}, num_classes))
     chosen = range(1, encoder.variant.depth + 1) if blocks == "all" else blocks
     if chosen:

@@ -183,14 +183,20 @@ RECONSTRUCTION_CAPTION = (
     "pattern inside each patch. Visible tubes are shown as they are.")
 
 
-def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 2,
-                           loss_videos: int = 64, student_ratio: float = 0.9,
+def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 64,
+                           show: int = 2, student_ratio: float = 0.9,
                            teacher_ratio: float = 0.75, seed: int = 0,
                            data: str = "moving_digits", data_dir: str = "",
                            split: str = "test") -> dict:
-  """A few test clips through every pre-training run, one tube mask per clip shared
-  by all runs → out_dir/reconstructions.png; the reconstruction loss of every run
-  and of the trivial predictors on `loss_videos` test clips → reconstructions.json."""
+  """The first `videos` test clips through every pre-training run, one tube mask per
+  clip shared by all runs: the reconstruction loss of every run and of the trivial
+  predictors → reconstructions.json; the first `show` of the clips, reconstructed →
+  out_dir/reconstructions.png."""
+  if show < 1:
+    raise errors.BadInput(f"--show {show}: the figure shows at least one clip")
+  if show > videos:
+    raise errors.BadInput(f"--show {show} is more than --videos {videos}: the figure shows "
+                          "clips that are scored")
   # Before any model or clip is read: a fine-tuning run has no pixel decoder to show.
   for name, workdir in runs.items():
     mode = read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), default={}).get("mode")
@@ -208,7 +214,7 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   v, grid = first.variant, first.grid
   masking.tube_counts(grid, student_ratio, teacher_ratio)     # bad ratios: before any clip
   all_clips, _ = probe.labelled_clips(grid, v.patch, v.tubelet, data=data, data_dir=data_dir,
-                                      split=split, videos=max(videos, loss_videos))
+                                      split=split, videos=videos)
   rng = np.random.default_rng(seed)
   # One asymmetric mask per clip for every model: the student-visible tubes are the
   # same for all; teacher-only tokens matter to AMD students' alignment heads alone.
@@ -216,7 +222,7 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
                         for _ in all_clips])
   pixel_losses, flat_share, distances = masked_pixel_losses(models, all_clips, all_codes,
                                                              v.patch, v.tubelet)
-  clips, codes = all_clips[:videos], all_codes[:videos]
+  clips, codes = all_clips[:show], all_codes[:show]
   panels = {"original": clips / 255.0,
             f"input ({student_ratio:.0%} masked)": masked_input(clips, codes, grid, v.patch,
                                                                 v.tubelet),
@@ -250,7 +256,7 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
       loss=pixel_losses["all"], loss_flat_tubes=pixel_losses["flat"],
       loss_structured_tubes=pixel_losses["structured"], flat_tubes_share=flat_share,
       distance_to_flat_copy=distances,
-      videos=len(all_clips), data=data, split=split, student_ratio=student_ratio,
+      videos=len(all_clips), shown=len(clips), data=data, split=split, student_ratio=student_ratio,
       teacher_ratio=teacher_ratio, seed=seed,
       note=("MSE of per-patch normalised pixels on the student-masked tokens (the "
             "pre-training loss_rec), one tube mask per clip shared by every model; "

@@ -2,14 +2,16 @@
 
     python -m amd_jax.convert --src SRC --dst DST [--to orbax|hf|pth] [--from KIND]
 
-`read(path)` turns any checkpoint into a `ModelSpec` and our flat weights (numpy
-float32); `convert` writes them as an orbax checkpoint (model.json beside the
-weights, so `amd_jax.pretrained.load` needs nothing else), a Hugging Face folder
-or an official-layout `.pth`. Names and layouts come from `tables` (one table
-per layout and task, used in both directions); every source tensor is either
-mapped or reported, and every shape is checked against the model the spec
-builds. Tensors are converted one at a time and let go as they are, so a
-ViT-L never sits in memory more than twice (the source and ours).
+`read(path)` turns any checkpoint (a local path, or a Hugging Face Hub repo id
+such as MCG-NJU/videomae-base: amd_jax.hub says which is which) into a
+`ModelSpec` and our flat weights (numpy float32); `convert` writes them as an
+orbax checkpoint (model.json beside the weights, so `amd_jax.pretrained.load`
+needs nothing else), a Hugging Face folder or an official-layout `.pth`. Names
+and layouts come from `tables` (one table per layout and task, used in both
+directions); every source tensor is either mapped or reported, and every shape
+is checked against the model the spec builds. Tensors are converted one at a
+time and let go as they are, so a ViT-L never sits in memory more than twice
+(the source and ours).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import jax
 import numpy as np
 import tqdm
 
-from amd_jax import errors
+from amd_jax import errors, hub
 from amd_jax.convert import formats, tables
 from amd_jax.convert.spec import ModelSpec, flatten, unflatten
 from amd_jax.convert.spec import infer as infer_spec
@@ -121,6 +123,8 @@ def read(path: str, *, kind: str | None = None, part: str | None = None,
          **options) -> tuple[ModelSpec, dict[str, np.ndarray]]:
   """Any checkpoint → (its ModelSpec, our flat key → float32 numpy array).
 
+  path: a local path, or a Hugging Face Hub repo id (owner/name[@revision]) when no
+  local path has that name (amd_jax.hub); every loader reads through here.
   kind: pth | deepspeed | hf | orbax (default: detected). part="encoder" keeps
   only the encoder (reported: what is left out). check(spec) may refuse the
   model before any tensor is converted. options override what the source
@@ -133,7 +137,7 @@ def read(path: str, *, kind: str | None = None, part: str | None = None,
     raise errors.BadInput(f"unknown part {part!r}: choose from {'|'.join(PARTS)}")
   if isinstance(options.get("image_size"), int):
     options["image_size"] = (options["image_size"],) * 2
-  with formats.open_source(path, kind, options) as src:
+  with formats.open_source(hub.local(path), kind, options) as src:
     items, dropped = _plan(src)
     shapes = _shapes(src, items)
     if src.spec is not None:
@@ -179,7 +183,8 @@ def convert(src: str, dst: str, *, to: str | None = None, kind: str | None = Non
   formats.check_free(dst)      # before the work, not after it
   spec, weights = read(src, kind=kind, part=part, progress=progress, **options)
   if to == "orbax":
-    formats.write_orbax(dst, spec, weights, source=os.path.abspath(src))
+    formats.write_orbax(dst, spec, weights,
+                        source=src if hub.is_repo_id(src) else os.path.abspath(src))
   elif to == "hf":
     formats.write_hf(dst, spec, weights)
   else:

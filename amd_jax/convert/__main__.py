@@ -2,9 +2,12 @@ r"""python -m amd_jax.convert --src SRC --dst DST [--to orbax|hf|pth] [--from KI
 
 SRC: an official VideoMAE/AMD .pth, a DeepSpeed folder, a Hugging Face VideoMAE
 folder, or ours (a converted checkpoint or a training workdir); the kind is
-detected, --from overrides it. DST: an orbax checkpoint (default), a Hugging
-Face folder (--to hf) or an official-layout .pth (--to pth, or a DST ending in
-.pth). Bad input ends with one line and exit code 2.
+detected, --from overrides it. SRC may also be a Hugging Face Hub repo id,
+owner/name[@revision] (e.g. MCG-NJU/videomae-base), when no local path has that
+name: it is read from huggingface_hub's cache, fetched there first if need be.
+DST: an orbax checkpoint (default), a Hugging Face folder (--to hf) or an
+official-layout .pth (--to pth, or a DST ending in .pth). Bad input ends with
+one line and exit code 2.
 """
 
 import argparse
@@ -27,7 +30,8 @@ def _layers(text: str) -> tuple[int, ...]:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m amd_jax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--src", required=True, help="checkpoint to read")
+  parser.add_argument("--src", required=True, help="checkpoint to read: a path or a Hugging "
+                      "Face repo id (owner/name[@revision])")
   parser.add_argument("--dst", required=True, help="where to write (must not exist)")
   parser.add_argument("--to", choices=convert.TARGETS,
                       help="output format (default: pth for a .pth/.pt DST, else orbax)")
@@ -35,9 +39,9 @@ def main(argv=None) -> int:
                       help="what SRC is (default: detected)")
   parser.add_argument("--part", choices=convert.PARTS, help="keep only this part of the model")
   parser.add_argument("--frames", type=int, help="clip length the model is built for "
-                      "(default: the source's, 16 for a .pth)")
-  parser.add_argument("--size", type=_size, help="image size H or HxW (default: the source's, "
-                      "224 for a .pth)")
+                      "(default: the source's; a .pth's saved args, else 16, said in one line)")
+  parser.add_argument("--size", type=_size, help="image size H or HxW (default: the source's; "
+                      "a .pth's saved args, else 224, said in one line)")
   parser.add_argument("--heads", type=int, help="encoder attention heads (a .pth does not "
                       "store them; default: the standard model's of that width)")
   parser.add_argument("--decoder_heads", type=int, help="decoder attention heads (likewise)")

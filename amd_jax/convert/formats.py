@@ -221,13 +221,16 @@ def _official_task(names) -> str:
   return "classifier" if "head.weight" in names or "fc_norm.weight" in names else "encoder"
 
 
-def _official_student_layers(obj, path: str) -> dict:
-  """{"student_layers": [...]} when the checkpoint's saved `args` (the official
-  pre-training script's arguments, a Namespace; ours write a plain dict) name the
-  aligned student layers, else {}."""
+def _saved_args(obj) -> dict:
+  """The arguments the official scripts save beside the weights (a Namespace; ours write
+  a plain dict), or {}."""
   args = obj.get("args") if isinstance(obj, dict) else None
   args = vars(args) if isinstance(args, argparse.Namespace) else args
-  args = args if isinstance(args, dict) else {}
+  return args if isinstance(args, dict) else {}
+
+
+def _official_student_layers(args: dict, path: str) -> dict:
+  """{"student_layers": [...]} when the saved args name the aligned student layers, else {}."""
   direct, gen = (args.get(f"student_layer_{branch}_align") or [] for branch in ("direct", "gen"))
   if direct and gen and list(direct) != list(gen):
     raise errors.BadInput(f"{path}: its args align student layers {list(direct)} directly and "
@@ -237,13 +240,56 @@ def _official_student_layers(obj, path: str) -> dict:
   return {"student_layers": [int(l) for l in layers]} if layers else {}
 
 
+def _official_clip(args: dict, path: str) -> dict:
+  """num_frames and image_size from the saved args, where they are: the official scripts
+  build the model for num_frames × num_segments frames (segments: fine-tuning only) of
+  input_size² pixels. The tensors cannot tell: the position tables are not stored."""
+  out = {}
+  try:
+    if args.get("num_frames"):
+      out["num_frames"] = int(args["num_frames"]) * int(args.get("num_segments") or 1)
+    size = args.get("input_size")
+    if size:
+      out["image_size"] = (int(size),) * 2 if isinstance(size, int) else tuple(map(int, size))
+  except (TypeError, ValueError):
+    raise errors.BadInput(f"{path}: its saved args have num_frames {args.get('num_frames')!r}, "
+                          f"num_segments {args.get('num_segments')!r}, input_size "
+                          f"{args.get('input_size')!r}: not numbers of frames and pixels"
+                          ) from None
+  return out
+
+
+def _say_assumed_clip(src: Source) -> None:
+  """One line naming the clip sizes an official checkpoint is built for that neither its
+  saved args nor the caller gave: the official defaults (ModelSpec's)."""
+  frames, size = "num_frames" not in src.meta, "image_size" not in src.meta
+  if not (frames or size):
+    return
+  h, w = spec_lib.ModelSpec.image_size
+  length = f"{spec_lib.ModelSpec.num_frames} frames"
+  if frames and size:
+    what, missing, assumed, flags, names = (
+        "its clip", "num_frames or input_size", f"{length} of {h}×{w}",
+        "them with --frames/--size", "num_frames=/image_size=")
+  elif frames:
+    what, missing, assumed, flags, names = (
+        "its clip length", "num_frames", length, "it with --frames", "num_frames=")
+  else:
+    what, missing, assumed, flags, names = (
+        "its image size", "input_size", f"{h}×{w}", "it with --size", "image_size=")
+  log.warning("%s does not say %s (no %s in saved args): assumed %s; set %s "
+              "(pretrained.load: %s)", src.path, what, missing, assumed, flags, names)
+
+
 def _open_official(kind: str, path: str, file: str) -> Source:
   obj = torch_load(file)
   sd = _state_dict(obj, file)
   src = StateDictSource(kind, path, sd, _strip_wrappers(list(sd)))
   src.layout, src.task = "official", _official_task(src.shapes)
+  args = _saved_args(obj)
   # The official code's frozen generator mask tokens; every LayerNorm at 1e-6.
-  src.meta = dict(learnable_mask_tokens=False, **_official_student_layers(obj, file))
+  src.meta = dict(learnable_mask_tokens=False, **_official_student_layers(args, file),
+                  **_official_clip(args, file))
   return src
 
 
@@ -471,6 +517,8 @@ def open_source(path: str, kind: str | None = None, options: dict | None = None)
   else:
     raise errors.BadInput(f"unknown checkpoint kind {kind!r}: choose from {'|'.join(KINDS)}")
   src.meta = {**src.meta, **{k: v for k, v in (options or {}).items() if v is not None}}
+  if src.layout == "official":
+    _say_assumed_clip(src)
   return src
 
 
@@ -539,20 +587,22 @@ def _warn_eps(spec: spec_lib.ModelSpec, fixed: dict[str, float], where: str) -> 
 
 
 def write_pth(dst: str, spec: spec_lib.ModelSpec, weights: dict[str, np.ndarray]) -> None:
-  """An official-layout .pth: {'model': state_dict}, as the official scripts save,
-  with `args` naming the aligned student layers of an AMD student under the
-  official script's argument names (the tensors do not say which layers feed the
-  alignment heads). A plain dict, not the official Namespace: torch.load's
-  default weights_only=True reads it without an allowlist."""
+  """An official-layout .pth: {'model': state_dict, 'args': ...}, as the official scripts
+  save, `args` holding under the official scripts' argument names what the tensors do
+  not say: the clip (num_frames, input_size) and an AMD student's aligned layers. A
+  plain dict, not the official Namespace: torch.load's default weights_only=True
+  reads it without an allowlist."""
   torch = _torch()
   _warn_eps(spec, dict(ln_eps=spec_lib.OFFICIAL_EPS, norm_eps=spec_lib.OFFICIAL_EPS,
                        fc_norm_eps=spec_lib.OFFICIAL_EPS,
                        decoder_norm_eps=spec_lib.OFFICIAL_EPS), "the official code")
   tensors = {k: torch.from_numpy(v) for k, v in _exported("official", spec, weights).items()}
-  saved = {"model": tensors}
+  h, w = spec.image_size
+  args = dict(num_frames=spec.num_frames, input_size=h if h == w else [h, w])
   if spec.align:
     layers = list(spec.align["student_layers"])
-    saved["args"] = dict(student_layer_direct_align=layers, student_layer_gen_align=layers)
+    args.update(student_layer_direct_align=layers, student_layer_gen_align=layers)
+  saved = {"model": tensors, "args": args}
   tmp = _staging(dst)
   torch.save(saved, tmp)
   os.rename(tmp, dst)

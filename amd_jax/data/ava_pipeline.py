@@ -153,8 +153,7 @@ def _name(record: dict) -> str:
 def _report(bad_files: str | None, record: dict, error: Exception) -> None:
   log.warning("skipped undecodable AVA clip %s: %s", _name(record), error)
   if bad_files:
-    with open(bad_files, "a") as f:
-      f.write(f"{_name(record)}\n")
+    pipeline.list_bad_file(bad_files, _name(record))
 
 
 @dataclasses.dataclass(frozen=True)

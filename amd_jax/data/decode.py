@@ -32,16 +32,24 @@ class Video:
   Frame i is the i-th frame in presentation order. Demuxing every packet up
   front is cheap (no decoding) and gives the exact frame count and the keyframes,
   so `frames` starts decoding at the last keyframe before the first frame it
-  needs, as decord's seek does, instead of at the start of the file.
+  needs, as decord's seek does, instead of at the start of the file. It then
+  decodes only what the wanted frames depend on: a frame that is neither wanted
+  nor a reference of a later frame is skipped by the decoder, and decoding stops
+  after the packet of the last wanted frame. A reference frame is always decoded,
+  so the frames returned are those of a decode of the whole file, bit for bit.
   """
 
   def __init__(self, data: bytes):
     try:
-      self._container = av.open(io.BytesIO(data), mode="r")
+      # skip_frame "all" reaches only the decoder of the stream probe: opening then
+      # reads the headers without decoding frames (it decoded some, about 3 ms a
+      # video at 640×360); `frames` decodes with a decoder of its own.
+      self._container = av.open(io.BytesIO(data), mode="r", options={"skip_frame": "all"})
       if not self._container.streams.video:
         raise Undecodable("no video stream")
       self._stream = self._container.streams.video[0]
-      # Parallelism comes from the grain workers; decoder threads would oversubscribe them.
+      # Parallelism comes from the grain workers; decoder threads would oversubscribe them
+      # (and frame threads cost more CPU per frame: docs/benchmarks.md#input-pipeline-dev-cpu).
       self._stream.thread_type = "NONE"
       self._packets = [p for p in self._container.demux(self._stream) if p.size]
     except _ERRORS as e:
@@ -51,11 +59,17 @@ class Video:
       raise Undecodable("no video frames")
     if declared and len(self._packets) < declared:
       raise Undecodable(f"truncated: {len(self._packets)} of {declared} frames")
-    # Some containers (AVI) carry no pts: their decode order is the display order.
-    if any(p.pts is None for p in self._packets):
+    # Some containers (AVI) carry no pts, or make them up from the decode order.
+    # Packet order is then the presentation order only without B-frames; with
+    # them, frames are numbered as the decoder puts them out, from the start.
+    pts = [p.pts for p in self._packets]
+    reordered = None not in pts and any(b < a for a, b in zip(pts, pts[1:]))
+    self._in_output_order = not reordered and self._stream.codec_context.has_b_frames
+    if None in pts:
       for i, p in enumerate(self._packets):
         p.pts = i
     self._index = {pts: i for i, pts in enumerate(sorted(p.pts for p in self._packets))}
+    self.decoded = 0
 
   @property
   def num_frames(self) -> int:
@@ -67,34 +81,78 @@ class Video:
     return float(rate) if rate else 0.0
 
   def frames(self, indices: Sequence[int]) -> np.ndarray:
-    """uint8 (len(indices), H, W, 3); indices may repeat and come in any order."""
+    """uint8 (len(indices), H, W, 3); indices may repeat and come in any order.
+
+    Sets `decoded`: the frames the decoder made for this call (the others were
+    skipped as unneeded).
+    """
     wanted = set(int(i) for i in indices)
     if min(wanted) < 0 or max(wanted) >= self.num_frames:
       raise IndexError(f"frame indices {min(wanted)}..{max(wanted)} outside "
                        f"0..{self.num_frames - 1}")
-    first = min(wanted)
-    start = 0
-    for k, p in enumerate(self._packets):
-      if p.is_keyframe and self._index[p.pts] <= first:
-        start = k
-    got = {}
-    codec = self._stream.codec_context
-    # One converter for all frames: building swscale's context per frame costs
-    # more than the conversion itself at 320p and above.
-    to_rgb = VideoReformatter()
     try:
-      for packet in self._packets[start:] + [None]:   # None flushes the decoder
-        for frame in codec.decode(packet):
-          i = self._index.get(frame.pts if frame.pts is not None else -1)
-          if i in wanted and i not in got:
-            got[i] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
-        if len(got) == len(wanted):
-          break
+      got = (self._in_order(wanted) if self._in_output_order else self._by_pts(wanted))
     except _ERRORS as e:
       raise Undecodable(f"decoding failed: {e}") from None
     if len(got) < len(wanted):
       raise Undecodable(f"decoded {len(got)} of {len(wanted)} requested frames")
     return np.stack([got[int(i)] for i in indices])
+
+  def _by_pts(self, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The wanted frames by presentation index, decoding from the keyframe before the first."""
+    first = min(wanted)
+    start = end = 0
+    for k, p in enumerate(self._packets):
+      i = self._index[p.pts]
+      if p.is_keyframe and i <= first:
+        start = k
+      if i in wanted:
+        end = k
+    got = {}
+    codec = self._stream.codec_context
+    # One converter for all frames: building swscale's context per frame costs
+    # more than the conversion itself at 320p and above.
+    to_rgb = VideoReformatter()
+    self.decoded = 0
+
+    def keep(frames):
+      for frame in frames:
+        self.decoded += 1
+        i = self._index.get(frame.pts if frame.pts is not None else -1)
+        if i in wanted and i not in got:
+          got[i] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+
+    try:
+      # Every reference comes before the frames that use it in decode order: after
+      # the last wanted frame's packet, draining the decoder puts out the rest.
+      for packet in self._packets[start:end + 1]:
+        # NONREF: the decoder drops this frame if no other frame refers to it.
+        codec.skip_frame = "DEFAULT" if self._index[packet.pts] in wanted else "NONREF"
+        keep(codec.decode(packet))
+      codec.skip_frame = "DEFAULT"
+      keep(codec.decode(None))
+    finally:
+      codec.flush_buffers()         # ready for the next call, from another keyframe
+    return got
+
+  def _in_order(self, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The wanted frames numbered in the decoder's output order, decoding from the start."""
+    got = {}
+    to_rgb = VideoReformatter()
+    last = max(wanted)
+    codec = self._stream.codec_context
+    self.decoded = 0
+    try:
+      for packet in self._packets + [None]:    # None drains the decoder
+        for frame in codec.decode(packet):
+          if self.decoded in wanted:
+            got[self.decoded] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+          self.decoded += 1
+        if self.decoded > last:
+          break
+    finally:
+      codec.flush_buffers()
+    return got
 
   def close(self) -> None:
     self._container.close()

@@ -6,8 +6,8 @@ batch of elements [s·V, (s+1)·V) whatever the number of processes (process p
 reads its own slice of it). Resuming from the grain iterator's state replays
 exactly the same clips.
 
-A video that cannot be decoded is never a crash: the transform appends its path
-to the bad-file list, counts it in the element's `skipped`, and takes another
+A video that cannot be decoded is never a crash: the transform adds its path
+to the bad-file list (once), counts it in the element's `skipped`, and takes another
 video of the split drawn from the element's own generator (as the official
 loaders retry a random index), so batches keep their shapes and resumes stay
 exact. Test views instead mark the video `valid = False` (a substitute would
@@ -17,6 +17,7 @@ change the metric).
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -63,13 +64,22 @@ def _path(record: dict) -> str:
   return path.decode() if isinstance(path, bytes) else str(path)
 
 
+def list_bad_file(bad_files: str, entry: str) -> None:
+  """Appends `entry` to the bad-file list unless it is there already: a video drawn
+  again (every epoch, every evaluation) is listed once. The lock makes the check and
+  the append one step for the pipeline's worker processes."""
+  with open(bad_files, "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)         # released when the file closes
+    f.seek(0)
+    if entry not in f.read().splitlines():
+      f.write(f"{entry}\n")
+
+
 def _report(bad_files: str | None, record: dict, error: Exception) -> None:
   path = _path(record)
   log.warning("skipped undecodable video %s: %s", path, error)
   if bad_files:
-    # One short O_APPEND write per line: lines from parallel workers do not interleave.
-    with open(bad_files, "a") as f:
-      f.write(f"{path}\n")
+    list_bad_file(bad_files, path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ A video's score is the mean over its views (clips × crops) of each view's
 softmax — softmax first, then the average (docs/method.md#validation-and-test-views).
 Metrics count only valid videos (an undecodable test video is reported, never
 replaced). The metrics are numpy on the host, after the device computed the
-scores.
+scores; test_results.json names the classes where the dataset has a label map.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from amd_jax import evaluators, metrics, sharding, steps
 from amd_jax import workdir as workdir_lib
 from amd_jax.data import pipeline, sources
+from amd_jax.data.builders import video_folder
 
 log = logging.getLogger("amd_jax")
 
@@ -124,8 +125,11 @@ class Evaluator:
     log.info("%s at step %d: top-1 %.4f, top-5 %.4f (%d videos × %d views)", split, step,
              row["top1"], row["top5"], row["videos"], views)
     if workdir is not None and jax.process_index() == 0:
-      workdir_lib.write_test_results(workdir, row, **{
-          k: summary[k] for k in ("per_class", "class_counts", "confusion")})
+      d = self.config.data
+      classes = video_folder.class_names(sources.builder(d.name, d.data_dir))
+      workdir_lib.write_test_results(workdir, row, **({"classes": classes} if classes else {}),
+                                     **{k: summary[k] for k in ("per_class", "class_counts",
+                                                                "confusion")})
       workdir_lib.write_test_scores(workdir, probs=out["probs"], labels=out["label"],
                                     valid=out["valid"], index=out["index"])
     return row

@@ -313,6 +313,7 @@ class Ava(manual.ManualBuilder, skip_registration=True):
   name = "ava"
   VERSION = tfds.core.Version("1.0.0")
   OPTIONS = ("short_side", "validate", "workers")     # the build flags that apply
+  MANUAL_DIR = "AVA_DIR"
 
   def __init__(self, *, short_side: int = 0, validate: bool = False, workers: int = 1,
                **kwargs):
@@ -347,6 +348,17 @@ class Ava(manual.ManualBuilder, skip_registration=True):
         # videos: {split: video ids}; a record's video_index points into its split's list.
         metadata=tfds.core.MetadataDict(short_side=self.short_side, frames=FRAMES, rate=RATE,
                                         videos={}))
+
+  def source_files(self, manual_dir: str) -> list[str]:
+    """Every annotation file a build may read (present or not: one added makes a
+    split), then frames/ and each video's frame folder, by their listings (a frame
+    edited in place goes unnoticed, one added or removed does not)."""
+    names = ([n.format(s) for s in SPLITS for n in (GROUND_TRUTH, EXCLUDED, *PROPOSALS)]
+             + [LABEL_MAP])
+    frames_root = os.path.join(manual_dir, "frames")
+    videos = sorted(os.listdir(frames_root)) if os.path.isdir(frames_root) else []
+    return ([os.path.join(manual_dir, ANNOTATIONS, n) for n in names]
+            + [frames_root] + [os.path.join(frames_root, v) for v in videos])
 
   def _file(self, root: str, name: str, split: str = "") -> str | None:
     path = os.path.join(root, ANNOTATIONS, name.format(split))

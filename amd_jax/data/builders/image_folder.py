@@ -30,12 +30,20 @@ def _class_folders(split_dir: str) -> list[str]:
   return sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
 
 
+def _images(split_dir: str) -> list[tuple[str, str]]:
+  """[(image path, its class folder)] of one split, in a stable order."""
+  return [(os.path.join(split_dir, c, f), c) for c in _class_folders(split_dir)
+          for f in sorted(os.listdir(os.path.join(split_dir, c)))
+          if f.lower().endswith(EXTENSIONS)]
+
+
 class ImageFolder(manual.ManualBuilder, skip_registration=True):
   """Records: frames (one encoded image), label, path."""
 
   name = "image_folder"
   VERSION = tfds.core.Version("1.0.0")
   OPTIONS = ("validate",)
+  MANUAL_DIR = "IMAGE_DIR"
 
   def __init__(self, *, validate: bool = False, **kwargs):
     self.validate = validate
@@ -55,6 +63,11 @@ class ImageFolder(manual.ManualBuilder, skip_registration=True):
             "path": tfds.features.Text(),
         }))
 
+  def source_files(self, manual_dir: str) -> list[str]:
+    """Every image of every split's class folders (the build reads no list)."""
+    return [path for split in SPLITS if os.path.isdir(os.path.join(manual_dir, split))
+            for path, _ in _images(os.path.join(manual_dir, split))]
+
   def _split_generators(self, dl_manager):
     root = str(dl_manager.manual_dir)
     splits = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
@@ -71,10 +84,8 @@ class ImageFolder(manual.ManualBuilder, skip_registration=True):
         extra = sorted(set(_class_folders(split_dir)) - set(classes))[0]
         raise errors.BadInput(f"{split_dir}: class folder {extra} is not among the "
                               f"{len(classes)} classes of the first split")
-      files = [(os.path.join(split_dir, c, f), label)
-               for label, c in enumerate(classes) if os.path.isdir(os.path.join(split_dir, c))
-               for f in sorted(os.listdir(os.path.join(split_dir, c)))
-               if f.lower().endswith(EXTENSIONS)]
+      labels = {c: label for label, c in enumerate(classes)}
+      files = [(path, labels[c]) for path, c in _images(split_dir)]
       if not files:
         raise errors.BadInput(f"{split_dir} holds no image; " + self.layout())
       out[split] = self._generate_examples(files)
