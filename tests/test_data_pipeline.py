@@ -6,6 +6,7 @@ moving_digits is built on first use into the cache ($AMD_JAX_DATA or
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from amd_jax import errors, masking
 from amd_jax.data import decode, pipeline, sources, transforms
@@ -52,6 +53,26 @@ def test_pretrain_batches(records):
   assert not np.array_equal(batch["mask"][0], batch["mask"][1])
   assert any(not np.array_equal(batch["video"][0], batch["video"][k]) for k in (1, 2, 3))
   np.testing.assert_array_equal(batch["skipped"], np.zeros(8))
+
+
+def test_pretrain_sample_is_the_plain_algorithm(records):
+  """Bit for bit what one crop at a time gives: per repeated sample, the multi-scale crop's
+  draw, then the mask's, then the array crop resized frame by frame with PIL."""
+  sample = pipeline.PretrainSample(pipeline.Decoder(records), "dense", 8, 2, 48, 4, (4, 6, 6),
+                                   0.9, 0.75)
+  for i in range(3):
+    out = sample(records[i], np.random.default_rng([7, i]))
+    rng = np.random.default_rng([7, i])
+    clip, label, _ = pipeline.Decoder(records)(records[i], rng,
+                                               pipeline.temporal_rule("dense", 8, 2))
+    for s in range(4):
+      top, left, h, w = transforms.multi_scale_crop_params(rng, *clip.shape[1:3], 48)
+      np.testing.assert_array_equal(out["mask"][s],
+                                    masking.tube_mask(rng, (4, 6, 6), 0.9, 0.75))
+      video = [np.asarray(Image.fromarray(np.ascontiguousarray(f[top:top + h, left:left + w]))
+                          .resize((48, 48), Image.Resampling.BILINEAR)) for f in clip]
+      np.testing.assert_array_equal(out["video"][s], np.stack(video))
+    np.testing.assert_array_equal(out["label"], np.full(4, label))
 
 
 def test_videomae_runlocal_has_codes_0_and_2_only(records):

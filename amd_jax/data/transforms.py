@@ -33,10 +33,27 @@ STD = np.array(normalization.IMAGENET_STD)
 # ---------------------------------------------------------------- resizing
 
 def resize_pil(video: np.ndarray, height: int, width: int) -> np.ndarray:
-  """PIL bilinear resize of every frame (what GroupMultiScaleCrop does)."""
-  return np.stack([np.asarray(Image.fromarray(f).resize((width, height),
-                                                        Image.Resampling.BILINEAR))
-                   for f in video])
+  """PIL bilinear resize of every frame."""
+  return crop_resize_pil(video, [(0, 0, *video.shape[1:3])], height, width)[0]
+
+
+def crop_resize_pil(video: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
+                    height: int, width: int) -> np.ndarray:
+  """Each (top, left, h, w) crop of every frame, PIL bilinear → (len(boxes), T, height,
+  width, 3): GroupMultiScaleCrop's crop-then-resize, pixel for pixel.
+
+  A frame becomes a PIL image once for all its crops (the RGB → RGBX copy PIL
+  makes of any input), and each resized crop goes straight into the output. The
+  crop is PIL's copy of the region, so the resize sees the crop alone: resize's
+  `box` would not do, its kernel reaches past the box into the rest of the frame.
+  """
+  out = np.empty((len(boxes), len(video), height, width, 3), np.uint8)
+  for t, frame in enumerate(video):
+    image = Image.fromarray(frame)
+    for b, (top, left, h, w) in enumerate(boxes):
+      crop = image if (h, w) == frame.shape[:2] else image.crop((left, top, left + w, top + h))
+      out[b, t] = np.asarray(crop.resize((width, height), Image.Resampling.BILINEAR))
+  return out
 
 
 def _axis_weights(size_in: int, size_out: int):
@@ -99,14 +116,6 @@ def multi_scale_crop_params(rng: np.random.Generator, height: int, width: int, s
           (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3))
   gx, gy = grid[rng.integers(len(grid))]
   return gy * hs, gx * ws, crop_h, crop_w
-
-
-def multi_scale_crop(video: np.ndarray, rng: np.random.Generator, size: int,
-                     scales: Sequence[float] = MULTI_SCALES, max_distort: int = 1) -> np.ndarray:
-  """The pre-training augmentation: one multi-scale crop of all frames → (T, size, size, 3)."""
-  top, left, h, w = multi_scale_crop_params(rng, video.shape[1], video.shape[2], size,
-                                            scales, max_distort)
-  return resize_pil(video[:, top:top + h, left:left + w], size, size)
 
 
 # ---------------------------------------------------------------- fine-tuning
