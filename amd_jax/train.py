@@ -28,7 +28,6 @@ from amd_jax import sharding
 from amd_jax import state as state_lib
 from amd_jax import workdir as workdir_lib
 from amd_jax.data import ava_pipeline, pipeline, sources
-from amd_jax.data.builders import video_folder
 from amd_jax.evaluators import ava as ava_evaluator
 from amd_jax.evaluators import classification
 from amd_jax.models import build
@@ -127,7 +126,7 @@ def resolve_classes(config: ml_collections.ConfigDict) -> None:
   if not d.num_classes:
     sources.open_split(d.name, d.split, d.data_dir)    # prepared, or one line saying how
   b = sources.builder(d.name, d.data_dir)
-  names = video_folder.class_names(b) if b.is_prepared() else None
+  names = sources.class_names(b) if b.is_prepared() else None
   if not d.num_classes:
     if not names:
       raise errors.BadInput(f"dataset {d.name} has no classes to fine-tune on: it was built "

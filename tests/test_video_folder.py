@@ -50,7 +50,7 @@ def test_class_folders_and_a_seeded_split(tmp_path):
   b = sources.prepare("video_folder", str(tmp_path / "a"), raw, config="mine",
                       val_fraction=0.1, test_fraction=0.2, split_seed=0)
   assert b.data_dir == str(tmp_path / "a" / "video_folder" / "mine" / "1.0.0")
-  assert video_folder.class_names(b) == list(CLASSES)
+  assert sources.class_names(b) == list(CLASSES)
   sizes = {s: info.num_examples for s, info in b.info.splits.items()}
   assert sizes == {"train": 21, "val": 3, "test": 6}         # round(0.1 × 30), round(0.2 × 30)
   assert "pool of 30" in b.info.metadata["summary"]
@@ -84,7 +84,7 @@ def test_split_folders_and_csvs_with_a_header(tmp_path):
                                    f"{absolute},wave\n")
   (lists / "test.csv").write_text("v/b.mkv,run\n")
   b = sources.prepare("video_folder", str(tmp_path / "out"), str(lists), config="lists")
-  assert video_folder.class_names(b) == list(CLASSES)
+  assert sources.class_names(b) == list(CLASSES)
   assert {s: i.num_examples for s, i in b.info.splits.items()} == {"train": 3, "test": 1}
   assert int(b.as_data_source("test")[0]["label"]) == 1
   assert b.source_files(str(lists))[:2] == [str(lists / "train.csv"), str(lists / "test.csv")]
@@ -114,7 +114,7 @@ def test_unlabelled_videos_serve_pretraining_only(tmp_path):
   out = str(tmp_path / "out")
   b = sources.prepare("video_folder", out, str(raw), config="free", val_fraction=0.0,
                       test_fraction=0.0)
-  assert video_folder.class_names(b) is None
+  assert sources.class_names(b) is None
   assert [int(r["label"]) for r in b.as_data_source("train")] == [-1] * 5
   config = config_files.load("finetune", "data=video_folder,runlocal")
   config.data.data_dir = out
@@ -273,7 +273,7 @@ def test_the_demo_folder_builds(tmp_path):
   assert video_folder.write_demo(str(tmp_path / "demo"), per_class=2) == 16
   b = sources.prepare("video_folder", str(tmp_path / "out"), str(tmp_path / "demo"),
                       config="demo")
-  assert video_folder.class_names(b) == sorted(moving_digits.MOTIONS)
+  assert sources.class_names(b) == sorted(moving_digits.MOTIONS)
   # Written again (the README's commands run twice), the folder is the same source.
   video_folder.write_demo(str(tmp_path / "demo"), per_class=2)
   assert not b.source_changes(str(tmp_path / "demo"))

@@ -172,6 +172,22 @@ def _warn_if_changed(b: tfds.core.DatasetBuilder, data_dir: str) -> None:
                 build_command(b, data_dir, manual_dir, True))
 
 
+def class_names(builder: tfds.core.DatasetBuilder) -> list[str] | None:
+  """The label map of a prepared dataset: its class names in label order, from the
+  classes.txt beside its records (video and image folders) or the names its label
+  feature was declared with (moving_digits); None where classes are only numbers."""
+  path = os.path.join(builder.data_dir, manual.CLASSES_FILE)
+  if os.path.isfile(path):
+    with open(path) as f:
+      return f.read().splitlines()
+  label = builder.info.features["label"] if "label" in builder.info.features else None
+  if isinstance(label, tfds.features.ClassLabel):
+    names = list(label.names)
+    if names != [str(i) for i in range(len(names))]:
+      return names
+  return None
+
+
 def open_split(name: str, split: str, data_dir: str = ""):
   """A random-access source of records ({'video' | 'frames', 'label', 'path'}; ava's in
   amd_jax/data/builders/ava.py) of one split.

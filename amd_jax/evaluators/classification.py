@@ -20,7 +20,6 @@ import numpy as np
 from amd_jax import evaluators, metrics, sharding, steps
 from amd_jax import workdir as workdir_lib
 from amd_jax.data import pipeline, sources
-from amd_jax.data.builders import video_folder
 
 log = logging.getLogger("amd_jax")
 
@@ -126,7 +125,7 @@ class Evaluator:
              row["top1"], row["top5"], row["videos"], views)
     if workdir is not None and jax.process_index() == 0:
       d = self.config.data
-      classes = video_folder.class_names(sources.builder(d.name, d.data_dir))
+      classes = sources.class_names(sources.builder(d.name, d.data_dir))
       workdir_lib.write_test_results(workdir, row, **({"classes": classes} if classes else {}),
                                      **{k: summary[k] for k in ("per_class", "class_counts",
                                                                 "confusion")})

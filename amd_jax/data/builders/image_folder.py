@@ -89,7 +89,7 @@ class ImageFolder(manual.ManualBuilder, skip_registration=True):
       if not files:
         raise errors.BadInput(f"{split_dir} holds no image; " + self.layout())
       out[split] = self._generate_examples(files)
-    with open(os.path.join(self.data_dir, "classes.txt"), "w") as f:
+    with open(os.path.join(self.data_dir, manual.CLASSES_FILE), "w") as f:
       f.write("\n".join(classes) + "\n")
     return out
 

@@ -67,6 +67,11 @@ def differences(recorded: dict[str, list], now: dict[str, list], root: str) -> s
   return "; ".join(f"{kind}: {named(paths)}" for kind, paths in kinds if paths)
 
 
+# The label map of a dataset with named classes: one class name a line, in label order,
+# beside the records.
+CLASSES_FILE = "classes.txt"
+
+
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A builder whose input files the user puts in the manual dir.
 

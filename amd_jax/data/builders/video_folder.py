@@ -36,10 +36,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from amd_jax import errors, paths
-from amd_jax.data.builders import moving_digits, video_lists
+from amd_jax.data.builders import manual, moving_digits, video_lists
 
 EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv")
-CLASSES_FILE = "classes.txt"
 UNLABELLED = -1
 SPLITS = video_lists.SPLITS
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -107,22 +106,6 @@ def read_csv(path: str, must_exist: bool = True) -> list[tuple[str, str | None]]
     raise errors.BadInput(f"{path} mixes rows with a class and rows without: give every "
                           "video its class, or none (unlabelled, for pre-training)")
   return out
-
-
-def class_names(builder: tfds.core.DatasetBuilder) -> list[str] | None:
-  """The label map of a prepared dataset: its class names in label order, from the
-  classes.txt beside its records (video and image folders) or the names its label
-  feature was declared with (moving_digits); None where classes are only numbers."""
-  path = os.path.join(builder.data_dir, CLASSES_FILE)
-  if os.path.isfile(path):
-    with open(path) as f:
-      return f.read().splitlines()
-  label = builder.info.features["label"] if "label" in builder.info.features else None
-  if isinstance(label, tfds.features.ClassLabel):
-    names = list(label.names)
-    if names != [str(i) for i in range(len(names))]:
-      return names
-  return None
 
 
 def built(data_dir: str) -> list[str]:
@@ -271,7 +254,7 @@ class VideoFolder(video_lists._ListBuilder, skip_registration=True):
       origin = {s: f"the {s} split of {origin['pool']}" for s in entries}
     label = {c: i for i, c in enumerate(classes)}
     if classes:
-      with open(os.path.join(self.data_dir, CLASSES_FILE), "w") as f:
+      with open(os.path.join(self.data_dir, manual.CLASSES_FILE), "w") as f:
         f.write("\n".join(classes) + "\n")
     # What the build's output line adds to the split sizes (data/build.py).
     self.info.metadata["summary"] = (
