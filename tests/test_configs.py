@@ -8,7 +8,7 @@ import sys
 import pytest
 from flax import nnx
 
-from amd_jax import config_files, masking
+from amd_jax import config_files, errors, masking
 from amd_jax.models import build, vit
 from configs import common
 
@@ -50,6 +50,12 @@ def test_pretraining_config_builds_its_models(name, arg):
 def test_finetuning_config_builds_its_model(name, arg):
   config = config_files.load(name, arg)
   assert config.mode == "finetune" and config.batch_size % config.data.num_sample == 0
+  if not config.data.num_classes:
+    # Read from the dataset's label map by a run (train.resolve_classes); a model built
+    # without it is refused rather than given a head of no classes.
+    with pytest.raises(errors.BadInput, match="data.num_classes is 0"):
+      build.model(config, nnx.Rngs(0))
+    config.data.num_classes = 3
   model = nnx.eval_shape(lambda: build.model(config, nnx.Rngs(0)))
   assert model.head.kernel.shape[-1] == config.data.num_classes
   views = config.data.test_clips * config.data.test_crops

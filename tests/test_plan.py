@@ -145,6 +145,21 @@ def test_a_bad_target_is_one_line_before_any_compile(tmp_path, target, says):
   assert "compiling" not in proc.stderr
 
 
+def test_a_classifier_whose_classes_a_run_would_read_is_one_line(tmp_path):
+  """A video folder's class count comes from its label map when a run starts; a plan
+  (no run, maybe no data here) is refused in one line instead of planning a head of
+  no classes, and plans once it is given."""
+  config = "--config=configs/finetune.py:data=video_folder,runlocal"
+  proc, r = plan(config, "--target=cpu:1", out=str(tmp_path / "a"))
+  assert proc.returncode == 2 and r is None
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: data.num_classes is 0 for dataset video_folder: a training run reads it from "
+      "the prepared dataset's label map; here give --config.data.num_classes=N")
+  proc, r = plan(config, "--target=cpu:1", "--config.data.num_classes=3", out=str(tmp_path / "b"))
+  _ok(proc)
+  assert r["compiled"] is True
+
+
 def test_a_missing_extra_is_named_with_its_install_command(tmp_path):
   """Without libtpu (hidden from this interpreter by a sitecustomize that refuses to
   import it, as on a machine without the extra) a TPU target says what to install."""

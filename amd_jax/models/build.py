@@ -107,6 +107,12 @@ def model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
   if config.mode in ("amd", "videomae"):
     return student(config, rngs)
   m, d = config.model, config.data
+  if not d.num_classes:
+    # 0 means "the dataset's label map": a training run reads it (train.resolve_classes)
+    # before it builds the model; whoever builds one without a run must say it.
+    raise errors.BadInput(f"data.num_classes is 0 for dataset {d.name}: a training run "
+                          "reads it from the prepared dataset's label map; here give "
+                          "--config.data.num_classes=N")
   variant = vit.decode_variant(m.variant)
   shared = dict(drop_path=m.drop_path, head_dropout=m.head_dropout, init_scale=m.init_scale,
                 ln_eps=m.ln_eps, remat=m.remat, dtype=DTYPES[m.dtype], rngs=rngs)
