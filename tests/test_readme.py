@@ -20,8 +20,8 @@ root of their own (the embedded dataset linked into it, not rebuilt).
 Then every ```python block of README.md runs as printed, in README order, each
 as its own `python -c` in the same directory: a snippet may use what the chain
 made (`runs/student`, `hf/ft`, ...) and must bring its own imports and inputs.
-A block that cannot run here (it names a placeholder or a dataset) starts with
-the comment line `# not run here: WHY`; it is only compiled.
+There is no exemption: a snippet that needs a dataset or a download belongs in
+docs/, not in the README.
 """
 
 import os
@@ -38,7 +38,6 @@ from runs import ROOT, environment
 pytestmark = pytest.mark.slow
 
 MARKER = re.compile(r"on this machine", re.IGNORECASE)
-NOT_RUN = re.compile(r"#\s*not run here:", re.IGNORECASE)
 SHORT = "--config.total_steps=2"
 
 
@@ -76,13 +75,10 @@ def readme_python_blocks(text: str) -> list[str]:
 
 
 def run_python_blocks(text: str, cwd, env) -> dict[str, str]:
-  """Runs every ```python block that is not marked `# not run here:` (compiling the
-  marked ones) in `cwd`, asserting each ends well; returns block → what it printed."""
+  """Runs every ```python block in `cwd`, asserting each ends well; returns block →
+  what it printed."""
   printed = {}
-  for i, block in enumerate(readme_python_blocks(text)):
-    if NOT_RUN.match(block):
-      compile(block, f"README.md python block {i + 1}", "exec")
-      continue
+  for block in readme_python_blocks(text):
     result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (block, result.stderr[-3000:])
