@@ -37,15 +37,17 @@ BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, video_lists.K400,
 EMBEDDED = ("moving_digits",)     # need no manual dir: built on first use
 
 
-class _NoUnbuiltVariantWarning(logging.Filter):
+class _NoTfdsNews(logging.Filter):
   """TFDS warns "Variant folder ... has no dataset_info.json" when it looks for a
-  dataset that is not built yet: before every first build, so no news."""
+  dataset that is not built yet (before every first build), and "Using custom data
+  configuration" for a config its class does not declare (every video folder's):
+  no news either way."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("Variant folder")
+    return not str(record.msg).startswith(("Variant folder", "Using custom data configuration"))
 
 
-logging.getLogger("absl").addFilter(_NoUnbuiltVariantWarning())
+logging.getLogger("absl").addFilter(_NoTfdsNews())
 log = logging.getLogger("amd_jax")
 _checked: set[str] = set()       # prepared folders whose source this process compared
 

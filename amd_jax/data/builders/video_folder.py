@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 import os
 import re
 
@@ -42,17 +41,6 @@ EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv")
 UNLABELLED = -1
 SPLITS = video_lists.SPLITS
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-class _NoCustomConfigWarning(logging.Filter):
-  """TFDS warns "Using custom data configuration" for every config not declared in the
-  class: here that is every folder, so no news."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("Using custom data configuration")
-
-
-logging.getLogger("absl").addFilter(_NoCustomConfigWarning())
 
 
 def _is_video(path: str) -> bool:
