@@ -13,6 +13,10 @@ read with `save_tree` / `read_tree`, beside their model.json.
 Every path reaches orbax through `_absolute`: orbax refuses a relative path to
 save to ("Checkpoint path should be absolute") and finds no metadata under a
 relative one, while users type relative workdirs and checkpoints.
+
+Orbax's warnings that are no news, and its echoes of a failed read or write, are
+filtered by amd_jax.quiet.quiet_third_party(), which the command lines call: not here,
+as importing a module must leave the process's logging and hooks alone.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 
 import jax
 import numpy as np
@@ -31,34 +34,6 @@ from amd_jax import workdir as workdir_lib
 
 log = logging.getLogger("amd_jax")
 DAMAGED = ".damaged"     # suffix of a step moved aside: not a number, so orbax ignores it
-
-
-class _NoItemMetadataWarning(logging.Filter):
-  """Reading one item of a step (tree_shapes, read_tree: a workdir's state) makes orbax
-  warn, on every load, that the item folder lacks _CHECKPOINT_METADATA: only a step
-  folder has one."""
-
-  def filter(self, record):
-    message = record.getMessage()
-    return not (message.startswith("Metadata file does not exist")
-                and message.endswith("_CHECKPOINT_METADATA"))
-
-
-logging.getLogger("absl").addFilter(_NoItemMetadataWarning())
-
-
-def _without_closed_loops(hook):
-  """sys.unraisablehook without orbax's echo of a failed read or write: orbax closes
-  that operation's event loop, and each tensorstore request still in flight then
-  reports RuntimeError('Event loop is closed') from its callback (hundreds at a time)."""
-
-  def unraisable(u):
-    if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
-      hook(u)
-  return unraisable
-
-
-sys.unraisablehook = _without_closed_loops(sys.unraisablehook)
 
 
 def _absolute(path: str | os.PathLike) -> str:

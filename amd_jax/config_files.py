@@ -4,11 +4,18 @@ The library reads them as files, not as an imported package, so configs/ stays
 what a user edits and passes on the command line, and the library depends on no
 second top-level package. Paths are the repository's (beside amd_jax/), whatever
 the current directory.
+
+Config files import each other as the package `configs` (`from configs import
+common`), which is not installed (setup.cfg installs amd_jax alone): loading a file
+makes `configs` its own folder when that holds common.py (configs/ of a checkout,
+or a copy of it), else the repository's configs/ (a config file of one's own
+elsewhere), whatever the current directory.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -20,8 +27,26 @@ from ml_collections import config_flags
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
+def _configs_package(path: str) -> None:
+  """Makes `configs` the package of the config file at `path` (see the docstring above).
+  Its modules already loaded from another folder are dropped, so that none is mixed in."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isfile(os.path.join(folder, "common.py")):
+    folder = CONFIG_DIR
+  loaded = sys.modules.get("configs")
+  if [os.path.realpath(p) for p in getattr(loaded, "__path__", ())] == [os.path.realpath(folder)]:
+    return
+  for name in [n for n in sys.modules if n == "configs" or n.startswith("configs.")]:
+    del sys.modules[name]
+  package = importlib.util.module_from_spec(
+      importlib.machinery.ModuleSpec("configs", None, is_package=True))
+  package.__path__ = [folder]
+  sys.modules["configs"] = package
+
+
 def _module(path: str):
   """The config file at `path`, executed as a module."""
+  _configs_package(path)
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f"{name}_config", path)
   module = importlib.util.module_from_spec(spec)
@@ -70,10 +95,19 @@ def nearest_keys(key: str, config: ml_collections.ConfigDict) -> list[str]:
 HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
 
 
+def _config_text(argv) -> str:
+  """FILE[:ARGS] of --config=FILE[:ARGS] (or --config FILE[:ARGS]) in argv; '' if none."""
+  for arg, following in zip(argv[1:], [*argv[2:], ""]):
+    if arg.startswith("--config="):
+      return arg.partition("=")[2]
+    if arg == "--config":
+      return following
+  return ""
+
+
 def _config_of(argv) -> ml_collections.ConfigDict:
   """The config that --config=FILE[:ARGS] in argv names (it loaded: only a key failed)."""
-  text = next(a.partition("=")[2] for a in argv if a.startswith("--config="))
-  path, _, arg = text.partition(":")
+  path, _, arg = _config_text(argv).partition(":")
   module = _module(path)
   return module.get_config(arg) if arg else module.get_config()
 
@@ -96,6 +130,9 @@ def parse_flags(argv, usage: str = ""):
   if any(a in HELP_FLAGS for a in argv[1:]):
     print(usage.strip())
     sys.exit(0)
+  text = _config_text(argv)
+  if text:         # ml-collections loads the file by path too: its `configs` first
+    _configs_package(text.partition(":")[0])
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # everything here comes from the command line the user typed

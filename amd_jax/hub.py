@@ -31,7 +31,7 @@ log = logging.getLogger("amd_jax")
 # owner/name[@revision]: the Hub's repo names start with a letter or digit, then
 # letters, digits, '_', '-' or '.'; a revision may hold '/' (refs/pr/1).
 _REPO_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>\S+))?")
-# What convert.formats reads of a Hugging Face folder, safetensors first.
+# What convert.readers reads of a Hugging Face folder, safetensors first.
 _SAFETENSORS = ["config.json", "model.safetensors", "model.safetensors.index.json",
                 "model-*.safetensors"]
 _PYTORCH = ["config.json", "pytorch_model.bin"]

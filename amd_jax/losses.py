@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amd_jax import errors
-from amd_jax.models import vit
+from amd_jax import errors, tokens
 from amd_jax.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 ALIGN_LOSSES = ("l2", "l1", "smooth_l1")
@@ -35,12 +34,12 @@ def pixel_targets(video: jnp.ndarray, patch: int, tubelet: int) -> jnp.ndarray:
   Flattened (kt, kh, kw, c), channel fastest.
   """
   rgb = video.astype(jnp.float32) * jnp.asarray(IMAGENET_STD) + jnp.asarray(IMAGENET_MEAN)
-  tokens = vit.patchify(rgb, patch, tubelet)
-  b, n, _ = tokens.shape
-  tokens = tokens.reshape(b, n, -1, 3)
-  mean = tokens.mean(axis=2, keepdims=True)
-  std = jnp.sqrt(tokens.var(axis=2, ddof=1, keepdims=True))
-  return ((tokens - mean) / (std + 1e-6)).reshape(b, n, -1)
+  pixels = tokens.patchify(rgb, patch, tubelet)
+  b, n, _ = pixels.shape
+  pixels = pixels.reshape(b, n, -1, 3)
+  mean = pixels.mean(axis=2, keepdims=True)
+  std = jnp.sqrt(pixels.var(axis=2, ddof=1, keepdims=True))
+  return ((pixels - mean) / (std + 1e-6)).reshape(b, n, -1)
 
 
 def align_loss(pred: jnp.ndarray, target: jnp.ndarray, kind: str = "l2") -> jnp.ndarray:

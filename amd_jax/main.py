@@ -25,7 +25,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from amd_jax import config_files
+from amd_jax import config_files, quiet
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/pretrain.py:data=ssv2,model=B",
@@ -38,14 +38,6 @@ _PRINT_CONFIG = flags.DEFINE_bool(
     "print_config", False, "Print every key of the resolved config with its value and "
     "meaning, and exit.")
 flags.mark_flags_as_required(["config"])
-
-
-class _NoOrbaxThreadTracebacks(logging.Filter):
-  """orbax logs a failed background write with its traceback from each writer thread,
-  then raises the error in the next save or wait, where it becomes one line."""
-
-  def filter(self, record):
-    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
 
 
 def _exit_at_once(signum, frame):
@@ -62,7 +54,6 @@ def _main(argv):
   signal.signal(signal.SIGINT, _exit_at_once)
   # Our own lines at INFO; orbax and friends log every save through absl at INFO.
   absl_logging.set_verbosity(absl_logging.WARNING)
-  absl_logging.get_absl_handler().addFilter(_NoOrbaxThreadTracebacks())
   logging.getLogger("amd_jax").setLevel(logging.INFO)
   try:
     config = _CONFIG.value
@@ -91,4 +82,5 @@ def _main(argv):
 
 
 if __name__ == "__main__":
+  quiet.quiet_third_party()
   app.run(_main, flags_parser=functools.partial(config_files.parse_flags, usage=__doc__))

@@ -1,5 +1,5 @@
-"""Metric rows: DIR/metrics.jsonl (one JSON object per row) and TensorBoard events in
-DIR/tensorboard/ (amd_jax/workdir.py names both).
+"""Metric rows: DIR/metrics.jsonl (one JSON object per row; Writer writes it, read_rows
+reads it) and TensorBoard events in DIR/tensorboard/ (amd_jax/workdir.py names both).
 
 Only process 0 writes. On resume, rows after the restored step are dropped:
 those steps run again and log again, so the file never holds a step twice.
@@ -12,7 +12,14 @@ import os
 
 import jax
 
+from amd_jax import files
 from amd_jax import workdir as workdir_lib
+
+
+def read_rows(workdir: str) -> list[dict]:
+  """Every row of DIR/metrics.jsonl, in the order written."""
+  with open(os.path.join(workdir, workdir_lib.METRICS_FILE)) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class Writer:
@@ -35,10 +42,7 @@ class Writer:
       return
     with open(self.path) as f:
       rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(rows)
-    os.replace(tmp, self.path)
+    files.write_text(self.path, "".join(rows))
 
   def write(self, row: dict) -> None:
     """row: {'step': int, name: float or str, ...}."""

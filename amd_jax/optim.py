@@ -10,8 +10,6 @@ import ml_collections
 import optax
 from flax import nnx
 
-from amd_jax.models import vit
-
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -87,10 +85,11 @@ def scale_by_tree(scales) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def optimizer(config: ml_collections.ConfigDict, schedule: Schedule, params=None
-              ) -> optax.GradientTransformation:
+def optimizer(config: ml_collections.ConfigDict, schedule: Schedule, params=None, *,
+              depth: int | None = None) -> optax.GradientTransformation:
   """Clip (when clip_norm) → AdamW with decay_mask → layer-wise lr decay (when
-  optim.layer_decay < 1; needs `params`, abstract is enough).
+  optim.layer_decay < 1; needs `params`, abstract is enough, and the encoder's
+  `depth`, its number of blocks).
 
   Scaling AdamW's whole update by the layer's multiplier is the official
   per-group lr: PyTorch's AdamW multiplies both the Adam step and the
@@ -100,7 +99,6 @@ def optimizer(config: ml_collections.ConfigDict, schedule: Schedule, params=None
   decay = o.get("layer_decay", 1.0)
   layers = optax.identity()
   if decay < 1.0:
-    depth = vit.decode_variant(config.model.variant).depth
     layers = scale_by_tree(layer_decay_scales(params, decay, depth))
   return optax.chain(
       optax.clip_by_global_norm(o.clip_norm) if o.clip_norm else optax.identity(),

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from amd_jax import losses, masking, normalization, optim
+from amd_jax import losses, masking, normalization, optim, tokens
 from amd_jax import mixup as mixup_lib
-from amd_jax.models import roi, vit
+from amd_jax.models import roi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ def pretrain_loss(params: nnx.State, frozen: nnx.State, teacher_params: nnx.Stat
   idx = masking.indices(batch["mask"], task.counts)
   out = model(video, idx, rng=rng if task.stochastic else None)
 
-  targets = vit.gather_tokens(losses.pixel_targets(video, task.patch, task.tubelet), idx.masked)
+  targets = tokens.gather_tokens(losses.pixel_targets(video, task.patch, task.tubelet), idx.masked)
   terms = {"loss_rec": jnp.mean((out["pred"].astype(jnp.float32) - targets) ** 2)}
   loss = task.rec_weight * terms["loss_rec"]
   if task.teacher is not None:

@@ -10,7 +10,7 @@ config change on resume.
   DIR/bad_files.txt       undecodable training videos (replaced in the pipeline)
   DIR/test_results.json   the test's metrics row and per-class results (write_test_results)
   DIR/test_scores.npz     a classification test's per-video scores (write_test_scores)
-  DIR/stage.json          written by the study (amd_jax/study) when a stage completes
+  DIR/stage.json          written by the study (amd_jax/proj/study) when a stage completes
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from amd_jax import config_files, errors, paths
+from amd_jax import config_files, errors, files, paths
 
 CONFIG_FILE = "config.json"
 CONFIG_TEXT_FILE = "config.txt"
@@ -103,10 +103,7 @@ def has_checkpoints(workdir: str) -> bool:
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """DIR/config.json, atomically (the other processes of the run may be reading it
   in check_resume), and DIR/config.txt: every key with its value and meaning."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  os.replace(path + ".tmp", path)
+  files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
   with open(os.path.join(workdir, CONFIG_TEXT_FILE), "w") as f:
     f.write(config_files.describe(config) + "\n")
 
@@ -115,8 +112,7 @@ def write_test_results(workdir: str, row: dict, **per_class) -> None:
   """DIR/test_results.json, one schema for every task: the test's metrics row (as in
   metrics.jsonl) and its per-class results (classification: per_class accuracy,
   class_counts, confusion; AVA: per_class AP)."""
-  with open(os.path.join(workdir, TEST_RESULTS_FILE), "w") as f:
-    json.dump(dict(row, **per_class), f, indent=1)
+  files.write_json(os.path.join(workdir, TEST_RESULTS_FILE), dict(row, **per_class), indent=1)
 
 
 def write_test_scores(workdir: str, **arrays: np.ndarray) -> None:
@@ -126,9 +122,7 @@ def write_test_scores(workdir: str, **arrays: np.ndarray) -> None:
 
 def config_changes(workdir: str, config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Keys whose value differs from the workdir's config.json, beyond FREE_KEYS: key → (old, new)."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path) as f:
-    old = traverse_util.flatten_dict(json.load(f), sep=".")
+  old = traverse_util.flatten_dict(files.read_json(os.path.join(workdir, CONFIG_FILE)), sep=".")
   new = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
   return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k) and k not in FREE_KEYS

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The embedded study on this machine (CPU is fine): an AMD student distilled from
-# the released VideoMAE teacher (amd_jax/assets/teacher) and the same student
+# the released VideoMAE teacher (amd_jax/proj/study/teacher) and the same student
 # pre-trained as plain VideoMAE, both fine-tuned and tested beside a student
-# trained from scratch, with linear probes and plots, over 3 seeds (amd_jax/study/).
+# trained from scratch, with linear probes and plots, over 3 seeds (amd_jax/proj/study/).
 #
 #   launch/demo.sh [--workdir DIR] [--full] [--seeds N] [--jobs N] [--ablation NAME]
 #     NAME: alignment | teacher-ratio | rec-loss | student-ratio | target-norm | align-loss
@@ -55,7 +55,7 @@ ensure_venv ""
 # the CUDA plugin, which would look for their hardware (and print why not) first.
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 rc=0
-python -m amd_jax.study --workdir "$workdir" --size "$size" ${rest[@]+"${rest[@]}"} || rc=$?
+python -m amd_jax.proj.study --workdir "$workdir" --size "$size" ${rest[@]+"${rest[@]}"} || rc=$?
 elapsed=$((SECONDS - start))
 
 echo

@@ -22,11 +22,14 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import runs  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-relative import)
+from amd_jax import quiet  # noqa: E402
 
 _SHARED = "AMD_JAX_TEST_RUN_DIR"
 
 
 def pytest_configure(config):
+  # The process our command lines run in: importing amd_jax leaves it alone.
+  quiet.quiet_third_party()
   # Beside setup.cfg's `slow`: registered here, a marker change does not make
   # launch/_venv.sh reinstall the package.
   config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU, skipped elsewhere "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from amd_jax import errors, masking
+from amd_jax import errors, masking, tasks, tokens
 from amd_jax.bench import cli
 from amd_jax.bench import step as bench_step
 from amd_jax.models import build, vit
@@ -216,7 +216,7 @@ def test_attention_knob_reaches_every_attention_and_xla_equals_blocked():
   features = []
   for impl in ("blocked", "xla"):
     config.model.attention = config.teacher.attention = impl
-    student = nnx.eval_shape(lambda: build.student(config, nnx.Rngs(0)))
+    student = nnx.eval_shape(lambda: tasks.of(config).model(nnx.Rngs(0)))
     teacher = build.teacher(config, nnx.Rngs(0))
     found = [m.implementation for model in (student, teacher)
              for _, m in nnx.iter_modules(model) if isinstance(m, vit.Attention)]
@@ -254,7 +254,7 @@ def test_embedding_only_seen_tubelets_equals_embedding_all_then_dropping():
     return nnx.merge(graphdef, params).embed(video, idx)
 
   def plain(params):
-    return vit.gather_tokens(nnx.merge(graphdef, params).embed(video), idx)
+    return tokens.gather_tokens(nnx.merge(graphdef, params).embed(video), idx)
 
   @jax.jit
   def values_and_grads(params):

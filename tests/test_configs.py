@@ -2,13 +2,14 @@
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 from flax import nnx
 
-from amd_jax import config_files, errors, masking
+from amd_jax import config_files, errors, masking, tasks
 from amd_jax.models import build, vit
 from configs import common
 
@@ -38,7 +39,7 @@ def test_pretraining_config_builds_its_models(name, arg):
                                config.masking.teacher_ratio if amd else None)
   assert counts.student > 0 and (counts.diff > 0) == amd
   assert config.batch_size % (config.data.num_sample * config.grad_accum) == 0
-  student = nnx.eval_shape(lambda: build.student(config, nnx.Rngs(0)))
+  student = nnx.eval_shape(lambda: tasks.of(config).model(nnx.Rngs(0)))
   assert student.encoder.num_tokens == counts.tokens
   if amd:
     teacher = nnx.eval_shape(lambda: build.teacher(config, nnx.Rngs(0)))
@@ -51,12 +52,12 @@ def test_finetuning_config_builds_its_model(name, arg):
   config = config_files.load(name, arg)
   assert config.mode == "finetune" and config.batch_size % config.data.num_sample == 0
   if not config.data.num_classes:
-    # Read from the dataset's label map by a run (train.resolve_classes); a model built
+    # Read from the dataset's label map by a run (tasks.py, Classification.prepare); a model built
     # without it is refused rather than given a head of no classes.
     with pytest.raises(errors.BadInput, match="data.num_classes is 0"):
-      build.model(config, nnx.Rngs(0))
+      tasks.of(config).model(nnx.Rngs(0))
     config.data.num_classes = 3
-  model = nnx.eval_shape(lambda: build.model(config, nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: tasks.of(config).model(nnx.Rngs(0)))
   assert model.head.kernel.shape[-1] == config.data.num_classes
   views = config.data.test_clips * config.data.test_crops
   assert views in ((1,) if name == "image" else (6, 15))
@@ -178,3 +179,57 @@ def test_runlocal_clash_is_one_line_on_the_command_line():
   assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
   assert proc.stderr.strip().endswith("runlocal picks its own data (moving_digits): drop "
                                       "data=ucf101, or drop runlocal"), proc.stderr
+
+
+# Refuses `configs` to the import system, as a venv installed since setup.cfg installs
+# amd_jax alone does (an older development install may still map it): the package
+# must come from config_files.
+_NO_INSTALLED_CONFIGS = """
+import runpy, sys
+class NotInstalled:
+  def find_spec(self, name, path=None, target=None):
+    if name == "configs":
+      raise ModuleNotFoundError("No module named 'configs'", name=name)
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+def _elsewhere(cwd, code: str):
+  """Python `code` run in `cwd`, with no `configs` but the one config_files makes."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, "-c", _NO_INSTALLED_CONFIGS + code], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=120)
+
+
+def _main_elsewhere(cwd, *args):
+  return _elsewhere(cwd, f"sys.argv = ['amd_jax.main', *{list(args)!r}]\n"
+                         "runpy.run_module('amd_jax.main', run_name='__main__')\n")
+
+
+def test_config_files_load_from_another_directory(tmp_path):
+  """By absolute path on the command line (videomae.py imports pretrain and common),
+  and by name through the library."""
+  proc = _main_elsewhere(tmp_path, f"--config={ROOT}/configs/videomae.py:runlocal",
+                         "--print_config")
+  assert proc.returncode == 0, proc.stderr
+  assert "batch_size = 8 " in proc.stdout
+  proc = _elsewhere(tmp_path, "from amd_jax import config_files\n"
+                              "print(config_files.load('finetune', 'runlocal').mode)\n")
+  assert proc.returncode == 0 and proc.stdout.split() == ["finetune"], proc.stderr
+
+
+def test_configs_is_the_config_files_folder_else_the_repositorys(tmp_path):
+  """A copy of configs/ imports its own siblings; a config file of one's own, alone in
+  its folder, imports the repository's."""
+  shutil.copytree(os.path.join(ROOT, "configs"), tmp_path / "copied",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  (tmp_path / "own").mkdir()
+  which = ("import os\n\nimport ml_collections\n\nfrom configs import common\n\n\n"
+           "def get_config():\n"
+           "  folder = os.path.basename(os.path.dirname(common.__file__))\n"
+           "  return ml_collections.ConfigDict(dict(folder=folder))\n")
+  for folder, expected in (("copied", "copied"), ("own", "configs")):
+    (tmp_path / folder / "which.py").write_text(which)
+    proc = _main_elsewhere(tmp_path, f"--config={folder}/which.py", "--print_config")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("#")[0].strip() == f"folder = {expected!r}"

@@ -29,10 +29,10 @@ from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification
 
 import runs
 import torch_reference as ref
-from amd_jax import convert, errors, masking, pretrained
+from amd_jax import checkpoint, config_files, convert, errors, masking, pretrained
 from amd_jax.convert import __main__ as cli
 from amd_jax.convert import spec as spec_lib
-from amd_jax.models import vit
+from amd_jax.models import saved, vit
 
 RTOL = 1e-5
 CASES = {
@@ -203,7 +203,7 @@ def amd_student(tmp_path_factory) -> str:
   weights = {k: rng.standard_normal(shape).astype(np.float32)
              for k, shape in spec.shapes().items()}
   orbax = str(tmp_path / "ours")
-  convert.formats.write_orbax(orbax, spec, weights, source="test")
+  convert.writers.write_orbax(orbax, spec, weights, source="test")
   exported = str(tmp_path / "exported.pth")
   convert.convert(orbax, exported, progress=False)
   sd = torch.load(exported, weights_only=True)["model"]
@@ -238,7 +238,7 @@ def test_amd_official_checkpoint(amd_student, caplog):
   assert align.method == "serial" and model.student_layers == (1, 3)
   assert isinstance(align.generators[0].mask_token, nnx.Variable)
   assert not isinstance(align.generators[0].mask_token, nnx.Param)   # frozen, as officially
-  sd = convert.formats.torch_load(path)["model"]
+  sd = convert.readers.torch_load(path)["model"]
   np.testing.assert_array_equal(np.asarray(align.projection_heads[0].kernel[...]),
                                 sd["encoder.projection_heads.0.weight"].numpy().T)
 
@@ -264,7 +264,7 @@ def test_round_trip_orbax_pth_orbax(source, tmp_path, amd_student):
 def test_amd_student_layers_come_from_args_or_the_flag(amd_student, tmp_path):
   """Without layers in its args an AMD .pth is refused, naming the flag; the flag
   names them (over the args), and must fit the checkpoint's heads and blocks."""
-  sd = convert.formats.torch_load(amd_student)["model"]
+  sd = convert.readers.torch_load(amd_student)["model"]
   bare = str(tmp_path / "bare.pth")
   torch.save({"model": sd, "args": official_args(student_layer_direct_align=None,
                                                  student_layer_gen_align=None)}, bare)
@@ -340,7 +340,7 @@ def test_cli_bad_input_is_one_line(tmp_path, content, dst, culprit):
 def test_cli_makes_the_missing_folders_of_dst_and_refuses_a_file_above_it(tmp_path):
   """--dst is checked before the source is read: its missing folders are made (torch.save
   alone would fail after the conversion), a file on its way is one line."""
-  teacher = os.path.join(runs.ROOT, "amd_jax", "assets", "teacher", "checkpoint")
+  teacher = os.path.join(runs.ROOT, "amd_jax", "proj", "study", "teacher", "checkpoint")
   result = convert_cli("--src", teacher, "--dst", "missing_dir/x.pth", "--no_progress",
                        cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -503,9 +503,9 @@ def test_converted_vit_b_teacher_in_an_amd_run(tmp_path, env):
 
 
 def test_the_released_teacher_loads_from_its_folder_and_says_how_it_fits():
-  """amd_jax/assets/teacher (the folder the README names: card.json beside checkpoint/)
+  """amd_jax/proj/study/teacher (the folder the README names: card.json beside checkpoint/)
   reads as its checkpoint; a config whose teacher differs is told the variant to set."""
-  release = os.path.join(runs.ROOT, "amd_jax", "assets", "teacher")
+  release = os.path.join(runs.ROOT, "amd_jax", "proj", "study", "teacher")
   spec, weights = convert.read(release, part="encoder")
   inner_spec, inner = convert.read(os.path.join(release, "checkpoint"), part="encoder")
   assert spec == inner_spec and weights.keys() == inner.keys()
@@ -581,3 +581,69 @@ def test_a_pth_clip_comes_from_its_saved_args_or_is_said_in_one_line(tmp_path):
   result = convert_cli("--src", exported, "--dst", tmp_path / "e", "--no_progress")
   assert result.returncode == 0 and "assumed" not in result.stderr, result.stderr[-3000:]
   assert _clip(tmp_path / "e") == (4, [32, 32])
+
+
+# ----------------------------------------------------------------- training workdirs
+def _run(tmp_path, config: dict, spec: spec_lib.ModelSpec) -> str:
+  """A training workdir as a run leaves it: config.json beside checkpoints/1/state,
+  holding random weights of `spec` as the run's parameters."""
+  workdir = tmp_path / "run"
+  os.makedirs(workdir / "checkpoints" / "1")
+  (workdir / "config.json").write_text(json.dumps(config))
+  rng = np.random.default_rng(11)
+  weights = {k: rng.standard_normal(shape).astype(np.float32)
+             for k, shape in spec.shapes().items()}
+  checkpoint.save_tree(workdir / "checkpoints" / "1" / "state",
+                       {"params": spec_lib.unflatten(weights)})
+  return str(workdir)
+
+
+@pytest.mark.parametrize("name, arg, task", [
+    ("pretrain", "", "pretrainer"), ("videomae", "", "pretrainer"),
+    ("finetune", "", "classifier"), ("transfer", "data=ucf101", "classifier"),
+    ("transfer", "data=ava", "detector")])
+def test_a_runs_config_says_its_model_live_or_saved(name, arg, task):
+  """models.saved reads a ConfigDict and its saved config.json alike."""
+  config = config_files.load(name, *([arg] if arg else []))
+  meta = saved.spec_meta(config)
+  assert meta == saved.spec_meta(json.loads(config.to_json_best_effort()))
+  assert meta["task"] == task and meta["num_frames"] == config.data.frames
+  assert ("learnable_mask_tokens" in meta) == (config.mode == "amd")
+
+
+def test_a_detection_run_is_refused_in_one_line(tmp_path):
+  """No ModelSpec builds the AVA detector: its run is named as one, not read as a
+  classifier whose weights happen to fit."""
+  config = config_files.load("transfer", "data=ava")
+  config.model.variant, config.data.frames, config.data.size = "Mu/8x2", 4, 32
+  spec = spec_lib.ModelSpec(task="classifier", variant=vit.decode_variant("Mu/8x2"),
+                            num_frames=4, image_size=(32, 32), num_classes=5, fc_norm_eps=1e-6)
+  run = _run(tmp_path, json.loads(config.to_json_best_effort()), spec)
+  for load in (convert.read, pretrained.load):
+    with pytest.raises(errors.BadInput) as e:
+      load(run)
+    assert str(e.value) == (f"{run} is a detection run (model.head=detector): detector "
+                            "checkpoints are not convertible (a converted model is an "
+                            "encoder, a classifier or a pre-training model)")
+
+
+@pytest.mark.parametrize("learnable", [True, False, None])
+def test_an_amd_runs_mask_tokens_are_what_its_config_says(tmp_path, learnable):
+  """align.learnable_mask_tokens as the run's config.json says; a config without it
+  takes the pre-training config's default (frozen, as officially)."""
+  config = config_files.load("pretrain", "runlocal")
+  saved_config = json.loads(config.to_json_best_effort())
+  if learnable is None:
+    del saved_config["align"]["learnable_mask_tokens"]
+  else:
+    saved_config["align"]["learnable_mask_tokens"] = learnable
+  align = dict(method="serial", student_layers=[2, 4], generator_depth=2,
+               learnable_mask_tokens=bool(learnable),
+               teacher_width=vit.decode_variant("Ti/8x2").width)
+  spec = spec_lib.ModelSpec(task="pretrainer", variant=vit.decode_variant("Mu/8x2"),
+                            num_frames=8, image_size=(64, 64), norm_eps=1e-6,
+                            decoder_norm_eps=1e-6, decoder_depth=2, align=align)
+  got = convert.read(_run(tmp_path, saved_config, spec))[0]
+  assert got == spec
+  assert got.align["learnable_mask_tokens"] is (config.align.learnable_mask_tokens
+                                                if learnable is None else learnable)

@@ -489,14 +489,14 @@ def test_moving_digits_background_tubes_carry_the_clips_flicker():
   the phase is read; a prediction of 0 scores 1 there."""
   import jax.numpy as jnp
   from amd_jax import losses
-  from amd_jax.models import vit
+  from amd_jax import tokens as tokens_lib
   c = np.sqrt(127 / 128)
   background, exact, phases = [], [], []
   for i in range(8):
     rendered = moving_digits.frames("val", i)[::2]
     with decode.Video(moving_digits.clip("val", i)) as v:
       decoded = v.frames(list(range(0, 16, 2)))
-    tokens = np.asarray(vit.patchify(jnp.asarray(rendered[None], jnp.float32), 8, 2))[0]
+    tokens = np.asarray(tokens_lib.patchify(jnp.asarray(rendered[None], jnp.float32), 8, 2))[0]
     tokens = tokens.reshape(len(tokens), 2, -1, 3)             # (token, frame, pixel, channel)
     flat = tokens.std(axis=2).max((1, 2)) == 0                  # no digit in the tubelet
     targets = np.asarray(losses.pixel_targets(losses.normalize(jnp.asarray(decoded[None])),
@@ -553,8 +553,10 @@ def test_moving_digits_dataset():
 @pytest.mark.slow
 def test_first_use_builds_the_embedded_dataset_and_says_so(tmp_path):
   """In a new cache: one line that says what is built (not TFDS's "Downloading ...
-  Unknown size" nor its warnings about the folder it has yet to write)."""
-  code = ("from amd_jax.data import sources\n"
+  Unknown size" nor its warnings about the folder it has yet to write), in a process
+  quietened as every command line quietens its own (quiet.quiet_third_party)."""
+  code = ("from amd_jax import quiet\nquiet.quiet_third_party()\n"
+          "from amd_jax.data import sources\n"
           "print(len(sources.open_split('moving_digits', 'test[:4]')))")
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=600, env=dict(os.environ, AMD_JAX_DATA=str(tmp_path)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amd_jax import errors, masking
+from amd_jax import errors, masking, tasks
 from amd_jax.data import decode, pipeline, sources, transforms
 from configs import pretrain, videomae
 
@@ -27,6 +27,10 @@ def config(videos=2, **data):
   return c
 
 
+def ratios(c):
+  return tasks.of(c).mask_ratios()
+
+
 def take(it, n):
   return [next(it) for _ in range(n)]
 
@@ -41,7 +45,7 @@ def assert_same(a, b):
 
 def test_pretrain_batches(records):
   c = config()
-  batch = next(iter(pipeline.pretrain_dataset(c, GRID, records=records)))
+  batch = next(iter(pipeline.pretrain_dataset(c, GRID, ratios(c), records=records)))
   assert batch["video"].shape == (8, 8, 64, 64, 3) and batch["video"].dtype == np.uint8
   assert batch["mask"].shape == (8, 256) and batch["mask"].dtype == np.int8
   counts = masking.tube_counts(GRID, 0.9, 0.75)
@@ -77,18 +81,18 @@ def test_pretrain_sample_is_the_plain_algorithm(records):
 
 def test_videomae_runlocal_has_codes_0_and_2_only(records):
   c = videomae.get_config("runlocal")
-  batch = next(iter(pipeline.pretrain_dataset(c, (4, 4, 4), records=records)))
+  batch = next(iter(pipeline.pretrain_dataset(c, (4, 4, 4), ratios(c), records=records)))
   assert set(np.unique(batch["mask"])) == {masking.STUDENT, masking.HIDDEN}
 
 
 def test_resume_mid_epoch_gives_the_same_batches(records):
   """16 videos, 2 per batch: 8 batches per pass; stop after 3, resume across the pass end."""
   c = config()
-  it = pipeline.iterator(pipeline.pretrain_dataset(c, GRID, records=records))
+  it = pipeline.iterator(pipeline.pretrain_dataset(c, GRID, ratios(c), records=records))
   take(it, 3)
   state = it.get_state()
   expected = take(it, 7)
-  resumed = pipeline.iterator(pipeline.pretrain_dataset(c, GRID, records=records))
+  resumed = pipeline.iterator(pipeline.pretrain_dataset(c, GRID, ratios(c), records=records))
   resumed.set_state(state)
   assert_same(take(resumed, 7), expected)
 
@@ -96,15 +100,16 @@ def test_resume_mid_epoch_gives_the_same_batches(records):
 def test_worker_processes_give_the_same_batches(records):
   """The ArrayRecord source and the transforms travel to grain's worker processes."""
   c = config()
-  ds = pipeline.pretrain_dataset(c, GRID, records=records)
+  ds = pipeline.pretrain_dataset(c, GRID, ratios(c), records=records)
   assert_same(take(pipeline.iterator(ds, worker_count=2), 3), take(pipeline.iterator(ds), 3))
 
 
 def test_processes_split_the_global_batch(records):
   c = config(videos=4)
-  whole = next(iter(pipeline.pretrain_dataset(c, GRID, records=records)))
-  parts = [next(iter(pipeline.pretrain_dataset(c, GRID, records=records, process_index=p,
-                                                process_count=2))) for p in range(2)]
+  whole = next(iter(pipeline.pretrain_dataset(c, GRID, ratios(c), records=records)))
+  parts = [next(iter(pipeline.pretrain_dataset(c, GRID, ratios(c), records=records,
+                                                process_index=p, process_count=2)))
+           for p in range(2)]
   for k in whole:
     np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k], err_msg=k)
 
@@ -120,7 +125,7 @@ def test_undecodable_videos_are_replaced_listed_and_counted(records, tmp_path):
   bad_files = str(tmp_path / "bad_files.txt")
   recs = broken_records(records, (2, 5))
   c = config()
-  ds = pipeline.pretrain_dataset(c, GRID, records=recs, bad_files=bad_files)
+  ds = pipeline.pretrain_dataset(c, GRID, ratios(c), records=recs, bad_files=bad_files)
   # Indexing, not an iterator: a prefetching iterator decodes (and lists) ahead.
   batches = [ds[i] for i in range(4)]               # one pass over the 8 videos
   skipped = sum(int(b["skipped"].sum()) for b in batches)
@@ -131,21 +136,36 @@ def test_undecodable_videos_are_replaced_listed_and_counted(records, tmp_path):
   for b in batches:
     assert b["video"].shape == (8, 8, 64, 64, 3)
   # Substitutes are drawn from the element's own generator: the same on a rerun.
-  again = take(pipeline.iterator(pipeline.pretrain_dataset(c, GRID, records=recs)), 4)
+  again = take(pipeline.iterator(pipeline.pretrain_dataset(c, GRID, ratios(c), records=recs)), 4)
   assert_same(again, batches)
   assert max(int(b["skipped"].max()) for b in batches) <= pipeline.MAX_SUBSTITUTES
 
 
 def test_a_dataset_of_broken_videos_is_bad_input(records):
   recs = broken_records(records, range(8))
-  ds = pipeline.pretrain_dataset(config(), GRID, records=recs)
+  c = config()
+  ds = pipeline.pretrain_dataset(c, GRID, ratios(c), records=recs)
   with pytest.raises(errors.BadInput, match="undecodable videos in a row"):
     next(iter(ds))
 
 
+@pytest.mark.parametrize("parts, message", [
+    (dict(num_sample=4, processes=2), "batch_size 12 is not divisible by num_sample × processes "
+     "= 4 × 2"),
+    (dict(processes=8), "batch_size 12 is not divisible by the 8 processes"),
+    (dict(devices=8), "batch_size 12 is not divisible by the 8 devices"),
+])
+def test_a_batch_the_parts_cannot_split_is_one_line(parts, message):
+  with pytest.raises(errors.BadInput) as e:
+    pipeline.check_batch("batch_size", 12, **parts)
+  assert str(e.value) == message
+  pipeline.check_batch("batch_size", 16, **parts)
+
+
 def test_unknown_sampler_is_bad_input(records):
   with pytest.raises(errors.BadInput, match="sampler"):
-    pipeline.pretrain_dataset(config(sampler="sparse"), GRID, records=records)
+    c = config(sampler="sparse")
+    pipeline.pretrain_dataset(c, GRID, ratios(c), records=records)
 
 
 def test_finetune_batches(records):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from amd_jax import checkpoint, losses, optim, pretrained, sharding, steps
+from amd_jax import checkpoint, losses, optim, pretrained, sharding, steps, tasks
 from amd_jax import state as state_lib
 from amd_jax.evaluators import classification
 from amd_jax import mixup as mixup_lib
@@ -30,7 +30,7 @@ from runs import ROOT, rows
 def test_layer_decay_multipliers(model, decay):
   config = finetune_config.get_config(f"data=ssv2,model={model}")
   assert config.optim.layer_decay == decay            # Table S2: 0.7 for ViT-S on SSV2
-  abstract = nnx.eval_shape(lambda: build.model(config, nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: tasks.of(config).model(nnx.Rngs(0)))
   params = nnx.state(abstract, nnx.Param)
   scales = spec_lib.flatten(optim.layer_decay_scales(params, decay, 12))
   # scale(id) = decay^(depth + 1 − id): embedding id 0, block k id k + 1, the rest depth + 1.
@@ -48,11 +48,11 @@ def test_layer_decay_scales_the_whole_adamw_update():
   """With decay, each update is exactly the plain AdamW update times its layer's multiplier."""
   config = finetune_config.get_config("runlocal")
   config.optim.weight_decay = 0.05
-  model = build.model(config, nnx.Rngs(0))
+  model = tasks.of(config).model(nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
   grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.3, p.dtype), params)
   schedule = optim.Schedule(peak=1e-2, final=1e-2, warmup_steps=0, total_steps=10)
-  decayed = optim.optimizer(config, schedule, params)
+  decayed = optim.optimizer(config, schedule, params, depth=4)
   config.optim.layer_decay = 1.0
   plain = optim.optimizer(config, schedule, params)
   u_decay, _ = decayed.update(grads, decayed.init(params), params)
@@ -137,7 +137,7 @@ def test_multi_view_scores_are_softmax_then_mean():
   """eval_scores: each view's softmax, then the mean over a video's views."""
   config = finetune_config.get_config("runlocal")
   config.data.num_classes = 3
-  model = build.model(config, nnx.Rngs(0))
+  model = tasks.of(config).model(nnx.Rngs(0))
   # A head that separates views: logits depend strongly on the input.
   model.head.kernel[...] = model.head.kernel[...] * 3000.0
   graphdef, params, frozen = nnx.split(model, nnx.Param, ...)

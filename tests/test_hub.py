@@ -1,7 +1,7 @@
 """Checkpoints by Hugging Face Hub repo id (amd_jax.hub), offline.
 
 The suite makes the model: a tiny VideoMAE classifier written as a Hugging Face
-folder by our own writer (formats.write_hf), then laid into a hub cache exactly
+folder by our own writer (writers.write_hf), then laid into a hub cache exactly
 as huggingface_hub lays out a download (models--OWNER--NAME/{blobs, snapshots/
 COMMIT, refs/main}; blobs named by their git or LFS hash, snapshot files as
 relative links to them). huggingface_hub itself must read that cache back
@@ -38,7 +38,7 @@ import runs
 from amd_jax import convert, errors, hub, pretrained, sharding
 from amd_jax import state as state_lib
 from amd_jax import train
-from amd_jax.convert import formats
+from amd_jax.convert import hf, kinds, writers
 from amd_jax.convert import spec as spec_lib
 from amd_jax.models import vit
 from amd_jax.optim import Schedule
@@ -88,11 +88,11 @@ def write_hf_folder(path: str, seed: int) -> str:
   transformers' epsilon, as in any HF folder)."""
   spec = spec_lib.ModelSpec(task="classifier", variant=vit.decode_variant("Mu/8x2"),
                             num_frames=8, image_size=(64, 64), num_classes=8,
-                            fc_norm_eps=formats.TORCH_LN_EPS)
+                            fc_norm_eps=hf.TORCH_LN_EPS)
   rng = np.random.default_rng(seed)
   weights = {k: rng.standard_normal(s).astype(np.float32) * 0.02
              for k, s in spec.shapes().items()}
-  formats.write_hf(path, spec, weights)
+  writers.write_hf(path, spec, weights)
   return path
 
 
@@ -174,7 +174,7 @@ def test_convert_src_by_id(cached, tmp_path):
   spec_path, by_path = convert.read(str(tmp_path / "by_path"))
   assert spec_id == spec_path
   assert_same_weights(by_id, by_path)
-  with open(tmp_path / "by_id" / formats.MODEL_JSON) as f:
+  with open(tmp_path / "by_id" / kinds.MODEL_JSON) as f:
     assert json.load(f)["converted_from"] == REPO
 
 

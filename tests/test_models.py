@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from amd_jax import errors, masking
+from amd_jax import tokens as tokens_lib
 from amd_jax.models import decoders, heads, posemb, pretrain, vit
 
 V = vit.decode_variant
@@ -73,7 +74,7 @@ def test_sinusoid_table_interleaved():
 def test_patchify_order():
   """Tokens (t, h, w) with w fastest; inside a tubelet (kt, kh, kw, c), channel fastest."""
   video = np.arange(1 * 4 * 4 * 6 * 3).reshape(1, 4, 4, 6, 3)
-  tokens = np.asarray(vit.patchify(jnp.asarray(video), patch=2, tubelet=2))
+  tokens = np.asarray(tokens_lib.patchify(jnp.asarray(video), patch=2, tubelet=2))
   assert tokens.shape == (1, 2 * 2 * 3, 2 * 2 * 2 * 3)
   t, h, w = 1, 0, 2                      # token index t·6 + h·3 + w
   kt, kh, kw, c = 1, 0, 1, 2             # element (kt·4 + kh·2 + kw)·3 + c

@@ -155,6 +155,28 @@ def test_optimizer_decays_only_kernels(small_params):
       np.testing.assert_array_equal(u, 0.0, err_msg=str(path))
 
 
+def test_layer_decay_counts_the_depth_it_is_given(small_params):
+  """The patch embedding's update is decay^(depth + 1) times the plain one, block k's
+  decay^(depth − k), and what follows the encoder keeps its own (the caller's depth,
+  not one read from the config)."""
+  cfg = _cfg()
+  plain = optim.optimizer(cfg, lambda step: 0.1)
+  cfg.optim.layer_decay = 0.5
+  decayed = optim.optimizer(cfg, lambda step: 0.1, small_params, depth=4)
+  grads = jax.tree.map(jnp.ones_like, small_params)
+  u_plain, u_decay = (_names(tx.update(grads, tx.init(small_params), small_params)[0])
+                      for tx in (plain, decayed))
+  block = ("encoder", "blocks", "layers", "{}", "mlp", "fc1", "kernel")
+  want = {("encoder", "patch_embed", "kernel"): 0.5 ** 5,
+          tuple(k.format(0) for k in block): 0.5 ** 4,
+          tuple(k.format(3) for k in block): 0.5,
+          next(p for p in u_plain if p[0] != "encoder"): 1.0}
+  for path, scale in want.items():
+    np.testing.assert_allclose(np.asarray(u_decay[path].get_value()),
+                               scale * np.asarray(u_plain[path].get_value()), rtol=1e-6,
+                               err_msg=str(path))
+
+
 # ----------------------------------------------------------------------------- clipping
 
 P = {"w": jnp.asarray([[0.5, -1.0, 2.0], [0.0, 1.5, -0.5]]), "b": jnp.asarray([0.1, -0.2, 0.3])}

@@ -25,7 +25,7 @@ from flax import nnx
 from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification, VideoMAEModel
 from transformers.models.videomae import modeling_videomae
 
-from amd_jax import losses, masking, pretrained
+from amd_jax import losses, masking, pretrained, tokens
 from amd_jax.convert import flatten, tables
 from amd_jax.models import vit
 from torch_reference import hf_config, randomize
@@ -184,7 +184,7 @@ def test_pretraining_predictions_and_loss(clip, teacher_ratio, monkeypatch, tmp_
   # Targets: HF un-normalises with ImageNet mean/std per channel, splits tubelets
   # (kt, kh, kw, c), standardises per token and channel with the unbiased std + 1e-6
   # — exactly docs/method.md#pixel-targets and losses.pixel_targets.
-  targets = vit.gather_tokens(losses.pixel_targets(video, PATCH, TUBELET), idx.masked)
+  targets = tokens.gather_tokens(losses.pixel_targets(video, PATCH, TUBELET), idx.masked)
   assert_close(targets, captured["labels"], f"pretrain targets ({teacher_ratio=})")
   loss = jnp.mean((pred - targets) ** 2)
   assert_close(loss, out.loss, f"pretrain loss ({teacher_ratio=})")

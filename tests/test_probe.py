@@ -11,7 +11,7 @@ import pytest
 
 from amd_jax import errors
 from amd_jax.analysis import probe
-from amd_jax.convert import formats
+from amd_jax.convert import writers
 from amd_jax.convert import spec as spec_lib
 from amd_jax.models import vit
 from runs import ROOT
@@ -57,7 +57,7 @@ def _write(tmp_path, task, **kw):
   weights = {k: (0.02 * rng.standard_normal(shape)).astype(np.float32)
              for k, shape in spec.shapes().items()}
   path = str(tmp_path / task)
-  formats.write_orbax(path, spec, weights, source="test")
+  writers.write_orbax(path, spec, weights, source="test")
   return path
 
 

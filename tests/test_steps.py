@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from amd_jax import masking, optim, sharding, steps
+from amd_jax import masking, optim, sharding, steps, tasks
 from amd_jax import state as state_lib
 from amd_jax.data import pipeline
 from amd_jax.models import vit
@@ -26,19 +26,16 @@ def setup(config, devices, grad_accum=1):
   mesh = sharding.make_mesh(config, devices)
   variant = vit.decode_variant(config.model.variant)
   grid = vit.token_grid(config.data.frames, config.data.size, variant.patch, variant.tubelet)
-  amd = config.mode == "amd"
-  counts = masking.tube_counts(grid, config.masking.student_ratio,
-                               config.masking.teacher_ratio if amd else None)
+  task = tasks.of(config)
   # No warm-up: optax counts its own steps from 0, where a warm-up's lr is 0.
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=10)
   state, state_sharding, student_def, tx = state_lib.create_state(config, mesh, schedule)
-  teacher_def, teacher_params, teacher_sharding = state_lib.create_teacher(config, mesh)
-  task = state_lib.make_task(config, student_def, teacher_def, counts)
-  step = jax.jit(functools.partial(steps.train_step, task=task, tx=tx, schedule=schedule,
-                                   grad_accum=grad_accum),
+  teacher_def, teacher_params, teacher_sharding = task.teacher(mesh)
+  step = jax.jit(functools.partial(steps.train_step, task=task.step_task(student_def, teacher_def),
+                                   tx=tx, schedule=schedule, grad_accum=grad_accum),
                  in_shardings=(state_sharding, sharding.batch_sharding(mesh), teacher_sharding),
                  out_shardings=(state_sharding, sharding.replicated(mesh)))
-  batch = next(iter(pipeline.pretrain_dataset(config, grid)))
+  batch = next(iter(pipeline.pretrain_dataset(config, grid, task.mask_ratios())))
   batch = jax.device_put(batch, sharding.batch_sharding(mesh))
   return step, state, batch, teacher_params
 

@@ -1,9 +1,11 @@
-"""The embedded study (amd_jax/study/): a smoke-size teacher release and its
-smallest study end to end, a rerun that trains nothing, the release checks, and
-the results table on constructed records."""
+"""The embedded study (amd_jax/proj/study/): a smoke-size teacher release and its
+smallest study end to end, a rerun that trains nothing, the release checks, the
+results table on constructed records, and its reconstruction diagnostics by hand."""
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,20 +13,20 @@ import sys
 import numpy as np
 import pytest
 
-from amd_jax import errors
-from amd_jax.analysis import curves
+from amd_jax import errors, masking, metrics
+from amd_jax.analysis import reconstruction
 from amd_jax.data import pipeline, sources
 from amd_jax.data.builders import moving_digits
-from amd_jax.study import chains as chains_lib
-from amd_jax.study import recipe, run
-from amd_jax.study import release as release_lib
+from amd_jax.proj.study import chains as chains_lib
+from amd_jax.proj.study import diagnostics, recipe, run
+from amd_jax.proj.study import release as release_lib
 from runs import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _study(root, env, *extra):
-  return subprocess.run([sys.executable, "-m", "amd_jax.study", "--workdir", str(root),
+  return subprocess.run([sys.executable, "-m", "amd_jax.proj.study", "--workdir", str(root),
                          "--size", "smoke", *extra], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
 
@@ -67,7 +69,7 @@ def test_teacher_release_has_its_card_and_weights(release):
   # The command as it was typed (the fixture's arguments), not rewritten with this
   # machine's absolute paths.
   work = str(release.parent / "work")
-  assert card["command"] == (f"python -m amd_jax.study --workdir {work} --size smoke "
+  assert card["command"] == (f"python -m amd_jax.proj.study --workdir {work} --size smoke "
                              f"--make-teacher {release}")
   assert card["pretrain"]["steps"] == 2
   assert set(card["finetune"]) == {"smoke"} and card["finetune"]["smoke"]["views"] > 1
@@ -161,7 +163,7 @@ def test_results_name_the_packaged_release_the_same_on_every_machine(tmp_path, m
   repository whatever path reached it; another release by the path given."""
   monkeypatch.chdir(os.path.dirname(release_lib.RELEASED_TEACHER))
   for path in (release_lib.RELEASED_TEACHER, "teacher", "./teacher/"):
-    assert run._release_name(path) == "amd_jax/assets/teacher"
+    assert run._release_name(path) == "amd_jax/proj/study/teacher"
   assert run._release_name(str(tmp_path)) == str(tmp_path)
 
 
@@ -177,7 +179,7 @@ def test_a_workdir_that_is_a_file_is_one_line(tmp_path, env, workdir):
   """Refused like a training run's workdir, before any teacher, data or model is read."""
   (tmp_path / "a_file").write_text("not a folder")
   # The default size: the shipped teacher fits it, so nothing else stops the study first.
-  result = subprocess.run([sys.executable, "-m", "amd_jax.study", "--workdir",
+  result = subprocess.run([sys.executable, "-m", "amd_jax.proj.study", "--workdir",
                            str(tmp_path / workdir)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
   lines = [l for l in result.stderr.splitlines() if l.strip()]
@@ -207,6 +209,89 @@ def test_results_over_seeds_are_mean_and_sample_std():
   assert [r["top1"] for r in row["runs"]] == [0.5, 0.7, 0.6]
   text = run.table({"amd_student": row})
   assert "0.600 ± 0.100" in text and "7 steps, 20 s" in text
+
+
+def test_losses_split_flat_and_structured_tubes_by_hand():
+  """Grid 1 × 2 × 2 of 8-pixel patches, tubelet 2. Tubes 0 and 1 are the background
+  (one colour, ±5 grey levels between the two frames: the flicker), 2 and 3 hold a
+  random texture; the student sees tube 0. Normalised per patch and channel (128
+  pixels, unbiased std + 1e-6), a tube's target has mean square 127/128 less the
+  epsilon's share: the zero predictor's loss. Copying tube 0's target is exact on
+  the flat tube 1, and so is flat_copy (tube 0 is the one visible flat tube). A
+  model predicting 0 ("blank") is as far from flat_copy on the textured tubes as
+  on the flat one: the flicker's mean square. Over all tubes the losses are the
+  library's."""
+  rng = np.random.default_rng(0)
+  video = np.full((1, 2, 16, 16, 3), 100, np.float32)
+  video[:, 0, :, :] += 5                           # the flicker: +5, then −5
+  video[:, 1, :, :] -= 5
+  video[:, :, 8:, :] = rng.integers(0, 256, (1, 2, 8, 16, 3))   # tubes 2 and 3
+  video = video.astype(np.uint8)
+  flat = diagnostics.flat_tubes(video, 8, 2)
+  np.testing.assert_array_equal(flat, [[True, True, False, False]])
+  s, h = masking.STUDENT, masking.HIDDEN
+  codes = np.array([[s, h, h, h]])
+  blank = lambda video, idx: {"pred": np.zeros(idx.masked.shape + (8 * 8 * 2 * 3,))}
+  losses, share, distances = diagnostics.split_losses({"blank": blank}, video, codes, 8, 2)
+  assert share == pytest.approx(1 / 3)
+  # A flat tube's pixels are ±5/255 about its mean; the 1e-6 on its std counts there.
+  amplitude = 5 / 255
+  flicker = amplitude ** 2 / (amplitude * math.sqrt(128 / 127) + 1e-6) ** 2
+  assert losses["flat"]["zero"] == pytest.approx(flicker, rel=1e-5)
+  assert losses["structured"]["zero"] == pytest.approx(127 / 128, rel=1e-5)
+  assert losses["all"]["zero"] == pytest.approx((flicker + 2 * 127 / 128) / 3, rel=1e-5)
+  assert losses["flat"]["neighbour_copy"] == pytest.approx(0, abs=1e-6)
+  assert losses["structured"]["neighbour_copy"] > 0.5       # the flicker is not a texture
+  assert losses["all"]["neighbour_copy"] == pytest.approx(
+      (losses["flat"]["neighbour_copy"] + 2 * losses["structured"]["neighbour_copy"]) / 3,
+      rel=1e-5)
+  assert losses["flat"]["flat_copy"] == pytest.approx(0, abs=1e-6)
+  assert losses["structured"]["flat_copy"] == pytest.approx(
+      losses["structured"]["neighbour_copy"], rel=1e-5)   # the nearest visible is tube 0
+  assert losses["flat"]["flat_copy_where_flat"] == pytest.approx(0, abs=1e-6)
+  assert losses["structured"]["flat_copy_where_flat"] == pytest.approx(127 / 128, rel=1e-5)
+  assert losses["all"]["blank"] == pytest.approx(losses["all"]["zero"], rel=1e-6)
+  assert distances["flat"]["blank"] == pytest.approx(flicker, rel=1e-5)
+  assert distances["structured"]["blank"] == pytest.approx(flicker, rel=1e-5)
+  library = reconstruction.masked_pixel_losses({"blank": blank}, video, codes, 8, 2)
+  assert library == pytest.approx({name: losses["all"][name] for name in library}, rel=1e-6)
+
+
+def test_flat_copy_is_the_mean_of_the_visible_flat_tubes_or_zero():
+  s, h = masking.STUDENT, masking.HIDDEN
+  targets = np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]],
+                      [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]])
+  codes = np.array([[s, s, s, h], [h, s, h, h]])
+  flat = np.array([[True, True, False, True], [True, False, True, True]])
+  # Clip 0: visible flat tubes 0 and 1 (tube 2 is visible, not flat; 3 flat, hidden).
+  # Clip 1: its one visible tube is not flat, so nothing is read: 0.
+  np.testing.assert_array_equal(diagnostics.flat_copy(targets, codes, flat),
+                                [[2.0, 3.0], [0.0, 0.0]])
+
+
+def test_a_tube_is_flat_up_to_the_noise_of_h264():
+  video = np.full((1, 2, 8, 8, 3), 100, np.uint8)
+  video[0, 0, 0, 0, 0] += diagnostics.FLAT_RANGE       # noise: still flat
+  assert diagnostics.flat_tubes(video, 8, 2).tolist() == [[True]]
+  video[0, 1, 3, 3, 2] += diagnostics.FLAT_RANGE + 1   # a faint stroke in frame 1
+  assert diagnostics.flat_tubes(video, 8, 2).tolist() == [[False]]
+
+
+def test_the_library_never_imports_its_experiments():
+  """proj/ is built on the library: no module outside it imports amd_jax.proj, so the
+  library works without its experiments."""
+  package = os.path.join(ROOT, "amd_jax")
+  imports_proj = re.compile(r"^\s*(from amd_jax\.proj\b|import amd_jax\.proj\b|"
+                            r"from amd_jax import .*\bproj\b)", re.MULTILINE)
+  importers = []
+  for folder, subfolders, names in os.walk(package):
+    subfolders[:] = [d for d in subfolders if os.path.join(folder, d) !=
+                     os.path.join(package, "proj")]
+    for name in (n for n in names if n.endswith(".py")):
+      with open(os.path.join(folder, name), encoding="utf-8") as f:
+        if imports_proj.search(f.read()):
+          importers.append(os.path.relpath(os.path.join(folder, name), ROOT))
+  assert not importers, importers
 
 
 def test_schedules_make_the_requested_steps():
@@ -286,7 +371,7 @@ def _scratch_chains(root, release, seeds=(0, 1)):
 
 
 def _losses(workdir):
-  return [(r["step"], r["loss"]) for r in curves.metric_rows(workdir) if "loss" in r]
+  return [(r["step"], r["loss"]) for r in metrics.read_rows(workdir) if "loss" in r]
 
 
 @pytest.mark.slow
@@ -316,7 +401,7 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(tmp_path, env, r
   """Ctrl-C (SIGINT to the terminal's process group) once the first stages run: no
   worker starts another stage, exit 0 with the line that says how to resume, no
   traceback; the same command then finishes the study."""
-  args = [sys.executable, "-m", "amd_jax.study", "--workdir", str(tmp_path), "--size", "smoke",
+  args = [sys.executable, "-m", "amd_jax.proj.study", "--workdir", str(tmp_path), "--size", "smoke",
           "--teacher", str(release), "--jobs", "2"]
   proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
                           start_new_session=True)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from amd_jax import config_files, errors, train
+from amd_jax import config_files, errors, tasks, train
 from amd_jax.analysis import per_class
 from amd_jax.data import decode, sources
 from amd_jax.data.builders import moving_digits, video_folder
@@ -120,7 +120,7 @@ def test_unlabelled_videos_serve_pretraining_only(tmp_path):
   config.data.data_dir = out
   with pytest.raises(errors.BadInput, match="dataset video_folder has no classes to "
                                             "fine-tune on: it was built from unlabelled"):
-    train.resolve_classes(config)
+    tasks.of(config).prepare()
 
 
 @pytest.mark.parametrize("layout, message", [
@@ -261,12 +261,12 @@ def test_num_classes_is_read_and_a_typed_one_checked(tmp_path):
                   val_fraction=0.0, test_fraction=0.0)
   config = config_files.load("finetune", "data=video_folder")
   config.data.data_dir = out
-  train.resolve_classes(config)
+  tasks.of(config).prepare()
   assert config.data.num_classes == 3
   config.data.num_classes = 5
   with pytest.raises(errors.BadInput, match="data.num_classes=5, but dataset video_folder has "
                                             "3 classes: leave data.num_classes at 0"):
-    train.resolve_classes(config)
+    tasks.of(config).prepare()
 
 
 def test_the_demo_folder_builds(tmp_path):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import VideoMAEConfig
 
-from amd_jax.convert import formats
+from amd_jax.convert import hf
 from amd_jax.models import vit
 
 EPS = 1e-6
@@ -28,7 +28,7 @@ def hf_config(*, size: int, frames: int, patch: int, width: int, depth: int, hea
   eps unless told: the converter must carry whatever eps a config.json says."""
   variant = vit.Variant(width=width, depth=depth, heads=heads, mlp_dim=4 * width, patch=patch,
                         tubelet=2, decoder_width=dec_width, decoder_heads=dec_heads)
-  return VideoMAEConfig(**formats.videomae_config(
+  return VideoMAEConfig(**hf.videomae_config(
       variant, image_size=size, num_frames=frames, layer_norm_eps=layer_norm_eps,
       decoder_depth=dec_depth, attn_implementation="eager", **kw))
 

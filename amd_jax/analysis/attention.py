@@ -13,9 +13,9 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm
 from matplotlib.figure import Figure
 
-from amd_jax import losses, pretrained
+from amd_jax import files, losses, pretrained
 from amd_jax.analysis import probe
-from amd_jax.analysis.output import legend_outside, save, write_json
+from amd_jax.analysis.output import legend_outside, save
 from amd_jax.models import vit
 
 
@@ -133,5 +133,5 @@ def attention_distance_report(checkpoints: dict[str, str], out_dir: str, *,
                           uniform)
   report = dict(units="pixels of the input clip", frame_spacing=frame_spacing, data=data,
                 split=split, note=note, models=numbers)
-  write_json(os.path.join(out_dir, "attention_distance.json"), report)
+  files.write_json(os.path.join(out_dir, "attention_distance.json"), report)
   return report

@@ -7,25 +7,18 @@ pre-training run logs the pixel loss `loss_rec`, a fine-tuning run top-1.
 
 from __future__ import annotations
 
-import json
 import os
 
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from amd_jax import errors
+from amd_jax import errors, files, metrics, task_names
 from amd_jax import workdir as workdir_lib
-from amd_jax.analysis.output import legend_outside, read_json, save
+from amd_jax.analysis.output import legend_outside, save
 
 LOSS_TERMS = ("loss", "loss_rec", "loss_dir", "loss_gen")
 PRETRAIN, FINETUNE = "pre-training", "fine-tuning"
-KIND_OF_MODE = {"amd": PRETRAIN, "videomae": PRETRAIN, "finetune": FINETUNE, "test": FINETUNE}
 FIGURE = {PRETRAIN: "pretrain_losses.png", FINETUNE: "finetune_curves.png"}
-
-
-def metric_rows(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, workdir_lib.METRICS_FILE)) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def run_kind(name: str, workdir: str) -> str:
@@ -36,10 +29,10 @@ def run_kind(name: str, workdir: str) -> str:
   if not os.path.isfile(os.path.join(workdir, workdir_lib.METRICS_FILE)):
     raise errors.BadInput(f"curves: {name}={workdir} has no {workdir_lib.METRICS_FILE}: not a "
                           "training run's workdir, or it has logged nothing yet")
-  mode = read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), default={}).get("mode")
-  if mode in KIND_OF_MODE:
-    return KIND_OF_MODE[mode]
-  rows = metric_rows(workdir)
+  task = task_names.of(files.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), {}))
+  if task is not None:
+    return PRETRAIN if task in task_names.PRETRAINING else FINETUNE
+  rows = metrics.read_rows(workdir)
   if any("loss_rec" in r for r in rows):
     return PRETRAIN
   if any("top1" in r for r in rows):
@@ -52,7 +45,7 @@ def run_kind(name: str, workdir: str) -> str:
 def summary(name: str, kind: str, workdir: str) -> str:
   """One line of a run's last numbers: its last training row's losses, and for a
   fine-tuning run its last validation and test top-1."""
-  rows = metric_rows(workdir)
+  rows = metrics.read_rows(workdir)
   train = [r for r in rows if "split" not in r and "loss" in r]
   parts = [f"{t} {train[-1][t]:.4f}" for t in LOSS_TERMS if train and t in train[-1]]
   if kind == FINETUNE:
@@ -80,7 +73,7 @@ def plot_curves(runs: dict[str, str], out_dir: str) -> list[str]:
 
 def plot_pretrain_losses(runs: dict[str, str], path: str) -> Figure:
   """One panel per loss term, one line per run (training rows of metrics.jsonl)."""
-  rows = {name: [r for r in metric_rows(w) if "split" not in r] for name, w in runs.items()}
+  rows = {name: [r for r in metrics.read_rows(w) if "split" not in r] for name, w in runs.items()}
   terms = [t for t in LOSS_TERMS if any(t in r for rs in rows.values() for r in rs)]
   fig, axes = plt.subplots(1, len(terms), figsize=(3.6 * len(terms) + 1.4, 3.2), squeeze=False,
                            layout="constrained")
@@ -107,7 +100,7 @@ def plot_finetune_curves(runs: dict[str, str], path: str) -> Figure:
   """Training loss, and validation top-1 with the final multi-view test top-1 as a star."""
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10.4, 3.2), layout="constrained")
   for i, (name, workdir) in enumerate(runs.items()):
-    rows = metric_rows(workdir)
+    rows = metrics.read_rows(workdir)
     train = [(r["step"], r["loss"]) for r in rows if "split" not in r and "loss" in r]
     val = [(r["step"], r["top1"]) for r in rows if r.get("split") == "val"]
     test = [(r["step"], r["top1"], r.get("views")) for r in rows if r.get("split") == "test"]

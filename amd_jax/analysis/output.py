@@ -1,17 +1,13 @@
-"""What every analysis writes: figures (PNG through the Agg backend) and JSON."""
+"""What every analysis draws: figures (PNG through the Agg backend). Its JSON goes
+through amd_jax/files.py."""
 
 from __future__ import annotations
 
-import json
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")   # files only: no display on servers and CI
-from matplotlib import pyplot as plt  # noqa: E402  (after the backend is chosen)
-from matplotlib.figure import Figure  # noqa: E402
-
-from amd_jax import errors  # noqa: E402
+# The backend is the process's: the command lines choose Agg (quiet.quiet_third_party).
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 
 
 def legend_outside(fig: Figure, axes, loc: str = "outside right upper", **kw) -> None:
@@ -33,21 +29,3 @@ def save(fig: Figure, path: str, dpi: int = 120) -> Figure:
   fig.savefig(path, dpi=dpi, bbox_inches="tight")
   plt.close(fig)
   return fig
-
-
-
-def read_json(path: str, default=None):
-  if not os.path.isfile(path):
-    if default is not None:
-      return default
-    raise errors.BadInput(f"{path} does not exist (a fine-tuning run writes it after its test)")
-  with open(path) as f:
-    return json.load(f)
-
-
-def write_json(path: str, obj) -> None:
-  """Writes obj as JSON atomically (a reader never sees half a file)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)

@@ -8,9 +8,9 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from amd_jax import errors
+from amd_jax import errors, files
 from amd_jax import workdir as workdir_lib
-from amd_jax.analysis.output import legend_outside, read_json, save, write_json
+from amd_jax.analysis.output import legend_outside, save
 
 
 def class_names(results: dict) -> list[str]:
@@ -27,7 +27,8 @@ def per_class_report(run_a: str, run_b: str, out_dir: str, *, names: tuple[str, 
   bottom in the plot); `top` keeps the `top` classes with the largest absolute
   difference (Figure S3 shows 14 of SSV2's 174).
   """
-  a, b = (read_json(os.path.join(r, workdir_lib.TEST_RESULTS_FILE)) for r in (run_a, run_b))
+  a, b = (files.read_json(os.path.join(r, workdir_lib.TEST_RESULTS_FILE),
+                          why="a fine-tuning run writes it after its test") for r in (run_a, run_b))
   os.makedirs(out_dir, exist_ok=True)
   if len(a["per_class"]) != len(b["per_class"]):
     raise errors.BadInput(f"{run_a} and {run_b} were tested on different class sets "
@@ -49,7 +50,7 @@ def per_class_report(run_a: str, run_b: str, out_dir: str, *, names: tuple[str, 
   report = dict(a=run_a, b=run_b, names=list(names),
                 top1={names[0]: a["top1"], names[1]: b["top1"]}, classes=rows)
   plot_per_class(report, os.path.join(out_dir, "per_class.png"))
-  write_json(os.path.join(out_dir, "per_class.json"), report)
+  files.write_json(os.path.join(out_dir, "per_class.json"), report)
   return report
 
 

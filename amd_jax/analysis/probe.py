@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from amd_jax import errors, losses, pretrained
 from amd_jax.analysis.output import legend_outside, save
 from amd_jax.data import pipeline, sources
-from amd_jax.models import heads, pretrain, roi, vit
+from amd_jax.models import heads, pretrain, vit
 
 log = logging.getLogger("amd_jax")
 
@@ -50,11 +50,12 @@ LBFGS_STEPS = 300
 
 
 def load_encoder(path: str) -> vit.Encoder:
-  """The encoder of a pre-training or encoder checkpoint; a fine-tuned one is refused."""
+  """The encoder of a pre-training or encoder checkpoint; a fine-tuned classifier is
+  refused (a detection run never loads: convert refuses it)."""
   model = pretrained.load(path)
-  if isinstance(model, (heads.Classifier, roi.Detector)):
-    raise errors.BadInput(f"{path} is a fine-tuned {type(model).__name__.lower()}: the probe "
-                          "measures pre-trained encoders, whose features never saw the labels")
+  if isinstance(model, heads.Classifier):
+    raise errors.BadInput(f"{path} is a fine-tuned classifier: the probe measures pre-trained "
+                          "encoders, whose features never saw the labels")
   return model.encoder if isinstance(model, pretrain.Pretrainer) else model
 
 

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
+from collections.abc import Callable, Iterator
 
 import jax.numpy as jnp
 import numpy as np
 from matplotlib import pyplot as plt
 
-from amd_jax import errors, losses, masking, pretrained
+from amd_jax import errors, files, losses, masking, pretrained, task_names
+from amd_jax import tokens as tokens_lib
 from amd_jax import workdir as workdir_lib
 from amd_jax.analysis import probe
-from amd_jax.analysis.output import read_json, write_json
-from amd_jax.models import pretrain, vit
+from amd_jax.models import pretrain
 
 
 def unpatchify(tokens: np.ndarray, grid: tuple[int, int, int], patch: int,
                tubelet: int) -> np.ndarray:
-  """Inverse of vit.patchify: (B, N, tubelet·patch²·C) → (B, T, H, W, C)."""
+  """Inverse of tokens.patchify: (B, N, tubelet·patch²·C) → (B, T, H, W, C)."""
   t, h, w = grid
   b = tokens.shape[0]
   x = tokens.reshape(b, t, h, w, tubelet, patch, patch, -1)
@@ -46,7 +48,7 @@ def reconstruct(model, videos: np.ndarray, codes: np.ndarray, patch: int, tubele
   grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
   counts = _counts(codes)
   idx = masking.indices(jnp.asarray(codes), counts)
-  rgb = np.asarray(vit.patchify(jnp.asarray(videos, jnp.float32) / 255.0, patch, tubelet))
+  rgb = np.asarray(tokens_lib.patchify(jnp.asarray(videos, jnp.float32) / 255.0, patch, tubelet))
   b, n, _ = rgb.shape
   rgb = rgb.reshape(b, n, -1, 3)
   masked = np.asarray(idx.masked)
@@ -80,97 +82,78 @@ def neighbour_copy(targets: np.ndarray, codes: np.ndarray, grid: tuple[int, int,
   return np.stack(out)
 
 
-# A tube is flat when every frame of it is one colour up to this many grey levels per
-# channel (H.264's noise on a flat area is a few levels; a digit's stroke is hundreds).
-FLAT_RANGE = 8
+# The predictors every report scores beside the models: 0 everywhere, and the nearest
+# visible token's target copied. Neither knows anything of the data.
+TRIVIAL = ("zero", "neighbour_copy")
+LOSS_NOTE = ("MSE of per-patch normalised pixels on the student-masked tokens (the "
+             "pre-training loss_rec), one tube mask per clip shared by every model; "
+             "zero: a prediction of 0; neighbour_copy: the nearest visible token's target "
+             "of the same time slice")
 
 
-def flat_tubes(videos: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
-  """(B, N) bool: the tubes of uint8 `videos` whose every frame is flat (on
-  moving_digits: background alone, no digit). A flat tube's normalised target is
-  its change over time only (the flicker); the others hold spatial structure."""
-  tokens = np.asarray(vit.patchify(jnp.asarray(videos, jnp.float32), patch, tubelet))
-  b, n, _ = tokens.shape
-  frames = tokens.reshape(b, n, tubelet, patch * patch, 3)
-  spread = frames.max(axis=3) - frames.min(axis=3)          # (B, N, tubelet, 3)
-  return (spread <= FLAT_RANGE).all(axis=(2, 3))
+@dataclasses.dataclass(frozen=True)
+class MaskedBatch:
+  """Clips under their masks, and what every predictor writes on their student-masked
+  tokens (per-patch normalised pixels)."""
+
+  clips: np.ndarray                # uint8 (B, T, H, W, 3)
+  codes: np.ndarray                # masking codes (B, N)
+  masked: np.ndarray               # the student-masked tokens (B, M), masking.indices' order
+  targets: np.ndarray              # every token's target (B, N, D)
+  target: np.ndarray               # the masked tokens' (B, M, D)
+  preds: dict[str, np.ndarray]     # TRIVIAL's and every model's prediction (B, M, D)
 
 
-def flat_copy(targets: np.ndarray, codes: np.ndarray, flat: np.ndarray) -> np.ndarray:
-  """The trivial predictor that reads the background off the visible tubes: per clip,
-  the mean target of its student-visible flat tubes, (B, D) (0 where none is
-  visible). On moving_digits it is the flicker, the same target for every tube of
-  background."""
-  visible = (codes == masking.STUDENT) & flat                     # (B, N)
-  count = visible.sum(axis=1, keepdims=True)
-  return (targets * visible[..., None]).sum(axis=1) / np.maximum(count, 1)
-
-
-def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, patch: int,
-                        tubelet: int, batch: int = 16) -> tuple[dict, float, dict]:
-  """The pre-training reconstruction loss (MSE of per-patch normalised pixels on the
-  student-masked tokens) of every model on uint8 `videos` under masking `codes`,
-  beside trivial predictors: 0 everywhere (`zero`), the nearest visible token's
-  target copied (`neighbour_copy`), the background read off the visible flat tubes
-  and written on every masked tube (`flat_copy`), and the same on the masked tubes
-  that are flat only, 0 on the others (`flat_copy_where_flat`: it is told which
-  hidden tubes are flat, which no model is; on moving_digits, where the digits are).
-
-  Returns ({"all" | "flat" | "structured": {name: loss}}, the share of masked
-  tubes that are flat, {"flat" | "structured": {model: mean square distance of its
-  prediction from flat_copy's}}): "all" is the pre-training loss; the other two
-  split it by what the hidden tube holds (flat_tubes). A model that writes the
-  background on every hidden tube, digit or not, is as close to flat_copy on the
-  structured tubes as on the flat ones."""
+def masked_batches(models: dict, videos: np.ndarray, codes: np.ndarray, patch: int,
+                   tubelet: int, batch: int = 16) -> Iterator[MaskedBatch]:
+  """uint8 `videos` under masking `codes` (the same counts in every clip), `batch` clips
+  at a time, with the predictions of TRIVIAL and of every pre-training model."""
   t = videos.shape[1] // tubelet
   grid = (t, videos.shape[2] // patch, videos.shape[3] // patch)
   counts = _counts(codes)
-  names = ("zero", "neighbour_copy", "flat_copy", "flat_copy_where_flat", *models)
-  sums = {group: dict.fromkeys(names, 0.0) for group in ("flat", "structured")}
-  distances = {group: dict.fromkeys(models, 0.0) for group in ("flat", "structured")}
-  tubes = {"flat": 0, "structured": 0}
   for start in range(0, len(videos), batch):
     clips, code = videos[start:start + batch], codes[start:start + batch]
     video = losses.normalize(jnp.asarray(clips))
     idx = masking.indices(jnp.asarray(code), counts)
-    all_targets = np.asarray(losses.pixel_targets(video, patch, tubelet))
-    target = np.asarray(vit.gather_tokens(jnp.asarray(all_targets), idx.masked))
-    every_flat = flat_tubes(clips, patch, tubelet)
-    flat = every_flat[np.arange(len(code))[:, None], np.asarray(idx.masked)]
-    tubes["flat"] += int(flat.sum())
-    tubes["structured"] += int((~flat).sum())
-    background = np.broadcast_to(flat_copy(all_targets, code, every_flat)[:, None],
-                                 target.shape)
+    targets = np.asarray(losses.pixel_targets(video, patch, tubelet))
+    target = np.asarray(tokens_lib.gather_tokens(jnp.asarray(targets), idx.masked))
     preds = {"zero": np.zeros_like(target),
-             "neighbour_copy": neighbour_copy(all_targets, code, grid),
-             "flat_copy": background,
-             "flat_copy_where_flat": np.where(flat[..., None], background, 0.0)}
+             "neighbour_copy": neighbour_copy(targets, code, grid)}
     preds.update({name: np.asarray(m(video, idx)["pred"], np.float32)
                   for name, m in models.items()})
-    for name, pred in preds.items():
-      error = np.square(pred - target).mean(axis=-1)      # (B, masked): one per tube
-      sums["flat"][name] += float(error[flat].sum())
-      sums["structured"][name] += float(error[~flat].sum())
-      if name in models:
-        distance = np.square(pred - background).mean(axis=-1)
-        distances["flat"][name] += float(distance[flat].sum())
-        distances["structured"][name] += float(distance[~flat].sum())
-  total = tubes["flat"] + tubes["structured"]
+    yield MaskedBatch(clips, code, np.asarray(idx.masked), targets, target, preds)
 
-  def means(by_group):
-    return {group: {name: s / tubes[group] if tubes[group] else None
-                    for name, s in by_name.items()} for group, by_name in by_group.items()}
 
-  out = means(sums)
-  out["all"] = {name: (sums["flat"][name] + sums["structured"][name]) / total
-                for name in names}
-  return out, tubes["flat"] / total, means(distances)
+def masked_pixel_losses(models: dict, videos: np.ndarray, codes: np.ndarray, patch: int,
+                        tubelet: int, batch: int = 16) -> dict[str, float]:
+  """The pre-training reconstruction loss (MSE of per-patch normalised pixels on the
+  student-masked tokens) of TRIVIAL's predictors and of every model on uint8
+  `videos` under masking `codes`: {name: loss}."""
+  sums = dict.fromkeys((*TRIVIAL, *models), 0.0)
+  tubes = 0
+  for b in masked_batches(models, videos, codes, patch, tubelet, batch):
+    for name, pred in b.preds.items():
+      sums[name] += float(np.square(pred - b.target).mean(axis=-1).sum())
+    tubes += b.masked.size
+  return {name: s / tubes for name, s in sums.items()}
+
+
+# What reconstructions_report scores: (models, uint8 clips, masking codes, patch,
+# tubelet) → (the report's numbers by key, a note that says what they are).
+Scores = Callable[[dict, np.ndarray, np.ndarray, int, int], tuple[dict, str]]
+
+
+def loss_scores(models: dict, videos: np.ndarray, codes: np.ndarray, patch: int,
+                tubelet: int) -> tuple[dict, str]:
+  """reconstructions_report's scores unless told others: the masked-pixel loss of
+  every model and of TRIVIAL's predictors, as "loss"."""
+  return {"loss": masked_pixel_losses(models, videos, codes, patch, tubelet)}, LOSS_NOTE
 
 
 def masked_input(videos: np.ndarray, codes: np.ndarray, grid, patch: int, tubelet: int
                  ) -> np.ndarray:
   """What the student sees: its visible tubes, grey elsewhere; [0, 1] (B, T, H, W, 3)."""
-  tokens = vit.patchify(np.asarray(videos, np.float32) / 255.0, patch, tubelet)
+  tokens = tokens_lib.patchify(np.asarray(videos, np.float32) / 255.0, patch, tubelet)
   tokens = np.where((codes == masking.STUDENT)[..., None], tokens, 0.5)
   return unpatchify(np.asarray(tokens), grid, patch, tubelet)
 
@@ -187,29 +170,17 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
                            show: int = 2, student_ratio: float = 0.9,
                            teacher_ratio: float = 0.75, seed: int = 0,
                            data: str = "moving_digits", data_dir: str = "",
-                           split: str = "test") -> dict:
+                           split: str = "test", scores: Scores = loss_scores) -> dict:
   """The first `videos` test clips through every pre-training run, one tube mask per
-  clip shared by all runs: the reconstruction loss of every run and of the trivial
-  predictors → reconstructions.json; the first `show` of the clips, reconstructed →
-  out_dir/reconstructions.png."""
+  clip shared by all runs: their `scores` (by default the reconstruction loss of
+  every run and of the trivial predictors) → reconstructions.json; the first `show`
+  of the clips, reconstructed → out_dir/reconstructions.png."""
   if show < 1:
     raise errors.BadInput(f"--show {show}: the figure shows at least one clip")
   if show > videos:
     raise errors.BadInput(f"--show {show} is more than --videos {videos}: the figure shows "
                           "clips that are scored")
-  # Before any model or clip is read: a fine-tuning run has no pixel decoder to show.
-  for name, workdir in runs.items():
-    mode = read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), default={}).get("mode")
-    if mode in ("finetune", "test"):
-      raise errors.BadInput(f"reconstructions needs a pre-training run (mode amd or "
-                            f"videomae): {name}={workdir} is a {mode} run, which has no "
-                            "pixel decoder")
-  models = {name: pretrained.load(w) for name, w in runs.items()}
-  for name, model in models.items():
-    if not isinstance(model, pretrain.Pretrainer):     # e.g. a converted classifier
-      raise errors.BadInput(f"reconstructions needs a pre-training checkpoint: {name}="
-                            f"{runs[name]} holds a {type(model).__name__}, which has no "
-                            "pixel decoder")
+  models = _pretrainers(runs)
   first = next(iter(models.values())).encoder
   v, grid = first.variant, first.grid
   masking.tube_counts(grid, student_ratio, teacher_ratio)     # bad ratios: before any clip
@@ -220,18 +191,47 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   # same for all; teacher-only tokens matter to AMD students' alignment heads alone.
   all_codes = np.stack([masking.tube_mask(rng, grid, student_ratio, teacher_ratio)
                         for _ in all_clips])
-  pixel_losses, flat_share, distances = masked_pixel_losses(models, all_clips, all_codes,
-                                                             v.patch, v.tubelet)
+  numbers, note = scores(models, all_clips, all_codes, v.patch, v.tubelet)
   clips, codes = all_clips[:show], all_codes[:show]
-  panels = {"original": clips / 255.0,
-            f"input ({student_ratio:.0%} masked)": masked_input(clips, codes, grid, v.patch,
-                                                                v.tubelet),
-            "zero prediction": reconstruct(None, clips, codes, v.patch, v.tubelet)}
+  _draw(models, clips, codes, grid, v.patch, v.tubelet, student_ratio, out_dir)
+  report = dict(numbers, videos=len(all_clips), shown=len(clips), data=data, split=split,
+                student_ratio=student_ratio, teacher_ratio=teacher_ratio, seed=seed, note=note)
+  files.write_json(os.path.join(out_dir, "reconstructions.json"), report)
+  return report
+
+
+def _pretrainers(runs: dict[str, str]) -> dict:
+  """{name: pretrain.Pretrainer} of every run; a run without a pixel decoder is one line,
+  told by its config.json before any model is read where it has one."""
+  for name, workdir in runs.items():
+    config = files.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), default={})
+    task = task_names.of(config)
+    if task is not None and task not in task_names.PRETRAINING:
+      raise errors.BadInput(f"reconstructions needs a pre-training run (mode amd or "
+                            f"videomae): {name}={workdir} is a {config['mode']} run, which "
+                            "has no pixel decoder")
+  models = {name: pretrained.load(w) for name, w in runs.items()}
   for name, model in models.items():
-    panels[name] = reconstruct(model, clips, codes, v.patch, v.tubelet)
+    if not isinstance(model, pretrain.Pretrainer):     # e.g. a converted classifier
+      raise errors.BadInput(f"reconstructions needs a pre-training checkpoint: {name}="
+                            f"{runs[name]} holds a {type(model).__name__}, which has no "
+                            "pixel decoder")
+  return models
+
+
+def _draw(models: dict, clips: np.ndarray, codes: np.ndarray, grid, patch: int, tubelet: int,
+          student_ratio: float, out_dir: str) -> None:
+  """out_dir/reconstructions.png: per clip, the original, the student's input, the zero
+  prediction and every model's reconstruction, a frame per tubelet."""
+  panels = {"original": clips / 255.0,
+            f"input ({student_ratio:.0%} masked)": masked_input(clips, codes, grid, patch,
+                                                                tubelet),
+            "zero prediction": reconstruct(None, clips, codes, patch, tubelet)}
+  for name, model in models.items():
+    panels[name] = reconstruct(model, clips, codes, patch, tubelet)
   # The first frame of every tubelet: its second frame belongs to the same tokens and,
   # on moving_digits, differs from it by the flicker (±5 grey levels: invisible here).
-  frames = range(0, clips.shape[1], v.tubelet)
+  frames = range(0, clips.shape[1], tubelet)
   height = 1.1 * len(clips) * len(panels) + 0.9      # 0.9 inch for the caption
   fig, axes = plt.subplots(len(clips) * len(panels), len(frames),
                            figsize=(1.1 * len(frames) + 1.4, height), squeeze=False)
@@ -249,25 +249,5 @@ def reconstructions_report(runs: dict[str, str], out_dir: str, *, videos: int = 
   fig.text(0.5, 0.005, textwrap.fill(RECONSTRUCTION_CAPTION, 90), ha="center", va="bottom",
            fontsize=6.5)
   os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, "reconstructions.png")
-  fig.savefig(path, dpi=100)
+  fig.savefig(os.path.join(out_dir, "reconstructions.png"), dpi=100)
   plt.close(fig)
-  report = dict(
-      loss=pixel_losses["all"], loss_flat_tubes=pixel_losses["flat"],
-      loss_structured_tubes=pixel_losses["structured"], flat_tubes_share=flat_share,
-      distance_to_flat_copy=distances,
-      videos=len(all_clips), shown=len(clips), data=data, split=split, student_ratio=student_ratio,
-      teacher_ratio=teacher_ratio, seed=seed,
-      note=("MSE of per-patch normalised pixels on the student-masked tokens (the "
-            "pre-training loss_rec), one tube mask per clip shared by every model; "
-            "zero: a prediction of 0; neighbour_copy: the nearest visible token's target "
-            "of the same time slice; flat_copy: the mean target of the clip's visible flat "
-            "tubes on every masked tube; flat_copy_where_flat: the same on the masked flat "
-            "tubes, 0 on the others (told which hidden tubes are flat); "
-            "loss_flat_tubes / loss_structured_tubes: the same "
-            f"on the masked tubes whose every frame is / is not one colour (within "
-            f"{FLAT_RANGE} grey levels per channel), flat_tubes_share of them flat; "
-            "distance_to_flat_copy: each model's mean square distance from flat_copy's "
-            "prediction on the masked flat / structured tubes"))
-  write_json(os.path.join(out_dir, "reconstructions.json"), report)
-  return report

@@ -29,7 +29,7 @@ import time
 
 import jax
 
-from amd_jax import checkpoint, optim, sharding
+from amd_jax import checkpoint, optim, sharding, tasks
 from amd_jax import state as state_lib
 from amd_jax.bench import step as bench_step
 
@@ -67,7 +67,7 @@ def run(args) -> dict:
   medians = {k: statistics.median(v) for k, v in times.items()}
   return {
       "bench": "checkpoint", "mode": config.mode, "student": config.model.variant,
-      "teacher": config.teacher.variant if config.mode == "amd" else None,
+      "teacher": config.teacher.variant if tasks.of(config).distills else None,
       "params": sum(x.size for x in jax.tree.leaves(state["params"])),
       "state_bytes": sum(x.nbytes for x in jax.tree.leaves(state)), "repeats": args.repeats,
       **medians, **{f"{k}_all": v for k, v in times.items()},

@@ -38,13 +38,14 @@ def _input_dataset(args):
   decoder = pipeline.Decoder(records, args.bad_files)
   if args.mode == "pretrain":
     config = ml_collections.ConfigDict(dict(
-        mode="amd", seed=0, batch_size=args.videos * args.num_sample,
-        masking=dict(student_ratio=0.9, teacher_ratio=0.75),
+        seed=0, batch_size=args.videos * args.num_sample,
         data=dict(name=args.dataset, split=args.split, data_dir=args.data_dir,
                   frames=args.frames, size=args.size, sampler=sampler, sampling_rate=rate,
                   num_sample=args.num_sample)))
     grid = (args.frames // 2, args.size // 16, args.size // 16)
-    ds = pipeline.pretrain_dataset(config, grid, records=records, bad_files=args.bad_files)
+    # AMD's masks: the student's 90% and the teacher's 75% hidden.
+    ds = pipeline.pretrain_dataset(config, grid, (0.9, 0.75), records=records,
+                                   bad_files=args.bad_files)
     return ds, args.num_sample
   if args.mode == "finetune":
     sample = pipeline.FinetuneSample(decoder, sampler, args.frames, rate, args.size,

@@ -41,9 +41,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from amd_jax import config_files, errors, masking, optim, sharding
+from amd_jax import config_files, errors, masking, optim, sharding, tasks
 from amd_jax import state as state_lib
-from amd_jax.data import pipeline
 from amd_jax.models import build, vit
 
 # Dense per-chip peaks (TFLOP/s) from the vendors' data sheets, by a substring of
@@ -71,9 +70,10 @@ def flops_per_clip(config: ml_collections.ConfigDict, counts: masking.MaskCounts
 
   Fine-tuning: the encoder on every token and the linear head, ×3.
   """
+  task = tasks.of(config)
   s = vit.decode_variant(config.model.variant)
   tubelet = s.tubelet * s.patch ** 2 * 3
-  if config.mode == "finetune":
+  if not task.pretraining:
     return {"encoder": 3 * (dense_flops(counts.tokens, tubelet, s.width)
                             + s.depth * layer_flops(counts.tokens, s.width)),
             "head": 3 * dense_flops(1, s.width, config.data.num_classes)}
@@ -84,7 +84,7 @@ def flops_per_clip(config: ml_collections.ConfigDict, counts: masking.MaskCounts
                       + config.model.decoder_depth * layer_flops(counts.tokens, s.decoder_width)
                       + dense_flops(counts.masked, s.decoder_width, tubelet)),
   }
-  if config.mode == "amd":
+  if task.distills:
     t = vit.decode_variant(config.teacher.variant)
     pairs = len(config.align.student_layers)
     parts["projections"] = 3 * pairs * dense_flops(counts.student, s.width, t.width)
@@ -175,25 +175,22 @@ def make_config(args) -> ml_collections.ConfigDict:
 def mask_counts(config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int],
                                                             masking.MaskCounts]:
   """The token grid and counts; fine-tuning sees every token (no mask)."""
-  grid = build.token_grid(config)
-  if config.mode == "finetune":
-    return grid, masking.tube_counts(grid, 0.0)
-  return grid, masking.tube_counts(grid, *pipeline.mask_ratios(config))
+  return build.token_grid(config), tasks.of(config).mask_counts()
 
 
 def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
   """One batch as the pipeline makes it: video uint8 (B, T, H, W, 3) and mask int8 (B, N)
   (pre-training) or label int32 (B,) (fine-tuning)."""
-  grid, _ = mask_counts(config)
+  task = tasks.of(config)
   rng = np.random.default_rng(seed)
   d = config.data
   video = rng.integers(0, 256, (config.batch_size, d.frames, d.size, d.size, 3), np.uint8)
-  if config.mode == "finetune":
+  if not task.pretraining:
     return {"video": video,
             "label": rng.integers(0, d.num_classes, config.batch_size).astype(np.int32)}
   return {
       "video": video,
-      "mask": np.stack([masking.tube_mask(rng, grid, *pipeline.mask_ratios(config))
+      "mask": np.stack([masking.tube_mask(rng, build.token_grid(config), *task.mask_ratios())
                         for _ in range(config.batch_size)]),
   }
 
@@ -214,9 +211,8 @@ class Step:
 
 def build_step(config: ml_collections.ConfigDict, devices=None) -> Step:
   mesh = sharding.make_mesh(config, devices)
-  _, counts = mask_counts(config)
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=1000)
-  training = state_lib.build_training(config, mesh, schedule, counts)
+  training = state_lib.build_training(config, mesh, schedule)
   batch = jax.device_put(random_batch(config), training.batch_sharding)
   return Step(training.step, training.state, batch, training.teacher_params)
 
@@ -278,7 +274,7 @@ def describe(config: ml_collections.ConfigDict, args) -> dict:
   """The fields every line of a run shares: what was measured, and its FLOPs."""
   _, counts = mask_counts(config)
   parts = flops_per_clip(config, counts)
-  amd = config.mode == "amd"
+  amd = tasks.of(config).distills
   return {
       "bench": "step", "mode": config.mode, "student": config.model.variant,
       "teacher": config.teacher.variant if amd else None,

@@ -29,13 +29,13 @@ from transformers import (VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVid
                           VideoMAEModel)
 from transformers.models.videomae.modeling_videomae import VideoMAELayer
 
-from amd_jax import losses
-from amd_jax.convert import formats
+from amd_jax import losses, tasks
+from amd_jax.convert import hf
 from amd_jax.models import posemb, vit
 
 
 def hf_config(variant: vit.Variant, config: ml_collections.ConfigDict, **kw) -> VideoMAEConfig:
-  return VideoMAEConfig(**formats.videomae_config(
+  return VideoMAEConfig(**hf.videomae_config(
       variant, image_size=config.data.size, num_frames=config.data.frames, layer_norm_eps=1e-6,
       decoder_depth=config.model.get("decoder_depth", 4), attn_implementation="sdpa", **kw))
 
@@ -64,7 +64,8 @@ class Reference(nn.Module):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__()
     s = vit.decode_variant(config.model.variant)
-    self.finetune = config.mode == "finetune"
+    task = tasks.of(config)
+    self.finetune = not task.pretraining
     if self.finetune:
       self.classifier = VideoMAEForVideoClassification(hf_config(
           s, config, use_mean_pooling=True, num_labels=config.data.num_classes))
@@ -72,7 +73,7 @@ class Reference(nn.Module):
       self.smoothing = config.mixup.label_smoothing
       return
     self.student = VideoMAEForPreTraining(hf_config(s, config))
-    self.amd = config.mode == "amd"
+    self.amd = task.distills
     if not self.amd:
       return
     t = vit.decode_variant(config.teacher.variant)
@@ -157,7 +158,7 @@ class Runner:
     self.bf16 = config.model.dtype == "bfloat16"
     self.video = torch.from_numpy(batch["video"])
     self.second = torch.from_numpy(
-        batch["label" if config.mode == "finetune" else "mask"].astype(np.int64))
+        batch["mask" if tasks.of(config).pretraining else "label"].astype(np.int64))
     self.loss = None
 
   def describe(self) -> dict:

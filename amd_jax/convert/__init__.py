@@ -26,7 +26,7 @@ import numpy as np
 import tqdm
 
 from amd_jax import errors, hub
-from amd_jax.convert import formats, tables
+from amd_jax.convert import readers, tables, writers
 from amd_jax.convert.spec import ModelSpec, flatten, unflatten
 from amd_jax.convert.spec import infer as infer_spec
 from amd_jax.models import vit
@@ -38,7 +38,7 @@ TARGETS = ("orbax", "hf", "pth")
 PARTS = ("encoder",)
 
 
-def _plan(src: formats.Source) -> tuple[list[tables.Item], dict[str, str]]:
+def _plan(src: readers.Source) -> tuple[list[tables.Item], dict[str, str]]:
   """Our tensor ← the source's, for every source tensor (unknown ones refused), and
   the source tensors left out → why."""
   if src.layout is None:
@@ -53,7 +53,7 @@ def _plan(src: formats.Source) -> tuple[list[tables.Item], dict[str, str]]:
   return matched.items, matched.dropped
 
 
-def _shapes(src: formats.Source, items: list[tables.Item]) -> dict[str, tuple[int, ...]]:
+def _shapes(src: readers.Source, items: list[tables.Item]) -> dict[str, tuple[int, ...]]:
   out = {}
   for item in items:
     missing = [t for t in item.theirs if t not in src.shapes]
@@ -68,11 +68,11 @@ def _shapes(src: formats.Source, items: list[tables.Item]) -> dict[str, tuple[in
   return out
 
 
-def _table(src: formats.Source) -> tables.Table | None:
+def _table(src: readers.Source) -> tables.Table | None:
   return None if src.layout is None else tables.table(src.layout, src.task)
 
 
-def _their_name(src: formats.Source, ours: str) -> str:
+def _their_name(src: readers.Source, ours: str) -> str:
   """The source's name for one of our tensors (inside the encoder when only it is kept)."""
   if src.layout is None:
     return ours
@@ -80,7 +80,7 @@ def _their_name(src: formats.Source, ours: str) -> str:
   return tables.theirs_for(_table(src), f"encoder/{ours}") if name == ours else name
 
 
-def _check(src: formats.Source, spec: ModelSpec, shapes: dict[str, tuple[int, ...]]
+def _check(src: readers.Source, spec: ModelSpec, shapes: dict[str, tuple[int, ...]]
            ) -> dict[str, tuple[int, ...]]:
   """Every tensor the model needs, with its shape; returns the ones to draw anew."""
   want = spec.shapes()
@@ -137,7 +137,7 @@ def read(path: str, *, kind: str | None = None, part: str | None = None,
     raise errors.BadInput(f"unknown part {part!r}: choose from {'|'.join(PARTS)}")
   if isinstance(options.get("image_size"), int):
     options["image_size"] = (options["image_size"],) * 2
-  with formats.open_source(hub.local(path), kind, options) as src:
+  with readers.open_source(hub.local(path), kind, options) as src:
     items, dropped = _plan(src)
     shapes = _shapes(src, items)
     if src.spec is not None:
@@ -180,14 +180,14 @@ def convert(src: str, dst: str, *, to: str | None = None, kind: str | None = Non
   to = to or ("pth" if dst.endswith((".pth", ".pt")) else "orbax")
   if to not in TARGETS:
     raise errors.BadInput(f"unknown target format {to!r}: choose from {'|'.join(TARGETS)}")
-  formats.check_free(dst)      # before the work, not after it
+  writers.check_free(dst)      # before the work, not after it
   spec, weights = read(src, kind=kind, part=part, progress=progress, **options)
   if to == "orbax":
-    formats.write_orbax(dst, spec, weights,
+    writers.write_orbax(dst, spec, weights,
                         source=src if hub.is_repo_id(src) else os.path.abspath(src))
   elif to == "hf":
-    formats.write_hf(dst, spec, weights)
+    writers.write_hf(dst, spec, weights)
   else:
-    formats.write_pth(dst, spec, weights)
+    writers.write_pth(dst, spec, weights)
   log.info("wrote %s (%s)", dst, to)
   return spec

@@ -14,8 +14,8 @@ import argparse
 import logging
 import sys
 
-from amd_jax import convert, errors
-from amd_jax.convert import formats
+from amd_jax import convert, errors, quiet
+from amd_jax.convert import kinds, writers
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
   parser.add_argument("--dst", required=True, help="where to write (must not exist)")
   parser.add_argument("--to", choices=convert.TARGETS,
                       help="output format (default: pth for a .pth/.pt DST, else orbax)")
-  parser.add_argument("--from", dest="kind", choices=formats.KINDS,
+  parser.add_argument("--from", dest="kind", choices=kinds.KINDS,
                       help="what SRC is (default: detected)")
   parser.add_argument("--part", choices=convert.PARTS, help="keep only this part of the model")
   parser.add_argument("--frames", type=int, help="clip length the model is built for "
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
   # input itself rather than through errors.exit_on_bad_input, which exits.
   try:
     # Nothing may be there yet (a .pth file, or an orbax/HF folder); its folder is made.
-    formats.check_free(args.dst, "--dst")
+    writers.check_free(args.dst, "--dst")
     convert.convert(args.src, args.dst, to=args.to, kind=args.kind, part=args.part,
                     progress=not args.no_progress, num_frames=args.frames,
                     image_size=args.size, heads=args.heads, decoder_heads=args.decoder_heads,
@@ -67,6 +67,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  quiet.quiet_third_party()
   # Plain lines: what was read, dropped or drawn anew, and what was written.
   logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
   logging.getLogger("amd_jax").setLevel(logging.INFO)

@@ -20,7 +20,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from amd_jax import errors, normalization
+from amd_jax import normalization
 from amd_jax.data import decode, pipeline, transforms
 from amd_jax.data.builders import ava
 
@@ -294,8 +294,6 @@ def ava_train_batches(records, sample: TrainSample, global_batch: int, seed: int
   clips): video (b, T, 224, 224, 3) uint8, boxes (b, M, 4), labels (b, M, 80) uint8,
   box_valid (b, M), skipped (b,). Resumable and process-count independent as
   pipeline.training_batches."""
-  if global_batch % process_count:
-    raise errors.BadInput(f"batch_size {global_batch} must be a multiple of the "
-                          f"{process_count} processes")
+  pipeline.check_batch("batch_size", global_batch, processes=process_count)
   return pipeline.training_batches(records, sample, global_batch // process_count, seed,
                                    process_index=process_index, process_count=process_count)

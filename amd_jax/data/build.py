@@ -29,7 +29,7 @@ once it is complete. Bad input ends with one line and exit code 2.
 import argparse
 import os
 
-from amd_jax import errors, paths
+from amd_jax import errors, paths, quiet
 
 
 def parser() -> argparse.ArgumentParser:
@@ -98,4 +98,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+  quiet.quiet_third_party()
   main()

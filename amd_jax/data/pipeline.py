@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -255,31 +256,38 @@ def _concat(elements):
   return {k: np.concatenate([e[k] for e in elements]) for k in elements[0]}
 
 
-def mask_ratios(config: ml_collections.ConfigDict) -> tuple[float, float | None]:
-  """(student, teacher) mask ratios of a pre-training config: a teacher ratio only in
-  AMD mode (VideoMAE has no teacher, and its masks only codes 0 and 2)."""
-  return (config.masking.student_ratio,
-          config.masking.get("teacher_ratio") if config.mode == "amd" else None)
+def check_batch(key: str, batch: int, **parts: int) -> None:
+  """One BadInput line unless the global batch `key` = `batch` splits evenly into the
+  named `parts` (their product): num_sample=…, processes=… (each process reads whole
+  videos of num_sample clips), processes=… alone (evaluation), devices=… (each device
+  gets an equal share)."""
+  if batch % math.prod(parts.values()):
+    if len(parts) == 1:
+      [(name, count)] = parts.items()
+      by = f"the {count} {name}"
+    else:
+      by = f"{' × '.join(parts)} = {' × '.join(map(str, parts.values()))}"
+    raise errors.BadInput(f"{key} {batch} is not divisible by {by}")
 
 
-def pretrain_dataset(config: ml_collections.ConfigDict, grid: tuple[int, int, int], *,
-                     records=None, process_index: int = 0, process_count: int = 1,
+def pretrain_dataset(config: ml_collections.ConfigDict, grid: tuple[int, int, int],
+                     ratios: tuple[float, float | None], *, records=None,
+                     process_index: int = 0, process_count: int = 1,
                      bad_files: str | None = None) -> grain.MapDataset:
   """Batches of this process: video (b, T, H, W, 3) uint8, mask (b, N) int8, label (b,),
   skipped (b,) int32 (its sum: undecodable videos replaced in this batch).
 
   b = config.batch_size / process_count clips (repeated samples included).
-  records: the split's source (opened from the config when None).
+  ratios: the (student, teacher) mask ratios, teacher None without a teacher
+  (tasks.py, mask_ratios). records: the split's source (opened from the config when None).
   """
   d = config.data
-  if config.batch_size % (d.num_sample * process_count):
-    raise errors.BadInput(f"batch_size {config.batch_size} must be a multiple of "
-                          f"num_sample × processes = {d.num_sample} × {process_count}")
+  check_batch("batch_size", config.batch_size, num_sample=d.num_sample, processes=process_count)
   records = source(config) if records is None else records
   videos_per_process = config.batch_size // d.num_sample // process_count
   temporal_rule(d.sampler, d.frames, d.sampling_rate)   # refuses an unknown rule up front
   sample = PretrainSample(Decoder(records, bad_files), d.sampler, d.frames, d.sampling_rate,
-                          d.size, d.num_sample, grid, *mask_ratios(config))
+                          d.size, d.num_sample, grid, *ratios)
   return training_batches(records, sample, videos_per_process, config.seed,
                           process_index=process_index, process_count=process_count)
 
@@ -363,9 +371,7 @@ def eval_dataset(records, view, global_batch: int, *, process_index: int = 0,
   collectives of the evaluation step): the tail is padded with `valid = False`
   elements, which the metrics ignore.
   """
-  if global_batch % process_count:
-    raise errors.BadInput(f"eval_batch_size {global_batch} must be a multiple of the "
-                          f"{process_count} processes")
+  check_batch("eval_batch_size", global_batch, processes=process_count)
   local = global_batch // process_count
   per_process = -(-len(records) // process_count)
   length = -(-per_process // local) * local
@@ -383,9 +389,7 @@ def finetune_dataset(config: ml_collections.ConfigDict, *, records=None,
   """Training batches of classification fine-tuning (FinetuneSample): video (b, T, H, W, 3)
   uint8, label (b,), skipped (b,); b = config.batch_size / process_count clips."""
   d = config.data
-  if config.batch_size % (d.num_sample * process_count):
-    raise errors.BadInput(f"batch_size {config.batch_size} must be a multiple of "
-                          f"num_sample × processes = {d.num_sample} × {process_count}")
+  check_batch("batch_size", config.batch_size, num_sample=d.num_sample, processes=process_count)
   records = source(config) if records is None else records
   temporal_rule(d.sampler, d.frames, d.sampling_rate)
   sample = FinetuneSample(Decoder(records, bad_files), d.sampler, d.frames, d.sampling_rate,

@@ -35,19 +35,6 @@ BUILDERS = {b.name: b for b in (moving_digits.MovingDigits, video_lists.K400,
                                 video_lists.Ucf101, video_lists.Hmdb51, video_lists.Ssv2,
                                 ava.Ava, image_folder.ImageFolder, video_folder.VideoFolder)}
 EMBEDDED = ("moving_digits",)     # need no manual dir: built on first use
-
-
-class _NoTfdsNews(logging.Filter):
-  """TFDS warns "Variant folder ... has no dataset_info.json" when it looks for a
-  dataset that is not built yet (before every first build), and "Using custom data
-  configuration" for a config its class does not declare (every video folder's):
-  no news either way."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(("Variant folder", "Using custom data configuration"))
-
-
-logging.getLogger("absl").addFilter(_NoTfdsNews())
 log = logging.getLogger("amd_jax")
 _checked: set[str] = set()       # prepared folders whose source this process compared
 

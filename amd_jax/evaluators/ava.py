@@ -1,67 +1,54 @@
-"""The AVA detector's evaluation during fine-tuning: frame mAP@0.5 of a split
+"""The AVA detector's evaluation: frame mAP@0.5 of a split
 (docs/method.md#ava-action-detection); the metric itself is ava_map.py.
 """
 
 from __future__ import annotations
 
-import logging
-import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
-from amd_jax import evaluators, metrics, sharding, steps
-from amd_jax import workdir as workdir_lib
-from amd_jax.data import ava_pipeline, pipeline, sources
-from amd_jax.data.builders import ava as ava_builder
-from amd_jax.evaluators import ava_map
+from amd_jax import steps
+from amd_jax.evaluators import ava_map, common
 
-log = logging.getLogger("amd_jax")
+_KEYS = ("proposals", "scores", "box_valid", "video_index", "timestamp", "valid", "skipped",
+         "index")
+
+
+def predict_fn(model_def) -> Callable:
+  """The detector's predict function: each proposal's class logits, beside the batch's
+  proposals and bookkeeping."""
+
+  def predict(params, frozen, batch):
+    logits = steps.eval_detections(params, frozen, batch["video"], batch["boxes"],
+                                   model=model_def)
+    return dict({k: batch[k] for k in _KEYS}, logits=logits)
+
+  return predict
 
 
 class Evaluator:
   """AVA frame mAP@0.5 of the detector on a split, all processes together.
 
   Every key frame of the split is scored on the detector's proposals (score ≥
-  box_threshold); the mAP is over the label map's 60 classes with the excluded
-  timestamps removed, against the ground truth of the key frames scored (all of
-  val in a full run). process 0 writes the per-class APs of a test.
+  box_threshold, applied by `view`: ava_pipeline.TestSample); the mAP is over the
+  label map's 60 classes with the excluded timestamps removed, against the ground
+  truth of the key frames scored (all of val in a full run).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh, model_def, state_sharding):
-    d = config.data
-    self.config = config
-    self.sample = ava_pipeline.TestSample(max_boxes=d.max_boxes, short_side=d.short_side,
-                                          height=d.test_height, width=d.test_width,
-                                          box_threshold=d.box_threshold)
-    self.splits = {"val": d.val_split, "test": d.test_split}
-    self.batch_sharding = sharding.batch_sharding(mesh)
-    self.truth = ava_builder.evaluation_data(sources.builder(d.name, d.data_dir))
-    keys = ("proposals", "scores", "box_valid", "video_index", "timestamp", "valid",
-            "skipped", "index")
+  def __init__(self, predict: Callable, mesh, *, data: common.Data, view, name: str,
+               truth: dict):
+    self.predict, self.mesh, self.data, self.view, self.name = predict, mesh, data, view, name
+    self.truth = truth        # the dataset's ground truth (builders/ava.py, evaluation_data)
 
-    def scores(params, frozen, batch):
-      logits = steps.eval_detections(params, frozen, batch["video"], batch["boxes"],
-                                     model=model_def)
-      return dict({k: batch[k] for k in keys}, logits=logits)
-
-    self.scores = jax.jit(scores, in_shardings=(state_sharding["params"],
-                                                state_sharding["frozen"], self.batch_sharding),
-                          out_shardings=sharding.replicated(mesh))
-
-  def __call__(self, split: str, state: dict) -> tuple[dict, int, int]:
-    """(per-class result of frame_map, key frames scored, skipped clips)."""
-    d = self.config.data
-    records = sources.open_split(d.name, self.splits[split], d.data_dir)
-    dataset = pipeline.eval_dataset(records, self.sample, self.config.eval_batch_size,
-                                    process_index=jax.process_index(),
-                                    process_count=jax.process_count())
+  def run(self, state: dict) -> Iterator[tuple[str, Any]]:
+    """map, frames (key frames scored), skipped; then the per-class APs."""
+    records = self.data.open()
     found, frames, skipped = {}, set(), 0
-    batches = pipeline.iterator(dataset, d.worker_count)
-    for batch in evaluators.progress(self.config, batches, len(dataset), split):
-      batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
-      out = jax.tree.map(np.asarray, self.scores(state["params"], state["frozen"], batch))
+    for batch in common.device_batches(records, self.view, self.data, self.mesh, self.name):
+      out = jax.tree.map(np.asarray, self.predict(state["params"], state["frozen"], batch))
       real = out["index"] < len(records)
       keys = [(self.truth["videos"][v], int(t))
               for v, t in zip(out["video_index"][real], out["timestamp"][real])]
@@ -71,18 +58,11 @@ class Evaluator:
                                       out["logits"][real], out["scores"][real]))
     truth = {k: v for k, v in self.truth["groundtruth"].items() if k in frames}
     result = ava_map.frame_map(found, truth, self.truth["class_ids"], self.truth["excluded"])
-    return result, len(frames), skipped
+    yield "map", result["map"]
+    yield "frames", len(frames)
+    yield "skipped", skipped
+    yield "per_class", {c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()}
 
-  def log(self, writer: metrics.Writer, split: str, state: dict, step: int,
-          workdir: str | None = None) -> dict:
-    start = time.perf_counter()
-    result, frames, skipped = self(split, state)
-    row = {"step": step, "split": split, "map": result["map"], "frames": frames,
-           "skipped": skipped, "eval_s": time.perf_counter() - start}
-    writer.write(row)
-    log.info("%s at step %d: frame mAP@0.5 %.4f over %d key frames", split, step,
-             row["map"], frames)
-    if workdir is not None and jax.process_index() == 0:
-      workdir_lib.write_test_results(workdir, row, per_class={
-          c: None if np.isnan(ap) else ap for c, ap in result["per_class"].items()})
-    return row
+  @staticmethod
+  def describe(row: dict) -> str:
+    return f"frame mAP@0.5 {row['map']:.4f} over {row['frames']} key frames"

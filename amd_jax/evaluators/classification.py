@@ -1,27 +1,22 @@
 """Classification evaluation: multi-view scores, top-k, per-class accuracy, confusion,
-and the Evaluator that scores a split during fine-tuning.
+and the Evaluator that scores a split of a classifier.
 
 A video's score is the mean over its views (clips × crops) of each view's
 softmax — softmax first, then the average (docs/method.md#validation-and-test-views).
 Metrics count only valid videos (an undecodable test video is reported, never
 replaced). The metrics are numpy on the host, after the device computed the
-scores; test_results.json names the classes where the dataset has a label map.
+scores.
 """
 
 from __future__ import annotations
 
-import logging
-import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import jax
-import ml_collections
 import numpy as np
 
-from amd_jax import evaluators, metrics, sharding, steps
-from amd_jax import workdir as workdir_lib
-from amd_jax.data import pipeline, sources
-
-log = logging.getLogger("amd_jax")
+from amd_jax import steps
+from amd_jax.evaluators import common
 
 
 def topk_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -62,73 +57,60 @@ def summarize(probs: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = 
           "class_counts": counts.tolist(), "confusion": confusion.tolist()}
 
 
-class Evaluator:
-  """Scores a split with the current parameters, all processes together (fine-tuning).
+def predict_fn(model_def) -> Callable:
+  """The classifier's predict function: each view's softmax averaged per video, beside
+  the batch's bookkeeping (label, valid, index, skipped)."""
 
-  "val": one centre clip per video, drawn as in training with a fixed seed
-  (every validation sees the same clips); "test": the clips × crops views
-  (docs/method.md#validation-and-test-views). Every process reads its share of
-  the videos; the scores of all come back to every process, and process 0 writes.
+  def predict(params, frozen, batch):
+    out = {k: batch[k] for k in ("label", "valid", "index", "skipped")}
+    return dict(out, probs=steps.eval_scores(params, frozen, batch["video"], model=model_def))
+
+  return predict
+
+
+class Evaluator:
+  """Scores a split with the current parameters, all processes together.
+
+  view: pipeline.CentreClip (validation: one clip per video, drawn as in training
+  with a fixed seed, so every validation sees the same clips) or pipeline.Views
+  (the test's clips × crops, docs/method.md#validation-and-test-views). Every
+  process reads its share of the videos; the scores of all come back to every
+  process. classes: the dataset's class names, when it has a label map.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh, model_def, state_sharding):
-    d = config.data
-    self.config = config
-    self.views = {
-        "val": pipeline.CentreClip(d.sampler, d.frames, d.sampling_rate, d.size,
-                                   seed=config.seed),
-        "test": pipeline.Views(d.test_sampler, d.frames, d.sampling_rate, d.size,
-                               d.test_clips, d.test_crops)}
-    self.splits = {"val": d.val_split, "test": d.test_split}
-    self.batch_sharding = sharding.batch_sharding(mesh)
-    repl = sharding.replicated(mesh)
+  def __init__(self, predict: Callable, mesh, *, data: common.Data, view, views: int,
+               name: str, classes: list[str] | None = None):
+    self.predict, self.mesh, self.data, self.view = predict, mesh, data, view
+    self.views, self.name, self.classes = views, name, classes
 
-    def scores(params, frozen, batch):
-      out = {k: batch[k] for k in ("label", "valid", "index", "skipped")}
-      return dict(out, probs=steps.eval_scores(params, frozen, batch["video"],
-                                               model=model_def))
-
-    self.scores = jax.jit(scores, in_shardings=(state_sharding["params"],
-                                                state_sharding["frozen"], self.batch_sharding),
-                          out_shardings=repl)
-
-  def __call__(self, split: str, state: dict) -> dict:
-    """Averaged scores of every video of `split`: probs, label, valid, index, skipped."""
-    records = sources.open_split(self.config.data.name, self.splits[split],
-                                 self.config.data.data_dir)
-    dataset = pipeline.eval_dataset(records, self.views[split], self.config.eval_batch_size,
-                                    process_index=jax.process_index(),
-                                    process_count=jax.process_count())
-    parts = []
-    batches = pipeline.iterator(dataset, self.config.data.worker_count)
-    for batch in evaluators.progress(self.config, batches, len(dataset), split):
-      batch = jax.make_array_from_process_local_data(self.batch_sharding, batch)
-      parts.append(self.scores(state["params"], state["frozen"], batch))
+  def scores(self, state: dict) -> dict:
+    """Averaged scores of every video of the split: probs, label, valid, index, skipped."""
+    records = self.data.open()
+    parts = [self.predict(state["params"], state["frozen"], batch)
+             for batch in common.device_batches(records, self.view, self.data, self.mesh,
+                                                self.name)]
     out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
     # Padding elements and other processes' strides come back in any order.
     keep = out["index"] < len(records)
     order = np.argsort(out["index"][keep])
     return {k: v[keep][order] for k, v in out.items()}
 
-  def log(self, writer: metrics.Writer, split: str, state: dict, step: int,
-          workdir: str | None = None) -> dict:
-    """Evaluates `split`, writes its metrics row (and, with workdir, the test files)."""
-    start = time.perf_counter()
-    out = self(split, state)
+  def run(self, state: dict) -> Iterator[tuple[str, Any]]:
+    """top1, top5, views, videos, skipped; then per_class, class_counts, confusion,
+    classes (with a label map) and the per-video scores."""
+    out = self.scores(state)
     summary = summarize(out["probs"], out["label"], out["valid"])
-    views = 1 if split == "val" else self.views["test"].clips * self.views["test"].crops
-    row = {"step": step, "split": split, "top1": summary["top1"], "top5": summary["top5"],
-           "views": views, "videos": summary["videos"], "skipped": int(out["skipped"].sum()),
-           "eval_s": time.perf_counter() - start}
-    writer.write(row)
-    log.info("%s at step %d: top-1 %.4f, top-5 %.4f (%d videos × %d views)", split, step,
-             row["top1"], row["top5"], row["videos"], views)
-    if workdir is not None and jax.process_index() == 0:
-      d = self.config.data
-      classes = sources.class_names(sources.builder(d.name, d.data_dir))
-      workdir_lib.write_test_results(workdir, row, **({"classes": classes} if classes else {}),
-                                     **{k: summary[k] for k in ("per_class", "class_counts",
-                                                                "confusion")})
-      workdir_lib.write_test_scores(workdir, probs=out["probs"], labels=out["label"],
-                                    valid=out["valid"], index=out["index"])
-    return row
+    yield from ((k, summary[k]) for k in ("top1", "top5"))
+    yield "views", self.views
+    yield "videos", summary["videos"]
+    yield "skipped", int(out["skipped"].sum())
+    if self.classes:
+      yield "classes", self.classes
+    yield from ((k, summary[k]) for k in ("per_class", "class_counts", "confusion"))
+    yield "scores", dict(probs=out["probs"], labels=out["label"], valid=out["valid"],
+                         index=out["index"])
+
+  @staticmethod
+  def describe(row: dict) -> str:
+    return (f"top-1 {row['top1']:.4f}, top-5 {row['top5']:.4f} ({row['videos']} videos × "
+            f"{row['views']} views)")

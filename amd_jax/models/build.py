@@ -1,13 +1,16 @@
 """Models from a run's config: the one reader of config.model, config.teacher and
 config.align for building them. The models themselves take plain arguments.
 
-  student(config, rngs)   the pre-training `Pretrainer` (AMD: with its alignment heads)
-  teacher(config, rngs)   AMD's frozen teacher encoder
-  model(config, rngs)     what the run trains: the student, the classifier or the
-                          AVA detector
+  student(config, rngs, align=)  the pre-training `Pretrainer` (AMD: with its alignment heads)
+  teacher(config, rngs)          AMD's frozen teacher encoder
+  classifier(config, rngs)       the fine-tuned classifier
+  detector(config, rngs)         the AVA detector
+
+Which of them a run trains is its task's choice (amd_jax/tasks.py).
 
 A checkpoint's model is rebuilt from the checkpoint's own description instead
-(convert/spec.py, `ModelSpec.build`), without a config.
+(convert/spec.py, `ModelSpec.build`), without a config; what a run's saved config
+says of that description is models/saved.py.
 """
 
 from __future__ import annotations
@@ -22,15 +25,15 @@ from amd_jax.models import decoders, heads, pretrain, roi, vit
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Refuses, in one line, the model settings a run cannot start with: the compute
-  dtypes and, in AMD mode, the alignment (train.validate calls it before anything heavy)."""
-  for name in ("model", "teacher") if config.mode == "amd" else ("model",):
-    if config[name].dtype not in DTYPES:
-      raise errors.BadInput(f"{name}.dtype={config[name].dtype!r}: choose from "
-                            f"{'|'.join(DTYPES)}")
-  if config.mode != "amd":
-    return
+def check_dtype(config: ml_collections.ConfigDict, name: str) -> None:
+  """Refuses, in one line, config[name].dtype that is not a compute dtype."""
+  if config[name].dtype not in DTYPES:
+    raise errors.BadInput(f"{name}.dtype={config[name].dtype!r}: choose from "
+                          f"{'|'.join(DTYPES)}")
+
+
+def check_alignment(config: ml_collections.ConfigDict) -> None:
+  """Refuses, in one line, an AMD alignment (config.align) a run cannot start with."""
   align = config.align
   if align.method not in decoders.ALIGNMENT_METHODS:
     raise errors.BadInput(f"unknown alignment method align.method={align.method!r}: "
@@ -48,30 +51,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
                           f"choose from {'|'.join(losses.ALIGN_TARGET_NORMS)}")
 
 
-def detection(config: ml_collections.ConfigDict) -> bool:
-  """Fine-tuning an AVA action detector (configs/transfer.py:data=ava), not a classifier."""
-  return config.get("model", {}).get("head") == "detector"
-
-
 def token_grid(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   """The (t, h, w) token grid of the student on the config's clips."""
   variant = vit.decode_variant(config.model.variant)
   return vit.token_grid(config.data.frames, config.data.size, variant.patch, variant.tubelet)
 
 
-def student(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> pretrain.Pretrainer:
-  """The pre-training student; in AMD mode with the alignment heads of config.align."""
-  amd = config.mode == "amd"
-  align = None
-  if amd:
-    a = config.align
-    align = pretrain.Align(method=a.method, student_layers=tuple(a.student_layers),
-                           generator_depth=a.generator_depth,
-                           learnable_mask_tokens=a.learnable_mask_tokens)
+def student(config: ml_collections.ConfigDict, rngs: nnx.Rngs, *, align: bool
+            ) -> pretrain.Pretrainer:
+  """The pre-training student; align: with the alignment heads of config.align (AMD),
+  which predict config.teacher's features."""
+  a = config.align if align else None
   model = pretrain.Pretrainer(
       vit.decode_variant(config.model.variant), num_frames=config.data.frames,
-      image_size=config.data.size, decoder_depth=config.model.decoder_depth, align=align,
-      teacher_variant=vit.decode_variant(config.teacher.variant) if amd else None,
+      image_size=config.data.size, decoder_depth=config.model.decoder_depth,
+      align=pretrain.Align(method=a.method, student_layers=tuple(a.student_layers),
+                           generator_depth=a.generator_depth,
+                           learnable_mask_tokens=a.learnable_mask_tokens) if align else None,
+      teacher_variant=vit.decode_variant(config.teacher.variant) if align else None,
       drop_path=config.model.drop_path, ln_eps=config.model.ln_eps,
       remat=config.model.remat, dtype=DTYPES[config.model.dtype], rngs=rngs)
   vit.set_attention(model, config.model.attention)
@@ -102,25 +99,28 @@ def teacher(config: ml_collections.ConfigDict, rngs: nnx.Rngs,
   return encoder
 
 
-def model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-  """The trained model: the pre-training student, the classifier or the AVA detector."""
-  if config.mode in ("amd", "videomae"):
-    return student(config, rngs)
+def classifier(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> heads.Classifier:
+  """The fine-tuned classifier: the encoder, its mean-pooled norm and a linear head."""
+  return _with_head(heads.Classifier, config, rngs, image_size=config.data.size)
+
+
+def detector(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> roi.Detector:
+  """The AVA detector: the encoder, RoI pooling of the boxes and a linear head."""
+  return _with_head(roi.Detector, config, rngs, pretrain_size=config.data.size)
+
+
+def _with_head(model_class, config: ml_collections.ConfigDict, rngs: nnx.Rngs, **size):
+  """A task model of config.model's encoder and a head over data.num_classes."""
   m, d = config.model, config.data
   if not d.num_classes:
-    # 0 means "the dataset's label map": a training run reads it (train.resolve_classes)
+    # 0 means "the dataset's label map": a training run reads it (tasks.py, prepare)
     # before it builds the model; whoever builds one without a run must say it.
     raise errors.BadInput(f"data.num_classes is 0 for dataset {d.name}: a training run "
                           "reads it from the prepared dataset's label map; here give "
                           "--config.data.num_classes=N")
-  variant = vit.decode_variant(m.variant)
-  shared = dict(drop_path=m.drop_path, head_dropout=m.head_dropout, init_scale=m.init_scale,
-                ln_eps=m.ln_eps, remat=m.remat, dtype=DTYPES[m.dtype], rngs=rngs)
-  if detection(config):
-    built = roi.Detector(variant, d.num_classes, num_frames=d.frames, pretrain_size=d.size,
-                         **shared)
-  else:
-    built = heads.Classifier(variant, d.num_classes, num_frames=d.frames, image_size=d.size,
-                             **shared)
+  built = model_class(vit.decode_variant(m.variant), d.num_classes, num_frames=d.frames,
+                      drop_path=m.drop_path, head_dropout=m.head_dropout,
+                      init_scale=m.init_scale, ln_eps=m.ln_eps, remat=m.remat,
+                      dtype=DTYPES[m.dtype], rngs=rngs, **size)
   vit.set_attention(built, m.attention)
   return built

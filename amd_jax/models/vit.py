@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from amd_jax import errors
+from amd_jax import errors, tokens
 from amd_jax.models import posemb
 
 # name: (width, depth, heads, decoder width, decoder heads). MLP ratio 4, head
@@ -81,22 +81,6 @@ def token_grid(num_frames: int, image_size: int | Sequence[int], patch: int,
   return num_frames // tubelet, h // patch, w // patch
 
 
-def patchify(video: jnp.ndarray, patch: int, tubelet: int) -> jnp.ndarray:
-  """(B, T, H, W, C) → (B, N, tubelet·patch·patch·C), tokens (t, h, w), channel fastest."""
-  b, t, h, w, c = video.shape
-  x = video.reshape(b, t // tubelet, tubelet, h // patch, patch, w // patch, patch, c)
-  x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
-  return x.reshape(b, -1, tubelet * patch * patch * c)
-
-
-def gather_tokens(x: jnp.ndarray, idx: jnp.ndarray | None) -> jnp.ndarray:
-  """x (B, N, ...) at token indices idx (B, n); all tokens when idx is None."""
-  if idx is None:
-    return x
-  idx = idx.reshape(idx.shape + (1,) * (x.ndim - 2))
-  return jnp.take_along_axis(x, idx, axis=1)
-
-
 @functools.lru_cache(maxsize=None)
 def _position_table(num_tokens: int, width: int) -> np.ndarray:
   return posemb.sinusoid_table(num_tokens, width)
@@ -115,7 +99,7 @@ def sharded(init, *names: str | None):
   """An initializer whose parameter carries logical axis names.
 
   Eager sharding is off so that models can be built outside a mesh (tests,
-  eval_shape); train.py turns the names into shardings explicitly.
+  eval_shape); state.create_state turns the names into shardings explicitly.
   """
   return nnx.with_partitioning(init, names, eager_sharding=False)
 
@@ -167,7 +151,7 @@ class PatchEmbed(nnx.Module):
   """Conv3d with stride = kernel, as a matmul over flattened tubelets.
 
   The kernel keeps the Conv layout (kt, kh, kw, C, D) so checkpoints convert with
-  a plain transpose; reshaped, it matches `patchify`'s (kt, kh, kw, c) order.
+  a plain transpose; reshaped, it matches `tokens.patchify`'s (kt, kh, kw, c) order.
   Only the tubelets a model sees are embedded.
   """
 
@@ -211,11 +195,10 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
 
   implementation:
     blocked  einsums over blocks of CPU_QUERY_BLOCK queries, each normalised
-             after its value product. On CPU, jax.nn.dot_product_attention's XLA
-             path (5-D batched dots from a vmap over query groups, all N×N scores
-             at once) is slower: forward + backward 2.1× over the decoder's 1568
-             tokens, 1.3× over 392 (docs/benchmarks.md). float32 logits and
-             softmax, the output in the value dtype, as the others.
+             after its value product: on CPU it beats jax.nn.dot_product_attention's
+             XLA path, whose 5-D batched dots (a vmap over query groups) form all
+             N×N scores at once (timings in docs/benchmarks.md). float32 logits
+             and softmax, the output in the value dtype, as the others.
     xla      jax.nn.dot_product_attention(implementation="xla").
     cudnn    cuDNN's fused flash attention (NVIDIA GPUs, bfloat16/float16 only):
              the N×N scores never reach memory. jax.nn.dot_product_attention
@@ -405,7 +388,7 @@ class Encoder(nnx.Module):
     """
     v = self.variant
     num_tokens = self.clip_tokens(video)     # first: a clip the tubelets do not divide is refused
-    tubelets = gather_tokens(patchify(video, v.patch, v.tubelet), idx)
+    tubelets = tokens.gather_tokens(tokens.patchify(video, v.patch, v.tubelet), idx)
     x = self.patch_embed(tubelets)
     if positions is None:
       positions = position_embedding(num_tokens, v.width, idx, x.shape[0])

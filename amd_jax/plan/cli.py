@@ -25,7 +25,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from amd_jax import config_files, errors, paths
+from amd_jax import config_files, errors, paths, quiet
 from amd_jax.plan import targets
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -129,4 +129,5 @@ def _main(argv):
 
 
 def main():
+  quiet.quiet_third_party()
   app.run(_main, flags_parser=functools.partial(config_files.parse_flags, usage=__doc__))

@@ -22,10 +22,10 @@ import ml_collections
 from jax._src.lib import xla_client   # the cost model of a compiled GPU module
 import numpy as np
 
-from amd_jax import errors, optim, sharding
+from amd_jax import errors, optim, sharding, tasks
 from amd_jax import state as state_lib
 from amd_jax.bench import step as bench_step
-from amd_jax.models import build, vit
+from amd_jax.models import vit
 from amd_jax.plan import targets
 
 GIB = targets.GIB
@@ -49,7 +49,7 @@ def for_target(config: ml_collections.ConfigDict, target: targets.Target) -> lis
   """Resolves what the config leaves to the device ("auto" attention) for the target,
   and says what differs from a run there; returns the notes for the report."""
   notes = []
-  models = [config.model] + ([config.teacher] if config.mode == "amd" else [])
+  models = [config[name] for name in tasks.of(config).model_configs]
   for model in models:
     if model.attention == "auto":
       model.attention = vit.auto_attention(jnp.dtype(model.dtype), target.platform)
@@ -60,23 +60,6 @@ def for_target(config: ml_collections.ConfigDict, target: targets.Target) -> lis
     raise errors.BadInput(f"attention 'cudnn' runs on NVIDIA GPUs only: use backend=tpu "
                           f"for {target.text}")
   return notes
-
-
-def batch_spec(config: ml_collections.ConfigDict) -> dict:
-  """The global batch the input pipeline makes, as shapes (amd_jax/data/pipeline.py,
-  ava_pipeline.py): video uint8 plus the mask (pre-training), the label
-  (classification) or the boxes (detection)."""
-  b, d = config.batch_size, config.data
-  spec = {"video": ((b, d.frames, d.size, d.size, 3), jnp.uint8)}
-  if config.mode in ("amd", "videomae"):
-    spec["mask"] = ((b, math.prod(build.token_grid(config))), jnp.int8)
-  elif build.detection(config):
-    spec.update(boxes=((b, d.max_boxes, 4), jnp.float32),
-                labels=((b, d.max_boxes, d.num_classes), jnp.uint8),
-                box_valid=((b, d.max_boxes), jnp.bool_))
-  else:
-    spec["label"] = ((b,), jnp.int32)
-  return spec
 
 
 def _per_device_bytes(tree) -> int:
@@ -128,7 +111,7 @@ def _lowered_flops(config: ml_collections.ConfigDict, num_devices: int) -> float
   cpu = config.copy_and_resolve_references()
   with cpu.unlocked():
     cpu.mesh.data, cpu.mesh.fsdp = 1, 1
-    for model in [cpu.model] + ([cpu.teacher] if cpu.mode == "amd" else []):
+    for model in [cpu[name] for name in tasks.of(cpu).model_configs]:
       model.attention = "xla" if model.attention == "cudnn" else model.attention
   lowered, _ = _lower(cpu, jax.devices("cpu")[:1])
   cost = lowered.cost_analysis()
@@ -162,10 +145,9 @@ def _lower(config: ml_collections.ConfigDict, devices: list):
   mesh = sharding.make_mesh(config, devices)
   _, counts = bench_step.mask_counts(config)
   schedule = optim.Schedule(peak=1e-3, final=1e-5, warmup_steps=0, total_steps=1000)
-  pretrain_counts = counts if config.mode in ("amd", "videomae") else None
-  training = state_lib.build_training(config, mesh, schedule, pretrain_counts, abstract=True)
+  training = state_lib.build_training(config, mesh, schedule, abstract=True)
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=training.batch_sharding)
-           for k, (shape, dtype) in batch_spec(config).items()}
+           for k, (shape, dtype) in tasks.of(config).batch_spec().items()}
   args = (training.state, batch, training.teacher_params)
   return training.step.lower(*args), (args, dict(mesh.shape), counts)
 

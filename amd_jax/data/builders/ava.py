@@ -60,7 +60,6 @@ import functools
 import importlib
 import io
 import logging
-import multiprocessing
 import os
 import pickle
 import shutil
@@ -424,13 +423,8 @@ class Ava(manual.ManualBuilder, skip_registration=True):
 
   def _generate_examples(self, entries: list[dict], frames_root: str):
     load = functools.partial(_load, frames_root, self.short_side, self.validate)
-    if self.workers > 1 and (self.short_side or self.validate):
-      # Decoding and re-encoding are the slow part: worker processes (spawned,
-      # not forked, as the caller may run JAX threads), results in entry order.
-      with multiprocessing.get_context("spawn").Pool(self.workers) as pool:
-        yield from self._examples(pool.imap(load, entries, chunksize=8))
-    else:
-      yield from self._examples(map(load, entries))
+    workers = self.workers if self.short_side or self.validate else 1
+    yield from self._examples(self.load_each(load, entries, workers=workers, chunksize=8))
 
   def _examples(self, loaded):
     for entry, images, size, error in loaded:

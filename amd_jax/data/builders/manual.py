@@ -17,7 +17,9 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import multiprocessing
 import os
+from collections.abc import Callable, Iterable, Iterator
 
 import tensorflow_datasets as tfds
 
@@ -79,7 +81,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   instructions, and every message about a missing or malformed file ends with it.
   `source_files()` names what a build reads, for the fingerprint. `manual_dir`
   is given when building (a builder whose record format depends on its input
-  reads it there), not when opening prepared data.
+  reads it there), not when opening prepared data. `load_each` reads the files,
+  in worker processes when the build asks for them.
   """
 
   MANUAL_DIR = "DIR"          # what messages put after --manual_dir when none is known
@@ -107,6 +110,17 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     whenever the fingerprint is checked), so it must not fail on files the build
     would leave out; a list the build would refuse may raise the same BadInput.
     """
+
+  @staticmethod
+  def load_each(load: Callable, items: Iterable, *, workers: int, chunksize: int) -> Iterator:
+    """load(item) of every item, in order: in `workers` worker processes when more than
+    one (spawned, not forked, as the caller may run JAX threads), else here. A build
+    asks for workers where it decodes or re-encodes, its slow part."""
+    if workers <= 1:
+      yield from map(load, items)
+      return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+      yield from pool.imap(load, items, chunksize=chunksize)
 
   def build_flags(self) -> list[str]:
     """The build flags that name this prepared dataset beside NAME (none here), for

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import multiprocessing
 import os
 
 import av
@@ -221,13 +220,8 @@ class _ListBuilder(manual.ManualBuilder, skip_registration=True):
 
   def _generate_examples(self, rows, list_file: str):
     load = functools.partial(_load, self.read, (self.short_side, self.keyint, self.validate))
-    if self.workers > 1 and (self.short_side or self.validate):
-      # Decoding and re-encoding are the slow part: worker processes (spawned,
-      # not forked, as the caller may run JAX threads), results in list order.
-      with multiprocessing.get_context("spawn").Pool(self.workers) as pool:
-        yield from self._examples(pool.imap(load, rows, chunksize=2), list_file)
-    else:
-      yield from self._examples(map(load, rows), list_file)
+    workers = self.workers if self.short_side or self.validate else 1
+    yield from self._examples(self.load_each(load, rows, workers=workers, chunksize=2), list_file)
 
   def _examples(self, loaded, list_file: str):
     kept, first_bad = 0, ""

@@ -1,5 +1,5 @@
 """The study and its ablations: every stage, the probes, the plots and results.json;
-the command line (python -m amd_jax.study, see __init__.py)."""
+the command line (python -m amd_jax.proj.study, see __init__.py)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,19 @@ import jax
 import ml_collections
 import numpy as np
 
-import amd_jax.study
-from amd_jax import errors
+import amd_jax.proj.study
+from amd_jax import errors, files
 from amd_jax import paths as paths_lib
 from amd_jax import workdir as workdir_lib
-from amd_jax.analysis import attention, curves, output, per_class, probe, reconstruction
+from amd_jax.analysis import attention, curves, per_class, probe, reconstruction
 from amd_jax.models import vit
-from amd_jax.study.chains import (Failed, Stopped, default_jobs, quiet_logging, read_json,
-                                  run_chains, say)
-from amd_jax.study.recipe import (ABLATIONS, FINETUNE_ABLATIONS, MODELS, SIZES, STUDENTS, Size,
-                                  finetune_config_for, student_config)
-from amd_jax.study.release import (RELEASED_TEACHER, data_id, machine, make_teacher,
-                                   read_release, teacher_finetune_stage)
+from amd_jax.proj.study import diagnostics
+from amd_jax.proj.study.chains import (Failed, Stopped, default_jobs, quiet_logging, run_chains,
+                                       say)
+from amd_jax.proj.study.recipe import (ABLATIONS, FINETUNE_ABLATIONS, MODELS, SIZES, STUDENTS,
+                                       Size, finetune_config_for, student_config)
+from amd_jax.proj.study.release import (RELEASED_TEACHER, data_id, machine, make_teacher,
+                                        read_release, teacher_finetune_stage)
 
 STUDY_FILE = "study.json"
 PROBE_FILE = "probe.json"
@@ -90,7 +91,7 @@ def pretrain_then_finetune(name: str, method: str, size: Size, seed: int,
 def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> dict:
   """The linear probe of every checkpoint (or encoder), of its output and after each
   block → `path` (probe.json); those already in it are not probed again."""
-  done = read_json(path) if os.path.isfile(path) else {"models": {}}
+  done = files.read_json(path, {"models": {}})
   todo = {name: p for name, p in checkpoints.items()
           if "blocks" not in done["models"].get(name, {})}
   if not todo:
@@ -100,7 +101,7 @@ def probes(path: str, checkpoints: dict[str, str | vit.Encoder], size: Size) -> 
   report = probe.probe_report(todo, splits=("train", "val", "test"), videos=size.probe_videos,
                               blocks="all")
   report["models"] = {**done["models"], **report["models"]}
-  output.write_json(path, report)
+  files.write_json(path, report)
   for name in todo:
     say(f"  probe {name}: test top-1 {report['models'][name]['test_top1']:.3f}")
   return report
@@ -120,14 +121,16 @@ def plots(layout: Layout, size: Size, teacher: str) -> list[str]:
           students_pre, os.path.join(root, "pretrain_losses.png")),
       "finetune_curves.png": lambda: curves.plot_finetune_curves(
           fine, os.path.join(root, "finetune_curves.png")),
-      "reconstructions.png": lambda: reconstruction.reconstructions_report(pre, root),
+      "reconstructions.png": lambda: reconstruction.reconstructions_report(
+          pre, root, scores=diagnostics.flat_tube_scores),
       "per_class.png": lambda: per_class.per_class_report(
           fine["videomae_student"], fine["amd_student"], root,
           names=("videomae_student", "amd_student")),
       "attention_distance.png": lambda: attention.attention_distance_report(
           pre, root, videos=size.analysis_videos),
       "probe_blocks.png": lambda: probe.plot_blocks(
-          read_json(os.path.join(root, PROBE_FILE)), os.path.join(root, "probe_blocks.png")),
+          files.read_json(os.path.join(root, PROBE_FILE)),
+          os.path.join(root, "probe_blocks.png")),
   }
   for name in PLOTS:
     path = os.path.join(root, name)
@@ -218,13 +221,13 @@ def _check_size(root: str, size_name: str) -> None:
   """A DIR holds one size of study: resuming it with another would mix runs."""
   path = os.path.join(root, STUDY_FILE)
   if os.path.isfile(path):
-    held = read_json(path)["size"]
+    held = files.read_json(path)["size"]
     if held != size_name:
       raise errors.BadInput(f"{root} holds a '{held}' study; use --size {held} (or --full "
                             "accordingly) to resume it, or another --workdir")
   else:
     os.makedirs(root, exist_ok=True)
-    output.write_json(path, {"size": size_name, **dataclasses.asdict(SIZES[size_name])})
+    files.write_json(path, {"size": size_name, **dataclasses.asdict(SIZES[size_name])})
 
 
 def _open(root: str, size_name: str, seeds: int | None, teacher: str
@@ -242,7 +245,7 @@ def _release_name(teacher: str) -> str:
   """The release as results.json records it: the packaged one by its place in the
   repository (the same on every machine), any other by the path given."""
   if os.path.realpath(teacher) == os.path.realpath(RELEASED_TEACHER):
-    return os.path.join("amd_jax", "assets", "teacher")
+    return os.path.join("amd_jax", "proj", "study", "teacher")
   return teacher
 
 
@@ -300,7 +303,7 @@ def run_study(root: str, size_name: str = "default", seeds: int | None = None,
       "models": models,
       "plots": [os.path.relpath(p, root) for p in paths],
   }
-  output.write_json(os.path.join(root, "results.json"), results)
+  files.write_json(os.path.join(root, "results.json"), results)
   return results
 
 
@@ -331,7 +334,7 @@ def run_ablation(root: str, name: str, size_name: str = "default", seeds: int | 
   rows = {setting: dict(summarize(r, size.student), overrides=ABLATIONS[name][setting])
           for setting, r in runs.items()}
   out = {"ablation": name, "size": size_name, "settings": rows, "machine": machine()}
-  output.write_json(os.path.join(root, f"ablation_{name}.json"), out)
+  files.write_json(os.path.join(root, f"ablation_{name}.json"), out)
   return out
 
 
@@ -364,13 +367,14 @@ def run_finetune_ablation(root: str, name: str, size_name: str = "default",
                                for model, r in runs[setting].items()}}
           for setting in settings}
   out = {"ablation": name, "size": size_name, "settings": rows, "machine": machine()}
-  output.write_json(os.path.join(root, f"ablation_{name}.json"), out)
+  files.write_json(os.path.join(root, f"ablation_{name}.json"), out)
   return out
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m amd_jax.study",
-                                   description=amd_jax.study.__doc__,
+  quiet_logging()
+  parser = argparse.ArgumentParser(prog="python -m amd_jax.proj.study",
+                                   description=amd_jax.proj.study.__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", help="default: runs/demo (runs/teacher with --make-teacher)")
   parser.add_argument("--size", default="default", choices=tuple(SIZES))
@@ -388,7 +392,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.error("--seeds must be at least 1")
   if args.jobs is not None and args.jobs < 1:
     parser.error("--jobs must be at least 1")
-  quiet_logging()
   workdir = args.workdir or ("runs/teacher" if args.make_teacher else "runs/demo")
   with errors.exit_on_bad_input():
     workdir_lib.check_local(workdir)      # abspath would turn gs://b into ./gs:/b
@@ -408,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
       if args.make_teacher:
         typed = sys.argv[1:] if argv is None else argv
         card = make_teacher(root, os.path.abspath(args.make_teacher),
-                            "python -m amd_jax.study " + shlex.join(typed), args.size)
+                            "python -m amd_jax.proj.study " + shlex.join(typed), args.size)
         print(json.dumps({k: card[k] for k in ("finetune", "probe", "reconstruction_loss")},
                          indent=2))
       elif args.ablation in FINETUNE_ABLATIONS:

@@ -4,7 +4,6 @@ processes of their own."""
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -17,16 +16,10 @@ import jax
 import ml_collections
 from absl import logging as absl_logging
 
-from amd_jax import errors, train
+from amd_jax import errors, files, metrics, quiet, train
 from amd_jax import workdir as workdir_lib
-from amd_jax.analysis import curves, output
 
 STAGE_FILE = workdir_lib.STAGE_FILE
-
-
-def read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
 
 
 def say(text: str) -> None:
@@ -58,25 +51,24 @@ def run_training(title: str, config: ml_collections.ConfigDict, workdir: str,
     train.train(config, workdir)
   finally:
     record["time_s"] += time.perf_counter() - start
-    output.write_json(path, record)
-  rows = curves.metric_rows(workdir)
+    files.write_json(path, record)
+  rows = metrics.read_rows(workdir)
   done = max((r["step"] for r in rows if "split" not in r), default=0)
   if done < steps:   # train() returns early, checkpoint saved, after a SIGTERM
     raise Stopped(f"{title} stopped at step {done} of {steps}")
   record.update(done=True, steps=done)
   results = os.path.join(workdir, workdir_lib.TEST_RESULTS_FILE)
   if os.path.isfile(results):
-    test = read_json(results)
+    test = files.read_json(results)
     record.update(top1=test["top1"], top5=test["top5"], views=test["views"])
-  output.write_json(path, record)
+  files.write_json(path, record)
   say(f"  {title}: {record['time_s']:.0f} s, {record['steps']} steps"
        + (f", test top-1 {record['top1']:.3f}" if "top1" in record else ""))
   return record
 
 
 def _stage_record(workdir: str) -> dict:
-  path = os.path.join(workdir, STAGE_FILE)
-  return read_json(path) if os.path.isfile(path) else {"time_s": 0.0, "done": False}
+  return files.read_json(os.path.join(workdir, STAGE_FILE), {"time_s": 0.0, "done": False})
 
 
 class Failed(Exception):
@@ -85,9 +77,9 @@ class Failed(Exception):
 
 def default_jobs() -> int:
   """Chains of stages run at once. On CPU two: XLA leaves part of the cores idle on
-  models this small (2-core CPU: two of the default study's fine-tunes side by side
-  take 52 s, one after the other 2 × 32 s). On an accelerator one: each process
-  would claim the device's memory."""
+  models this small, so two runs side by side finish sooner than one after the other
+  (docs/study/README.md, "How the recipes were chosen"). On an accelerator one: each
+  process would claim the device's memory."""
   return 2 if jax.default_backend() == "cpu" else 1
 
 
@@ -113,6 +105,7 @@ def run_chains(chains: list[list[tuple]], jobs: int) -> list[list[dict]]:
 
 
 def _in_workers(chains: list[list[tuple]], jobs: int) -> list[list[dict]]:
+  """run_chains with worker processes: `jobs` of them take the chains in turn."""
   for chain in chains:
     for _, config, _, _ in chain:
       config.progress = False
@@ -120,60 +113,90 @@ def _in_workers(chains: list[list[tuple]], jobs: int) -> list[list[dict]]:
   tasks, results = ctx.Queue(), ctx.Queue()
   for item in enumerate(chains):
     tasks.put(item)
-  cache = (jax.config.jax_compilation_cache_dir,
-           jax.config.jax_persistent_cache_min_compile_time_secs)
   # Set on the first Ctrl-C or SIGTERM: no worker starts another stage. (A signal
   # during a stage is train()'s, which may end that stage complete.)
   stop = ctx.Event()
-  workers = [ctx.Process(target=_worker, args=(tasks, results, stop, cache))
-             for _ in range(min(jobs, len(chains)))]
-  for _ in workers:
-    tasks.put(None)
   # Started with Ctrl-C ignored (inherited through exec) until _worker handles it:
   # one landing while a worker imports would be a KeyboardInterrupt traceback.
   previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
-  for w in workers:
-    w.start()
-  signals = []    # a handler only notes it: the Event's lock is not for signal handlers
-
-  def on_signal(signum, frame):
-    if signum == signal.SIGTERM:
-      for w in workers:
-        if w.pid and w.is_alive():
-          os.kill(w.pid, signal.SIGTERM)
-    elif signal.SIGINT in signals:   # the workers had their second Ctrl-C too
-      os._exit(128 + signum)
-    signals.append(signum)
-
-  previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_signal)
-  signal.signal(signal.SIGINT, on_signal)
-  out: list = [None] * len(chains)
-  problems = []
-  start = time.perf_counter()
+  workers = _start_workers(ctx, tasks, results, stop, min(jobs, len(chains)))
+  signals: list[int] = []    # a handler only notes it: the Event's lock is not for handlers
+  previous[signal.SIGTERM] = _handle_signals(workers, signals)
   try:
-    while any(w.is_alive() for w in workers) or not results.empty():
-      if signals and not stop.is_set():
-        stop.set()
-      try:
-        index, status, value = results.get(timeout=0.2)
-      except queue.Empty:
-        continue
-      if status != "done":     # no new chains: the study stops once the others end theirs
-        problems.append((status, value))
-        _drain(tasks)
-        for _ in workers:
-          tasks.put(None)
-        continue
-      out[index] = value
-      finished = sum(o is not None for o in out)
-      elapsed = time.perf_counter() - start
-      say(f"  [{finished}/{len(chains)} chains done, {elapsed / 60:.1f} min, about "
-           f"{elapsed / finished * (len(chains) - finished) / 60:.1f} min left]")
+    out, problems = _collect(workers, tasks, results, stop, signals, len(chains))
   finally:
     for w in workers:
       w.join()
     for s, handler in previous.items():
       signal.signal(s, handler)
+  return _outcome(out, problems, signals, workers)
+
+
+def _start_workers(ctx, tasks, results, stop, count: int) -> list:
+  """`count` started worker processes, each told by a None in `tasks` when to end;
+  they compile into this process's persistent compilation cache."""
+  cache = (jax.config.jax_compilation_cache_dir,
+           jax.config.jax_persistent_cache_min_compile_time_secs)
+  workers = [ctx.Process(target=_worker, args=(tasks, results, stop, cache))
+             for _ in range(count)]
+  for _ in workers:
+    tasks.put(None)
+  for w in workers:
+    w.start()
+  return workers
+
+
+def _handle_signals(workers: list, signals: list[int]):
+  """This process's Ctrl-C and SIGTERM handlers while the workers run: each signal is
+  noted in `signals`; a SIGTERM is passed on to the workers, and a second Ctrl-C
+  (the workers had theirs from the terminal) exits at once. Returns the SIGTERM
+  handler it replaced."""
+  def on_signal(signum, frame):
+    if signum == signal.SIGTERM:
+      for w in workers:
+        if w.pid and w.is_alive():
+          os.kill(w.pid, signal.SIGTERM)
+    elif signal.SIGINT in signals:
+      os._exit(128 + signum)
+    signals.append(signum)
+
+  previous = signal.signal(signal.SIGTERM, on_signal)
+  signal.signal(signal.SIGINT, on_signal)
+  return previous
+
+
+def _collect(workers: list, tasks, results, stop, signals: list[int], count: int
+             ) -> tuple[list, list]:
+  """The records of each of `count` chains as the workers put them (None for a chain
+  not done), and the problems they reported, each (status, message); a line per
+  finished chain. A signal sets `stop`; a problem stops new chains."""
+  out: list = [None] * count
+  problems = []
+  start = time.perf_counter()
+  while any(w.is_alive() for w in workers) or not results.empty():
+    if signals and not stop.is_set():
+      stop.set()
+    try:
+      index, status, value = results.get(timeout=0.2)
+    except queue.Empty:
+      continue
+    if status != "done":     # no new chains: the study stops once the others end theirs
+      problems.append((status, value))
+      _drain(tasks)
+      for _ in workers:
+        tasks.put(None)
+      continue
+    out[index] = value
+    finished = sum(o is not None for o in out)
+    elapsed = time.perf_counter() - start
+    say(f"  [{finished}/{count} chains done, {elapsed / 60:.1f} min, about "
+         f"{elapsed / finished * (count - finished) / 60:.1f} min left]")
+  return out, problems
+
+
+def _outcome(out: list, problems: list, signals: list[int], workers: list) -> list[list[dict]]:
+  """Every chain's records, or why there are not: a worker's BadInput as one line,
+  Stopped after a stopped stage or a signal, Failed for a worker that died."""
   errors_ = [value for status, value in problems if status == "error"]
   if errors_:
     raise errors.BadInput(errors_[0])
@@ -221,6 +244,9 @@ def _worker(tasks, results, stop, cache: tuple[str | None, float]) -> None:
 
 
 def quiet_logging() -> None:
-  """Stage lines and progress, not every checkpoint save (orbax logs through absl)."""
+  """Stage lines and progress, not every checkpoint save (orbax logs through absl)
+  nor the third-party warnings quiet.py names; the first call of every process of
+  the study (its command line and each worker)."""
+  quiet.quiet_third_party()
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

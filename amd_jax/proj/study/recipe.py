@@ -13,17 +13,13 @@ from amd_jax.data.builders import moving_digits
 # The students: name → pre-training method (None: fine-tuned from random weights).
 STUDENTS = {"amd_student": "amd", "videomae_student": "videomae", "scratch_student": None}
 MODELS = (*STUDENTS, "teacher")
-# Fine-tuning recipe of every student: configs/finetune.py:runlocal with a 30×
-# base lr (6e-2: 3.75e-3 peak at 16 videos per step), one clip per video and
-# step (no repeated sampling) and no mixup, cutmix, RandAugment or random
-# erasing: the default's 128 steps are one pass over the train split, too short
-# for augmentation to pay. Measured on moving_digits 3.0.0 from random weights
-# (128 steps of 16 videos, test top-1 of 128 videos, 2-core CPU): runlocal's
-# augmentation at base lr 2e-2 → 0.109 (chance), without it → 0.250, without it
-# at 6e-2 → 0.469 with 2 clips per video, 0.445 with one (half the compute).
-# The test's 2 clips × 3 crops: the three crops of a square clip are one and the
-# same (crops run along the long side), so one crop gives the same top-1 at a
-# third of the cost.
+# Fine-tuning recipe of every student: configs/finetune.py:runlocal with a 30× base
+# lr (6e-2: 3.75e-3 peak at 16 videos per step), one clip per video and step (no
+# repeated sampling) and no mixup, cutmix, RandAugment or random erasing: the
+# default's 128 steps are one pass over the train split, too short for augmentation
+# to pay. One test crop: the three crops of a square clip are one and the same (crops
+# run along the long side). The runs that chose it:
+# docs/study/README.md, "How the recipes were chosen".
 FINETUNE_OVERRIDES = {"optim.base_lr": 6e-2, "mixup.prob": 0.0, "data.rand_augment.num_ops": 0,
                       "data.erase_prob": 0.0, "data.num_sample": 1, "batch_size": 16,
                       "data.test_crops": 1}
@@ -43,26 +39,16 @@ class Teacher:
   clip_norm: float = 0.0           # gradient clipping by global norm (0: none, VideoMAE's)
 
 
-# The released teacher: Mi (8 blocks × 128, twice the students' depth and width
-# as ViT-L over ViT-B and ViT-B over ViT-S; 8× their parameters) for 2048 steps
-# of 32 clips (65,536 clips, 32 passes over the train split at 4 samples per
-# video), against the students' 400 (default) or 1600 (full) steps of 8 clips:
-# 20× and 5× the clips (the paper: 1600–2400 teacher epochs vs 800).
-# Its lr peaks where the students' does (base 0.025 at 8 videos per update:
-# 7.8e-4) and its gradients are clipped as AMD's are (0.02): on moving_digits
-# 4.0.0, at base lr 0.05 (1.6e-3) it learnt the flicker by step 100–150 and
-# lost it for good as the lr rose (loss back to 0.95–1.03, the zero
-# predictor's, with clipping at 0.02 or 1.0 or none); at 0.025 unclipped it
-# wobbled between 0.36 and 1.03 until step 750 (fine-tuned 0.281, probe 0.738);
-# at 0.0125 it lost the flicker from step 450 to 650 and ended with probe 0.590.
-# Its fine-tuning lr stays the students' (teacher 0.398 / 0.406 / 0.297 at base
-# lr 3e-2 / 6e-2 / 1.2e-1), and so does its layer decay: 0.866, which gives its
-# first of 8 blocks the share of the lr a student's first of 4 gets at 0.75,
-# scored level on val at the default size (0.385 against 0.380, 3 seeds) and
-# lower at --full (0.391 against 0.602, seed 0); at --full (seed 0, val) base lr
-# 7.5e-3 / 1.5e-2 / 3e-2 / 6e-2 / 1.2e-1 scored 0.418 / 0.590 / 0.621 / 0.602 /
-# 0.500, a flat top at the students' lr. docs/study/backgrounds.md and
-# docs/study/probe_vs_finetune.md have the runs.
+# The released teacher: Mi (8 blocks × 128, twice the students' depth and width, as
+# ViT-L over ViT-B and ViT-B over ViT-S; 8× their parameters) for 2048 steps of 32
+# clips (32 passes over the train split at 4 samples per video): 20× the clips of a
+# default student's 400 steps of 8 and 5× a --full one's 1600, as the paper's
+# teachers train for 2–3× their students' epochs. Its lr peaks where the students'
+# does (base 0.025 at 8 videos per update: 7.8e-4) and its gradients are clipped as
+# AMD's are (0.02): at twice that lr it loses the background's flicker for good, and
+# unclipped it loses and relearns it for hundreds of steps. Its fine-tuning keeps the
+# students' lr and layer decay, which scored as well as the others tried or better.
+# The runs behind each choice: docs/study/README.md, "How the recipes were chosen".
 RELEASE = Teacher(variant="Mi/8x2", image_size=64, steps=2048, batch_size=32, base_lr=0.025,
                   finetune_base_lr=6e-2, clip_norm=0.02)
 
@@ -93,7 +79,7 @@ SIZES = {
                   student="Mu/8x2", teacher_layers=(2, 4), student_layers=(2, 4), image_size=32,
                   student_steps=2, finetune_steps=2, val_split="val[:8]", test_split="test[:8]",
                   probe_videos=16, analysis_videos=2, seeds=1, log_every=1),
-    # launch/demo.sh: about 9 minutes on 2 CPU cores (README).
+    # launch/demo.sh's (its times: docs/study/README.md).
     "default": Size(teacher=RELEASE, student="Mu/8x2", teacher_layers=(4, 8),
                     student_layers=(2, 4), image_size=64, student_steps=400, finetune_steps=128,
                     val_split="val[:64]", test_split="test[:128]", probe_videos=1024,

@@ -1,13 +1,13 @@
 r"""The embedded study: an AMD student against the same student pre-trained as plain
 VideoMAE, on the embedded moving_digits videos, in one command.
 
-  python -m amd_jax.study [--workdir runs/demo] [--size smoke|default|full] [--seeds N]
-                          [--teacher DIR] [--ablation NAME] [--jobs N]
-  python -m amd_jax.study --make-teacher OUT [--workdir runs/teacher] [--size default]
+  python -m amd_jax.proj.study [--workdir runs/demo] [--size smoke|default|full] [--seeds N]
+                               [--teacher DIR] [--ablation NAME] [--jobs N]
+  python -m amd_jax.proj.study --make-teacher OUT [--workdir runs/teacher] [--size default]
 
 (launch/demo.sh wraps it; its --full is --size full.) As in the paper, the
 teacher is a released checkpoint, trained once and far longer than its
-students: the one in amd_jax/assets/teacher (made by the --make-teacher
+students: the one in amd_jax/proj/study/teacher (made by the --make-teacher
 command above, see its card.json), or --teacher DIR for another release.
 Stages, each skipped when its outputs exist and resumed from its last
 checkpoint when it was interrupted:
@@ -50,6 +50,8 @@ the probes.
 
 Modules: recipe.py (sizes, the teacher's recipe, ablations and the configs of
 every run), chains.py (a stage, chains of stages and their worker processes),
-release.py (the teacher release: making and checking one), run.py (the study,
-its ablations, results and the command line behind __main__.py).
+release.py (the teacher release: making and checking one), diagnostics.py (the
+reconstruction loss split by what moving_digits' hidden tubes hold), run.py (the
+study, its ablations, results and the command line behind __main__.py); teacher/
+is the released teacher.
 """

@@ -12,18 +12,19 @@ import shutil
 
 import jax
 
-from amd_jax import convert, errors
+from amd_jax import convert, errors, files, metrics
 from amd_jax import workdir as workdir_lib
-from amd_jax.analysis import curves, output, probe, reconstruction
+from amd_jax.analysis import probe, reconstruction
 from amd_jax.data.builders import moving_digits
-from amd_jax.study.chains import read_json, say, run_training
-from amd_jax.study.recipe import (FINETUNE_OVERRIDES, SIZES, Size, finetune_config_for,
+from amd_jax.proj.study import diagnostics
+from amd_jax.proj.study.chains import say, run_training
+from amd_jax.proj.study.recipe import (FINETUNE_OVERRIDES, SIZES, Size, finetune_config_for,
                                   teacher_config)
 
 CARD_FILE = "card.json"
-# The released teacher the study distils from unless --teacher says otherwise.
-RELEASED_TEACHER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "assets", "teacher")
+# The released teacher the study distils from unless --teacher says otherwise: beside
+# this module, in a checkout and in an installed package (package data) alike.
+RELEASED_TEACHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "teacher")
 
 
 def read_release(path: str, size_name: str) -> dict:
@@ -31,8 +32,8 @@ def read_release(path: str, size_name: str) -> dict:
   card_path = os.path.join(path, CARD_FILE)
   if not os.path.isfile(card_path):
     raise errors.BadInput(f"{path} is not a teacher release (no {CARD_FILE}); make one with "
-                          f"`python -m amd_jax.study --make-teacher {path}`")
-  card = read_json(card_path)
+                          f"`python -m amd_jax.proj.study --make-teacher {path}`")
+  card = files.read_json(card_path)
   want = dataclasses.asdict(SIZES[size_name].teacher)
   if card["recipe"] != want:
     raise errors.BadInput(f"the teacher at {path} was made with {card['recipe']}; the "
@@ -69,9 +70,10 @@ def make_teacher(workdir: str, out: str, command: str, size_name: str = "default
   os.makedirs(staging)
   convert.convert(pre_dir, os.path.join(staging, "checkpoint"), progress=False)
   shutil.copy(os.path.join(pre_dir, workdir_lib.METRICS_FILE), staging)
-  recon = reconstruction.reconstructions_report({"teacher": pre_dir}, staging)
+  recon = reconstruction.reconstructions_report({"teacher": pre_dir}, staging,
+                                                scores=diagnostics.flat_tube_scores)
   probed = probe.probe_report({"teacher": pre_dir}, videos=size.probe_videos)["models"]["teacher"]
-  rows = [r for r in curves.metric_rows(pre_dir) if "loss" in r]
+  rows = [r for r in metrics.read_rows(pre_dir) if "loss" in r]
   card = dict(
       recipe=dataclasses.asdict(size.teacher), data=data_id(),
       command=command,
@@ -84,7 +86,7 @@ def make_teacher(workdir: str, out: str, command: str, size_name: str = "default
       probe={k: probed[k] for k in ("test_top1", "val_top1", "train_top1", "l2", "videos")},
       made=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       machine=machine())
-  output.write_json(os.path.join(staging, CARD_FILE), card)
+  files.write_json(os.path.join(staging, CARD_FILE), card)
   os.replace(staging, out)
   say(f"teacher release: {out}")
   return card
