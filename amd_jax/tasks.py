@@ -31,6 +31,10 @@ from amd_jax.models import build, vit
 
 log = logging.getLogger("amd_jax")
 
+# The evaluation (config.evals) whose results are the run's test files, and the one
+# mode=test runs.
+TEST = "test"
+
 
 class Task:
   """What every task answers; the defaults are a task without a teacher or evaluators."""
@@ -91,8 +95,12 @@ class Task:
     return state
 
   def evaluators(self, mesh: Mesh, model_def: nnx.GraphDef, state_sharding: dict) -> dict:
-    """{name: evaluator} (amd_jax/evaluators): "val" runs every eval_every steps,
-    "test" once at the end."""
+    """{name: evaluator} (amd_jax/evaluators), one per entry of config.evals."""
+    return {}
+
+  def eval_every(self) -> dict[str, int]:
+    """{name: steps between its runs} of the evaluators (0: once per epoch; -1: after
+    the last step only)."""
     return {}
 
 
@@ -198,14 +206,28 @@ class Amd(Pretraining):
 class Finetuning(Task):
   """A pre-trained encoder fine-tuned with a head, then tested (mode=test: only tested)."""
 
+  EVAL_KEYS = ("split", "every")       # what each config.evals entry holds (+ VIEWS)
+  VIEWS = ()                            # the `views` an evaluation may take, if any
+
   def validate(self) -> None:
     super().validate()
     c = self.config
     if c.eval_batch_size <= 0:
       raise errors.BadInput(f"eval_batch_size={c.eval_batch_size} must be positive")
-    if c.eval_every < 0:
-      raise errors.BadInput(f"eval_every={c.eval_every} must be ≥ 0 (0: from optim.epochs, "
-                            "once per epoch)")
+    for name, e in c.evals.items():
+      keys = self.EVAL_KEYS + (("views",) if self.VIEWS else ())
+      if sorted(e) != sorted(keys):
+        raise errors.BadInput(f"evals.{name} has {', '.join(sorted(e))}: a {self.name} "
+                              f"evaluation has {', '.join(keys)}")
+      if not isinstance(e.every, int) or e.every < -1:
+        raise errors.BadInput(f"evals.{name}.every={e.every!r} must be ≥ -1 (steps between "
+                              "runs; 0: once per epoch; -1: after the last step only)")
+      if self.VIEWS and e.views not in self.VIEWS:
+        raise errors.BadInput(f"evals.{name}.views={e.views!r}: choose from "
+                              f"{'|'.join(self.VIEWS)}")
+    if self.evaluate_only and TEST not in c.evals:
+      raise errors.BadInput(f"mode=test runs the evaluation named {TEST}: config.evals has "
+                            f"{', '.join(c.evals) or 'none'}")
     pipeline.check_batch("eval_batch_size", c.eval_batch_size, devices=jax.device_count())
     if c.init:
       hub.local(c.init, "init")           # a Hub id is fetched here
@@ -222,6 +244,9 @@ class Finetuning(Task):
     return dict(state, params=pretrained.load_classifier(self.config, state["params"],
                                                          state_sharding["params"]))
 
+  def eval_every(self) -> dict[str, int]:
+    return {name: e.every for name, e in self.config.evals.items()}
+
   def _data(self, split: str) -> common.Data:
     c = self.config
     return common.Data(c.data.name, split, c.data.data_dir, c.eval_batch_size,
@@ -230,6 +255,7 @@ class Finetuning(Task):
 
 class Classification(Finetuning):
   name = task_names.CLASSIFICATION
+  VIEWS = ("centre", "multi")
 
   def prepare(self) -> None:
     """data.num_classes 0: read from the dataset's label map (video and image folders);
@@ -264,20 +290,20 @@ class Classification(Finetuning):
                               mixup=mixup.Mixup(**self.config.mixup))
 
   def evaluators(self, mesh, model_def, state_sharding) -> dict:
-    """val: one centre clip per video, drawn as in training with a fixed seed (every
-    validation sees the same clips); test: the clips × crops views."""
+    """centre: one clip per video, drawn as in training with a fixed seed (every run
+    sees the same clips); multi: the test's clips × crops views."""
     c, d = self.config, self.config.data
     predict = common.jit_predict(classification.predict_fn(model_def), mesh, state_sharding)
     classes = sources.class_names(sources.builder(d.name, d.data_dir)) or None
     views = {
-        "val": (pipeline.CentreClip(d.sampler, d.frames, d.sampling_rate, d.size,
-                                    seed=c.seed), 1, d.val_split),
-        "test": (pipeline.Views(d.test_sampler, d.frames, d.sampling_rate, d.size,
-                                d.test_clips, d.test_crops), d.test_clips * d.test_crops,
-                 d.test_split)}
-    return {name: classification.Evaluator(predict, mesh, data=self._data(split), view=view,
-                                           views=count, name=name, classes=classes)
-            for name, (view, count, split) in views.items()}
+        "centre": (pipeline.CentreClip(d.sampler, d.frames, d.sampling_rate, d.size,
+                                       seed=c.seed), 1),
+        "multi": (pipeline.Views(d.test_sampler, d.frames, d.sampling_rate, d.size,
+                                 d.test_clips, d.test_crops), d.test_clips * d.test_crops)}
+    return {name: classification.Evaluator(predict, mesh, data=self._data(e.split),
+                                           view=views[e.views][0], views=views[e.views][1],
+                                           name=name, classes=classes)
+            for name, e in c.evals.items()}
 
 
 class Detection(Finetuning):
@@ -312,9 +338,9 @@ class Detection(Finetuning):
                                    height=d.test_height, width=d.test_width,
                                    box_threshold=d.box_threshold)
     truth = ava_builder.evaluation_data(sources.builder(d.name, d.data_dir))
-    return {name: ava_evaluator.Evaluator(predict, mesh, data=self._data(split), view=view,
+    return {name: ava_evaluator.Evaluator(predict, mesh, data=self._data(e.split), view=view,
                                           name=name, truth=truth)
-            for name, split in (("val", d.val_split), ("test", d.test_split))}
+            for name, e in self.config.evals.items()}
 
 
 TASKS = {t.name: t for t in (Amd, VideoMae, Classification, Detection)}

@@ -120,9 +120,9 @@ class _Run:
   workdir: str
   data_iter: object             # pipeline.iterator: next(), get_state(), set_state()
   total_steps: int
-  eval_every: int
   training: state_lib.Training
-  evaluators: dict              # name → evaluator (tasks.py): "val" and "test"
+  evaluators: dict              # name → evaluator (tasks.py, one per config.evals entry)
+  eval_every: dict              # name → steps between its runs; None: after the loop only
   ckpt: checkpoint.Checkpointer
 
   @property
@@ -137,8 +137,9 @@ def _train(task: tasks.Task, workdir: str, allow_config_change: bool) -> list[di
     writer = metrics.Writer(workdir, resume_step=start if start else None)
     try:
       rows, state, step = _loop(run, state, start, writer)
-      if "test" in run.evaluators and step == run.total_steps:
-        rows.append(_evaluate(run.evaluators["test"], "test", state, step, writer, workdir))
+      if step == run.total_steps:
+        rows += [_evaluate(run.evaluators, name, state, step, writer, run.workdir)
+                 for name, every in run.eval_every.items() if every is None]
     finally:
       writer.close()
   finally:
@@ -174,12 +175,14 @@ def _set_up(task: tasks.Task, workdir: str, allow_config_change: bool) -> _Run:
   training = state_lib.build_training(config, mesh, schedule)
   num_params = sum(x.size for x in jax.tree.leaves(training.state["params"]))
   log.info("%s: %.2f M trainable parameters", config.model.variant, num_params / 1e6)
+  evaluators = task.evaluators(mesh, training.model_def, training.state_sharding)
+  # 0: once per pass over the training videos; -1: after the loop only.
+  eval_every = {name: None if every == -1 else every or steps_per_pass
+                for name, every in task.eval_every().items()}
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR),
                                  save_every=config.ckpt_every, keep=config.keep_ckpts)
-  return _Run(task, workdir, data_iter, schedule.total_steps,
-              eval_every=config.get("eval_every") or steps_per_pass, training=training,
-              evaluators=task.evaluators(mesh, training.model_def, training.state_sharding),
-              ckpt=ckpt)
+  return _Run(task, workdir, data_iter, schedule.total_steps, training, evaluators,
+              eval_every, ckpt)
 
 
 def _input_pipeline(task: tasks.Task, workdir: str) -> tuple[object, int]:
@@ -253,8 +256,9 @@ def _loop(run: _Run, state: dict, step: int, writer: metrics.Writer
         rows.append(_log(writer, progress, window.row(step, fetched[-1][1])))
       if save_now:
         run.ckpt.save(step, state, data_state, force=step == run.total_steps or stopping)
-      if "val" in run.evaluators and (step % run.eval_every == 0 or step == run.total_steps):
-        rows.append(_evaluate(run.evaluators["val"], "val", state, step, writer))
+      rows += [_evaluate(run.evaluators, name, state, step, writer, run.workdir)
+               for name, every in run.eval_every.items()
+               if every is not None and (step % every == 0 or step == run.total_steps)]
       if stopping:
         break
   finally:
@@ -310,19 +314,20 @@ def _log(writer: metrics.Writer, progress: tqdm.tqdm, row: dict) -> dict:
   return row
 
 
-def _evaluate(evaluator, split: str, state: dict, step: int, writer: metrics.Writer,
-              workdir: str | None = None) -> dict:
-  """Runs an evaluator (amd_jax/evaluators): its numbers make the metrics row; with
-  workdir (a test), process 0 writes the row and its per-example outputs to the test
-  files. Returns the row."""
+def _evaluate(evaluators: dict, name: str, state: dict, step: int, writer: metrics.Writer,
+              workdir: str) -> dict:
+  """Runs the evaluation `name` (amd_jax/evaluators): its numbers make the metrics row;
+  the one named test also has process 0 write the row and its per-example outputs to
+  the workdir's test files. Returns the row."""
+  evaluator = evaluators[name]
   start = time.perf_counter()
-  row, outputs = {"step": step, "split": split}, {}
-  for name, value in evaluator.run(state):
-    (row if isinstance(value, numbers.Number) else outputs)[name] = value
+  row, outputs = {"step": step, "split": name}, {}
+  for key, value in evaluator.run(state):
+    (row if isinstance(value, numbers.Number) else outputs)[key] = value
   row["eval_s"] = time.perf_counter() - start
   writer.write(row)
-  log.info("%s at step %d: %s", split, step, evaluator.describe(row))
-  if workdir is not None and jax.process_index() == 0:
+  log.info("%s at step %d: %s", name, step, evaluator.describe(row))
+  if name == tasks.TEST and jax.process_index() == 0:
     scores = outputs.pop("scores", None)
     workdir_lib.write_test_results(workdir, row, **outputs)
     if scores is not None:
@@ -355,8 +360,8 @@ def test(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, step = task.tested(state, state_sharding), 0
   writer = metrics.Writer(workdir, resume_step=step)
   try:
-    evaluator = task.evaluators(mesh, model_def, state_sharding)["test"]
-    return _evaluate(evaluator, "test", state, step, writer, workdir)
+    return _evaluate(task.evaluators(mesh, model_def, state_sharding), tasks.TEST, state, step,
+                     writer, workdir)
   finally:
     writer.close()
 

@@ -41,11 +41,10 @@ STAGE_FILE = "stage.json"
 # Keys a resumed run may change freely: where and how often it logs and saves,
 # how it is laid out on the devices, and what only the evaluation reads. Any
 # other key changes the model, the data order or the schedule.
-FREE_KEYS = ("log_every", "ckpt_every", "keep_ckpts", "progress", "eval_every",
-             "eval_batch_size", "backend", "data.worker_count", "data.data_dir", "data.val_split",
-             "data.test_split", "data.test_clips", "data.test_crops", "model.remat",
-             "model.attention", "teacher.attention")
-FREE_PREFIXES = ("mesh.", "sharding.")
+FREE_KEYS = ("log_every", "ckpt_every", "keep_ckpts", "progress", "eval_batch_size",
+             "backend", "data.worker_count", "data.data_dir", "data.test_clips",
+             "data.test_crops", "model.remat", "model.attention", "teacher.attention")
+FREE_PREFIXES = ("mesh.", "sharding.", "evals.")
 
 
 def check_local(workdir: str) -> None:

@@ -110,7 +110,12 @@ MEANINGS = {
     "batch_size": "clips per update over all hosts and devices, repeated samples included",
     "grad_accum": "micro-batches per update: the same update in less memory",
     "eval_batch_size": "videos per evaluation batch (each with all its test views)",
-    "eval_every": "steps between validations; 0: once per epoch",
+    "evals.val.split": "the validation's split",
+    "evals.val.every": "steps between validations; 0: once per epoch; -1: at the end only",
+    "evals.val.views": "centre (one clip, as in training, fixed seed) | multi (the test's)",
+    "evals.test.split": "the test's split (test_results.json; mode=test runs it alone)",
+    "evals.test.every": "steps between tests; 0: once per epoch; -1: at the end only",
+    "evals.test.views": "centre | multi (data.test_clips × data.test_crops per video)",
     "total_steps": "updates the run makes; 0: optim.epochs' worth (the schedule ends with it)",
     "log_every": "steps between metrics rows (metrics.jsonl, TensorBoard)",
     "ckpt_every": "steps between checkpoints",
@@ -148,8 +153,6 @@ MEANINGS = {
     "data.data_dir": "the data root the dataset was prepared in; empty: $AMD_JAX_DATA, "
                      "else ~/.cache/amd_jax",
     "data.split": "training split, slicing allowed ('train[:10%]')",
-    "data.val_split": "validation split",
-    "data.test_split": "test split",
     "data.num_classes": "classes of the dataset; 0: read from its label map (video and "
                         "image folders)",
     "data.frames": "frames per clip",

@@ -58,7 +58,7 @@ def data_config(name: str, *, sampler: str, rate: int, flip: bool, test_sampler:
   return ml_collections.ConfigDict(dict(
       name=name,
       data_dir="",                    # where `python -m amd_jax.data.build` prepared it
-      split="train", val_split="val", test_split="test",
+      split="train",                  # the evaluations' splits: config.evals
       num_classes=NUM_CLASSES[name],
       frames=16, size=224,
       sampler=sampler,                # segments (TSN, SSV2) | span (dense 16 × rate)
@@ -72,6 +72,22 @@ def data_config(name: str, *, sampler: str, rate: int, flip: bool, test_sampler:
       train_videos=train_videos,      # videos one epoch counts; 0 = the split's size
       per_class=0,                    # > 0: train on the split's first N videos of each class
       worker_count=8))
+
+
+def evals(*, val: str, test: str, views: bool) -> ml_collections.ConfigDict:
+  """config.evals: the evaluations of a fine-tuning run, by name (amd_jax/evaluators).
+
+  Each: `split` of the dataset; `every` steps between its runs (0: once per epoch,
+  also after the last step; -1: only after the last step); a classifier's `views`:
+  centre (one clip drawn as in training, with a fixed seed: every run sees the same
+  clips) or multi (data.test_clips × data.test_crops per video). Another entry (in a
+  config file of one's own) is one more evaluation; the one named `test` writes
+  test_results.json, and mode=test runs it alone.
+  """
+  val, test = dict(split=val, every=0), dict(split=test, every=-1)
+  if views:                           # a detector scores every key frame's proposals
+    val["views"], test["views"] = "centre", "multi"
+  return ml_collections.ConfigDict(dict(val=val, test=test))
 
 
 def base_config(*, model: str, data: ml_collections.ConfigDict, backend: str,
@@ -91,7 +107,7 @@ def base_config(*, model: str, data: ml_collections.ConfigDict, backend: str,
   config.batch_size = 512             # clips per update, all hosts, repeated samples included
   config.grad_accum = 1
   config.eval_batch_size = 32         # videos per evaluation batch (each with all its views)
-  config.eval_every = 0               # steps between validations; 0: once per epoch
+  config.evals = evals(val="val", test="test", views=True)
   config.optim = ml_collections.ConfigDict(dict(
       base_lr=1e-3, min_lr=1e-6, epochs=40, warmup_epochs=5, b1=0.9, b2=0.999, eps=1e-8,
       weight_decay=0.05, clip_norm=0.0, layer_decay=0.75))
@@ -107,10 +123,10 @@ def runlocal(config: ml_collections.ConfigDict, data: str = "moving_digits") -> 
   config.data.update(frames=8, size=64, worker_count=0, rand_augment=dict(
       num_ops=2, magnitude=5.0, magnitude_std=0.5))
   if data == "moving_digits":       # a folder's splits are whatever size it has
-    config.data.update(val_split="val[:64]", test_split="test[:128]")
+    config.evals.val.split, config.evals.test.split = "val[:64]", "test[:128]"
   config.batch_size = 32
   config.eval_batch_size = 32
-  config.eval_every = 150
+  config.evals.val.every = 150
   config.optim.update(base_lr=2e-3, epochs=6, warmup_epochs=1, layer_decay=0.75)
 
 

@@ -213,9 +213,9 @@ def test_configs_mirror_tables_s2_s3():
 
 
 FINETUNE = ("--config=configs/finetune.py:runlocal", "--config.data.split=train[:256]",
-            "--config.optim.epochs=2", "--config.eval_every=16", "--config.log_every=8",
+            "--config.optim.epochs=2", "--config.evals.val.every=16", "--config.log_every=8",
             "--config.ckpt_every=16", "--config.progress=False",
-            "--config.data.test_split=test[:48]", "--config.data.val_split=val[:32]")
+            "--config.evals.test.split=test[:48]", "--config.evals.val.split=val[:32]")
 
 
 @pytest.mark.slow

@@ -41,14 +41,14 @@ def test_image_folder_fine_tunes(tmp_path):
   assert config.model.variant == "S/16" and config.data.frames == 1
   config.model.variant = "Mu/8"
   config.model.drop_path = 0.0
-  config.data.update(data_dir=data, size=32, num_classes=10, test_split="val",
-                     val_split="val", worker_count=0, rand_augment=dict(num_ops=0),
-                     erase_prob=0.0)
+  config.data.update(data_dir=data, size=32, num_classes=10, worker_count=0,
+                     rand_augment=dict(num_ops=0), erase_prob=0.0)
+  config.evals.val.split = config.evals.test.split = "val"
   config.mixup.prob = 0.0
   config.batch_size = 40
   config.eval_batch_size = 40
   config.optim.update(base_lr=0.05, epochs=30, warmup_epochs=1)
-  config.update(log_every=10, ckpt_every=1000, progress=False, eval_every=0)
+  config.update(log_every=10, ckpt_every=1000, progress=False)
   rows = train.train(config, str(tmp_path / "run"))
   test = [r for r in rows if r.get("split") == "test"][-1]
   assert test["views"] == 1 and test["videos"] == 100

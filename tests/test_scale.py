@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from amd_jax import sharding
+from amd_jax import sharding, tasks
 from amd_jax.models import build as build_lib
 from configs import pretrain as pretrain_config
 from runs import ROOT, command, committed_steps, environment, losses, rows, run
@@ -84,8 +84,9 @@ def partition_specs():
   """{model/parameter path: spec} for the runlocal AMD student and teacher, pure FSDP."""
   config = pretrain_config.get_config("runlocal")
   out = {}
-  for name, build in (("student", build_lib.student), ("teacher", build_lib.teacher)):
-    abstract = nnx.state(nnx.eval_shape(lambda: build(config, nnx.Rngs(0))))
+  for name, build in (("student", tasks.of(config).model),
+                      ("teacher", lambda rngs: build_lib.teacher(config, rngs))):
+    abstract = nnx.state(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
     specs = sharding.param_specs(abstract, config.sharding.rules)
     for path, spec in jax.tree_util.tree_flatten_with_path(specs, is_leaf=sharding.is_spec)[0]:
       out[f"{name}{jax.tree_util.keystr(path)}"] = str(spec)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import amd_jax
-from amd_jax import config_files, errors, optim, sharding, task_names, tasks
+from amd_jax import config_files, errors, optim, sharding, task_names, tasks, train
 from amd_jax import state as state_lib
 from amd_jax.data import sources
 
@@ -135,3 +135,48 @@ def test_a_fine_tuning_task_has_a_val_and_a_test_evaluator():
   assert (evaluators["val"].views, evaluators["test"].views) == (1, 2 * 3)
   assert tasks.of(config_files.load("pretrain", "runlocal")).evaluators(
       mesh, model_def, state_sharding) == {}
+
+
+@pytest.mark.slow
+def test_an_evaluation_named_in_the_config_runs_without_code(tmp_path):
+  """config.evals: a third entry is one more evaluation, run when its `every` says; the
+  one named test alone writes the test files."""
+  config = config_files.load("finetune", "runlocal")
+  config.data.split = "train[:32]"
+  config.update(total_steps=2, batch_size=8, eval_batch_size=8, log_every=1, ckpt_every=100,
+                progress=False)
+  config.evals.val.update(split="val[:8]", every=1)
+  config.evals.test.split = "test[:8]"
+  config.evals.seen = dict(split="train[:8]", every=-1, views="multi")
+  rows = train.train(config, str(tmp_path / "run"))
+  # After the last step, in the config's order (ml-collections sorts the names).
+  assert [(r["step"], r["split"]) for r in rows if "split" in r] == [
+      (1, "val"), (2, "val"), (2, "seen"), (2, "test")]
+  seen = rows[-2]
+  assert (seen["videos"], seen["views"]) == (8, config.data.test_clips * config.data.test_crops)
+  with open(tmp_path / "run" / "test_results.json") as f:
+    assert json.load(f)["split"] == "test"
+
+
+@pytest.mark.parametrize("spec, key, value, message", [
+    ("finetune:runlocal", "evals.val.every", -2, "evals.val.every=-2 must be ≥ -1"),
+    ("finetune:runlocal", "evals.test.views", "crops", "evals.test.views='crops': choose from "
+                                                       "centre|multi"),
+    ("transfer:data=ava,runlocal", "evals.val.views", "centre",
+     "evals.val has every, split, views: a detection evaluation has split, every"),
+])
+def test_a_bad_evaluation_is_one_line(spec, key, value, message):
+  config = config_files.load(*spec.split(":"))
+  entry, _, field = key.rpartition(".")
+  config_files.value(config, entry)[field] = value
+  with pytest.raises(errors.BadInput, match=re.escape(message)):
+    tasks.of(config).validate()
+
+
+def test_mode_test_needs_the_evaluation_named_test():
+  config = config_files.load("finetune", "runlocal")
+  config.mode = "test"
+  del config.evals["test"]
+  with pytest.raises(errors.BadInput, match="mode=test runs the evaluation named test: "
+                                            "config.evals has val"):
+    tasks.of(config).validate()

@@ -225,14 +225,14 @@ def finetune_config_for(size: Size, variant: str, init: str, seed: int,
   config.mode = "finetune"
   config.init = init
   config.model.variant = variant
-  config.data.update(size=size.image_size, split="train", train_videos=TRAIN_VIDEOS,
-                     val_split=size.val_split, test_split=size.test_split)
+  config.data.update(size=size.image_size, split="train", train_videos=TRAIN_VIDEOS)
+  config.evals.val.split, config.evals.test.split = size.val_split, size.test_split
   override(config, FINETUNE_OVERRIDES)
   if base_lr is not None:
     config.optim.base_lr = base_lr
   override(config, overrides or {})
   per_epoch = config.data.train_videos // (config.batch_size // config.data.num_sample)
   _set_epochs(config, size.finetune_steps / per_epoch)
-  config.eval_every = max(size.finetune_steps // 2, 1)
+  config.evals.val.every = max(size.finetune_steps // 2, 1)
   _runtime(config, size, seed)
   return config
