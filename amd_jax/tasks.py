@@ -9,7 +9,8 @@ what a run starts from when it resumes nothing, and its evaluators. train.py,
 state.py, plan and bench ask it; which task a config is comes from
 amd_jax/task_names.py, the one reader of config.mode and model.head.
 
-A fifth task is one class here (and its steps.*Task, configs and tests).
+A fifth task is one class here, plus its name in task_names.py, its steps.*Task,
+configs and tests.
 """
 
 from __future__ import annotations

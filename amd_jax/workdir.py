@@ -43,7 +43,9 @@ STAGE_FILE = "stage.json"
 # other key changes the model, the data order or the schedule.
 FREE_KEYS = ("log_every", "ckpt_every", "keep_ckpts", "progress", "eval_batch_size",
              "backend", "data.worker_count", "data.data_dir", "data.test_clips",
-             "data.test_crops", "model.remat", "model.attention", "teacher.attention")
+             "data.test_crops", "model.remat", "model.attention", "teacher.attention",
+             # the evaluations' keys before config.evals: a run made then resumes
+             "eval_every", "data.val_split", "data.test_split")
 FREE_PREFIXES = ("mesh.", "sharding.", "evals.")
 
 

@@ -2,6 +2,7 @@
 damaged checkpoints set aside, a failed save stopping in one line."""
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from amd_jax import errors, paths, pretrained
+from amd_jax import config_files, errors, paths, pretrained
 from amd_jax import workdir as workdir_lib
 
 from runs import ROOT, assert_same_losses, command, committed_steps, run
@@ -245,3 +246,18 @@ def test_a_workdir_is_checked_by_the_same_rule(tmp_path):
       workdir_lib.check, str(tmp_path / "a_file" / "run"))
   workdir_lib.check(str(tmp_path / "runs" / "demo"))
   assert (tmp_path / "runs" / "demo").is_dir()
+
+
+def test_a_run_from_before_named_evaluations_resumes(tmp_path):
+  """A fine-tuning workdir whose config.json has eval_every and data.val_split /
+  test_split (before config.evals) resumes with today's config: only where its
+  evaluations are set moved."""
+  config = config_files.load("finetune", "runlocal")
+  old = json.loads(config.to_json_best_effort())
+  del old["evals"]
+  old["eval_every"] = 150
+  old["data"].update(val_split="val[:64]", test_split="test[:128]")
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(json.dumps(old))
+  assert workdir_lib.config_changes(str(tmp_path), config) == {}
+  config.optim.base_lr *= 2
+  assert list(workdir_lib.config_changes(str(tmp_path), config)) == ["optim.base_lr"]
