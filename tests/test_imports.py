@@ -160,6 +160,16 @@ def test_no_cycle_between_packages():
   assert not cycles, "import cycles between packages:\n" + "\n".join(cycles)
 
 
+def test_the_library_never_imports_its_experiments():
+  """amd_jax/proj/ (the embedded study) is built on the library: no module outside it
+  imports it, at load time or in a function, so the library stands without it."""
+  graph, local = _graph()
+  importers = sorted(m for m in graph if not m.startswith("amd_jax.proj")
+                     and any(i.startswith("amd_jax.proj") for i in graph[m] | local[m]))
+  assert {"amd_jax.proj.study.run"} <= set(graph)
+  assert not importers, importers
+
+
 def test_no_function_local_imports_beyond_the_list():
   graph, local = _graph()
   refused = []

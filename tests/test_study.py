@@ -5,7 +5,6 @@ results table on constructed records, and its reconstruction diagnostics by hand
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -275,23 +274,6 @@ def test_a_tube_is_flat_up_to_the_noise_of_h264():
   assert diagnostics.flat_tubes(video, 8, 2).tolist() == [[True]]
   video[0, 1, 3, 3, 2] += diagnostics.FLAT_RANGE + 1   # a faint stroke in frame 1
   assert diagnostics.flat_tubes(video, 8, 2).tolist() == [[False]]
-
-
-def test_the_library_never_imports_its_experiments():
-  """proj/ is built on the library: no module outside it imports amd_jax.proj, so the
-  library works without its experiments."""
-  package = os.path.join(ROOT, "amd_jax")
-  imports_proj = re.compile(r"^\s*(from amd_jax\.proj\b|import amd_jax\.proj\b|"
-                            r"from amd_jax import .*\bproj\b)", re.MULTILINE)
-  importers = []
-  for folder, subfolders, names in os.walk(package):
-    subfolders[:] = [d for d in subfolders if os.path.join(folder, d) !=
-                     os.path.join(package, "proj")]
-    for name in (n for n in names if n.endswith(".py")):
-      with open(os.path.join(folder, name), encoding="utf-8") as f:
-        if imports_proj.search(f.read()):
-          importers.append(os.path.relpath(os.path.join(folder, name), ROOT))
-  assert not importers, importers
 
 
 def test_schedules_make_the_requested_steps():
