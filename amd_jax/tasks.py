@@ -215,8 +215,8 @@ class Finetuning(Task):
     c = self.config
     if c.eval_batch_size <= 0:
       raise errors.BadInput(f"eval_batch_size={c.eval_batch_size} must be positive")
+    keys = self.EVAL_KEYS + (("views",) if self.VIEWS else ())
     for name, e in c.evals.items():
-      keys = self.EVAL_KEYS + (("views",) if self.VIEWS else ())
       if sorted(e) != sorted(keys):
         raise errors.BadInput(f"evals.{name} has {', '.join(sorted(e))}: a {self.name} "
                               f"evaluation has {', '.join(keys)}")
