@@ -15,6 +15,7 @@ configs and tests.
 
 from __future__ import annotations
 
+import abc
 import logging
 
 import grain
@@ -37,8 +38,9 @@ log = logging.getLogger("amd_jax")
 TEST = "test"
 
 
-class Task:
-  """What every task answers; the defaults are a task without a teacher or evaluators."""
+class Task(abc.ABC):
+  """What every task answers; the defaults are a task without a teacher or evaluators.
+  Data, model and step have no default: a task class without them cannot be made."""
 
   name: str
   pretraining = False
@@ -64,9 +66,10 @@ class Task:
     """The token counts of one clip: every token visible unless the task masks."""
     return masking.tube_counts(build.token_grid(self.config), 0.0)
 
+  @abc.abstractmethod
   def train_dataset(self, records, *, bad_files: str | None, process_index: int,
                     process_count: int) -> grain.MapDataset:
-    raise NotImplementedError
+    """Endless training batches of this process (the input pipeline's)."""
 
   def steps_per_epoch(self, steps_per_pass: int) -> float:
     """An epoch: one pass over the training videos."""
@@ -78,17 +81,17 @@ class Task:
     return {"video": ((b, d.frames, d.size, d.size, 3), jax.numpy.uint8)}
 
   # ------------------------------------------------------------- models and step
+  @abc.abstractmethod
   def model(self, rngs: nnx.Rngs) -> nnx.Module:
     """The model the run trains."""
-    raise NotImplementedError
 
   def teacher(self, mesh: Mesh, *, abstract: bool = False):
     """(graphdef, params, shardings) of the frozen teacher; all None without one."""
     return None, None, None
 
+  @abc.abstractmethod
   def step_task(self, model_def: nnx.GraphDef, teacher_def: nnx.GraphDef | None):
     """The static part of the update: what the loss needs besides parameters and batch."""
-    raise NotImplementedError
 
   # ------------------------------------------------------------- start and evaluation
   def init(self, state: dict, state_sharding: dict) -> dict:

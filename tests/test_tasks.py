@@ -180,3 +180,18 @@ def test_mode_test_needs_the_evaluation_named_test():
   with pytest.raises(errors.BadInput, match="mode=test runs the evaluation named test: "
                                             "config.evals has val"):
     tasks.of(config).validate()
+
+
+def test_a_task_without_data_model_or_step_cannot_be_made():
+  """The base class has no training data, model or step of its own: a new task class
+  that forgets one fails when it is made, not halfway through a run."""
+  config = config_files.load("finetune", "runlocal")
+
+  class NoStep(tasks.Finetuning):
+    name = "no_step"
+    train_dataset = tasks.Classification.train_dataset
+    model = tasks.Classification.model
+
+  with pytest.raises(TypeError, match="step_task"):
+    NoStep(config)
+  assert isinstance(tasks.of(config), tasks.Classification)

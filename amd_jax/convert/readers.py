@@ -8,6 +8,7 @@ run code is refused.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import logging
 import os
@@ -26,7 +27,7 @@ from amd_jax.models import saved
 log = logging.getLogger("amd_jax")
 
 
-class Source:
+class Source(abc.ABC):
   """A checkpoint's tensors under their own names, read one at a time.
 
   layout: the naming of tables.table ("official" | "hf"), None for ours.
@@ -43,8 +44,9 @@ class Source:
   meta: dict
   spec: spec_lib.ModelSpec | None = None
 
+  @abc.abstractmethod
   def get(self, name: str) -> np.ndarray:
-    raise NotImplementedError
+    """The tensor `name`, read now."""
 
   def release(self, name: str) -> None:
     """Lets the tensor's memory go once it has been converted."""
