@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 
 import grain
 import jax
@@ -138,9 +139,8 @@ class Pretraining(Task):
     return steps_per_pass / self.config.data.num_sample
 
   def batch_spec(self) -> dict:
-    b = self.config.batch_size
-    tokens = masking.tube_counts(build.token_grid(self.config), 0.0).tokens
-    return dict(super().batch_spec(), mask=((b, tokens), jax.numpy.int8))
+    tokens = math.prod(build.token_grid(self.config))
+    return dict(super().batch_spec(), mask=((self.config.batch_size, tokens), jax.numpy.int8))
 
   def model(self, rngs: nnx.Rngs) -> nnx.Module:
     return build.student(self.config, rngs, align=self.distills)

@@ -181,7 +181,7 @@ def mask_counts(config: ml_collections.ConfigDict) -> tuple[tuple[int, int, int]
 def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
   """One batch as the pipeline makes it: video uint8 (B, T, H, W, 3) and mask int8 (B, N)
   (pre-training) or label int32 (B,) (fine-tuning)."""
-  task = tasks.of(config)
+  task, grid = tasks.of(config), build.token_grid(config)
   rng = np.random.default_rng(seed)
   d = config.data
   video = rng.integers(0, 256, (config.batch_size, d.frames, d.size, d.size, 3), np.uint8)
@@ -190,7 +190,7 @@ def random_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
             "label": rng.integers(0, d.num_classes, config.batch_size).astype(np.int32)}
   return {
       "video": video,
-      "mask": np.stack([masking.tube_mask(rng, build.token_grid(config), *task.mask_ratios())
+      "mask": np.stack([masking.tube_mask(rng, grid, *task.mask_ratios())
                         for _ in range(config.batch_size)]),
   }
 
