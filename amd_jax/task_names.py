@@ -15,14 +15,14 @@ from amd_jax import errors
 AMD, VIDEOMAE, CLASSIFICATION, DETECTION = "amd", "videomae", "classification", "detection"
 PRETRAINING = (AMD, VIDEOMAE)
 # The modes a config file offers: the pre-training configs (they have a `masking`
-# block) train AMD or VideoMAE; the fine-tuning configs train (finetune) or only test.
-PRETRAINING_MODES = PRETRAINING
+# block) train AMD or VideoMAE (their mode is their task's name); the fine-tuning
+# configs train (finetune) or only test.
 FINETUNING_MODES = ("finetune", "test")
 
 
 def modes(config: Mapping) -> tuple[str, ...]:
   """The values config.mode may take in this config file."""
-  return PRETRAINING_MODES if "masking" in config else FINETUNING_MODES
+  return PRETRAINING if "masking" in config else FINETUNING_MODES
 
 
 def of(config: Mapping) -> str | None:
@@ -38,10 +38,6 @@ def of(config: Mapping) -> str | None:
     return mode
   head = (config.get("model") or {}).get("head")
   return DETECTION if head == "detector" else CLASSIFICATION
-
-
-def is_pretraining(config: Mapping) -> bool:
-  return of(config) in PRETRAINING
 
 
 def evaluate_only(config: Mapping) -> bool:

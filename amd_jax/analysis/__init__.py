@@ -36,6 +36,6 @@ Any checkpoint `amd_jax.pretrained.load` reads works for attention distance
 Hugging Face folder or Hub id). Each command prints its numbers as well as writing them.
 
 Modules: attention.py, per_class.py, curves.py, reconstruction.py, probe.py
-(one analysis each), output.py (figures and JSON files), __main__.py (the
+(one analysis each), output.py (figures), __main__.py (the
 command line).
 """

@@ -4,14 +4,13 @@ renamed into place once complete, so a failed write leaves no half checkpoint.""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 
 import numpy as np
 
-from amd_jax import checkpoint, errors, paths
+from amd_jax import checkpoint, errors, files, paths
 from amd_jax.convert import extras, hf, kinds, tables
 from amd_jax.convert import spec as spec_lib
 
@@ -41,8 +40,8 @@ def write_orbax(dst: str, spec: spec_lib.ModelSpec, weights: dict[str, np.ndarra
   tmp = _staging(dst)
   os.makedirs(tmp)
   checkpoint.save_tree(os.path.join(tmp, kinds.PARAMS), spec_lib.unflatten(weights))
-  with open(os.path.join(tmp, kinds.MODEL_JSON), "w") as f:
-    json.dump({**spec.to_json(), "converted_from": source}, f, indent=2)
+  files.write_json(os.path.join(tmp, kinds.MODEL_JSON),
+                   {**spec.to_json(), "converted_from": source})
   os.rename(tmp, dst)
 
 
@@ -113,6 +112,5 @@ def write_hf(dst: str, spec: spec_lib.ModelSpec, weights: dict[str, np.ndarray])
   tmp = _staging(dst)
   os.makedirs(tmp)
   st.numpy.save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-  with open(os.path.join(tmp, "config.json"), "w") as f:
-    json.dump(hf.config_json(spec), f, indent=2)
+  files.write_json(os.path.join(tmp, "config.json"), hf.config_json(spec))
   os.rename(tmp, dst)

@@ -17,7 +17,6 @@ TPU targets need the `tpu` extra, GPU targets the `plan` extra (docs/accelerator
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 
@@ -25,7 +24,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from amd_jax import config_files, errors, paths, quiet
+from amd_jax import config_files, errors, files, paths, quiet
 from amd_jax.plan import targets
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -122,9 +121,7 @@ def _main(argv):
   print(table(report, config_files.flag_text("config")), flush=True)
   if _OUT.value:
     path = os.path.join(_OUT.value, "plan.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(report, f, indent=1)
-    os.replace(path + ".tmp", path)
+    files.write_json(path, report, indent=1)
     print(f"wrote {path}", file=sys.stderr)
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 
 import tensorflow_datasets as tfds
+
+from amd_jax import files
 
 SOURCE = "source.json"
 LISTS = (".csv", ".txt", ".json", ".pbtxt", ".pkl")    # read whole: hashed, not stat'ed
@@ -138,18 +139,13 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     manual_dir = os.path.abspath(str(dl_manager.manual_dir))
     record = {"manual_dir": manual_dir,
               "files": fingerprint(self.source_files(manual_dir))}
-    with open(os.path.join(self.data_dir, SOURCE), "w") as f:
-      json.dump(record, f)
+    files.write_json(os.path.join(self.data_dir, SOURCE), record, indent=None)
     return super()._download_and_prepare(dl_manager, download_config)
 
   def recorded_source(self) -> dict | None:
     """{"manual_dir", "files": fingerprint} of this prepared dataset's build; None for
     a build that recorded none (an older version of this code)."""
-    path = os.path.join(self.data_dir, SOURCE)
-    if not os.path.isfile(path):
-      return None
-    with open(path) as f:
-      return json.load(f)
+    return files.read_json(os.path.join(self.data_dir, SOURCE), None)
 
   def source_changes(self, manual_dir: str = "") -> str | None:
     """How the files differ from those this prepared dataset was built from ('' when
